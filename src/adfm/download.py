@@ -1,0 +1,197 @@
+"""Download stage: fetch an archive (https, or a local file for manual downloads), verify its
+sha256, and extract it safely into the dataset folder.
+
+Remote archives stream to `<cache>/<name>.part` (resumed with an HTTP Range request after an
+interruption) and are renamed into place only once the checksum matches. Extraction goes to a
+temporary folder beside the target and is renamed at the end, and refuses any member that would
+land outside it (`..`, absolute paths, links pointing out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from adfm.io import InputError, atomic_path
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+
+
+def local_path(url: str) -> Path | None:
+    """The local file a `file:` URL (or a bare path) names; None for remote URLs.
+
+    Accepts `file:///abs/path`, `file:relative/path` and plain paths, so that a config can point at
+    an archive downloaded by hand, relative to the working directory.
+    """
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme in ("http", "https", "ftp"):
+        return None
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.netloc + parsed.path))
+    if parsed.scheme:
+        raise InputError(f"unsupported URL scheme {parsed.scheme!r} in {url!r}")
+    return Path(url)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checksum_file(path: Path) -> str:
+    """The sha256 in a `sha256sum`-style file (`<hex>  <name>`, or the hex alone)."""
+    try:
+        words = Path(path).read_text().split()
+    except OSError as error:
+        raise InputError(f"{path}: cannot read checksum file ({error.strerror})") from None
+    if not words or len(words[0]) != 64 or any(c not in "0123456789abcdef" for c in words[0].lower()):
+        raise InputError(f"{path}: expected a sha256 (64 hex digits) as the first word")
+    return words[0].lower()
+
+
+def verify(path: Path, expected: str | None) -> None:
+    if expected is None:
+        log.warning("%s: no checksum configured, integrity not verified", path)
+        return
+    actual = sha256_of(path)
+    if actual != expected.lower():
+        raise InputError(f"{path}: sha256 mismatch: expected {expected}, got {actual}")
+
+
+def fetch(url: str, cache_dir: Path, expected_sha256: str | None) -> Path:
+    """The verified archive for `url`: the local file itself, or a cached download of it."""
+    source = local_path(url)
+    if source is not None:
+        if not source.is_file():
+            raise InputError(f"{source}: archive not found (from {url})")
+        verify(source, expected_sha256)
+        return source
+    name = PurePosixPath(urllib.parse.urlparse(url).path).name or "archive"
+    target = cache_dir / name
+    if target.is_file():
+        verify(target, expected_sha256)
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = cache_dir / f"{name}.part"
+    _stream(url, partial)
+    try:
+        verify(partial, expected_sha256)
+    except InputError:
+        partial.unlink()  # a corrupt download must not be resumed
+        raise
+    os.replace(partial, target)
+    return target
+
+
+def _stream(url: str, partial: Path) -> None:
+    done = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as error:
+        if error.code == 416:  # already complete
+            return
+        raise InputError(f"{url}: download failed (HTTP {error.code} {error.reason})") from None
+    except urllib.error.URLError as error:
+        raise InputError(f"{url}: download failed ({error.reason})") from None
+    with response:
+        resumed = done and response.status == 206
+        if done and not resumed:
+            log.info("%s: server ignored the resume request, starting over", url)
+            done = 0
+        length = response.headers.get("Content-Length")
+        total = done + int(length) if length else None
+        with open(partial, "ab" if resumed else "wb") as handle, tqdm(
+            total=total, initial=done, unit="B", unit_scale=True, desc=partial.name
+        ) as bar:
+            for block in iter(lambda: response.read(CHUNK), b""):
+                handle.write(block)
+                bar.update(len(block))
+        if total is not None and partial.stat().st_size != total:
+            raise InputError(f"{url}: transfer interrupted at {partial.stat().st_size} of {total} bytes; rerun to resume")
+
+
+def _check_member(archive: Path, name: str) -> None:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or name.startswith("\\"):
+        raise InputError(f"{archive}: member {name!r} would be written outside the target folder")
+
+
+def extract(archive: Path, out_dir: Path, strip_components: int = 0) -> None:
+    """Extract a .tar(.gz/.xz/.bz2) or .zip into out_dir, atomically and without path escapes."""
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        try:
+            if zipfile.is_zipfile(archive):
+                with zipfile.ZipFile(archive) as bundle:
+                    for member in bundle.infolist():
+                        _check_member(archive, member.filename)
+                    bundle.extractall(tmp)
+            else:
+                with tarfile.open(archive) as bundle:
+                    members = bundle.getmembers()
+                    for member in members:
+                        _check_member(archive, member.name)
+                        if member.issym() or member.islnk():
+                            raise InputError(f"{archive}: member {member.name!r} is a link; links are refused")
+                    bundle.extractall(tmp, members=members, filter="data")
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
+            raise InputError(f"{archive}: cannot extract ({error}); the archive may be truncated or corrupt") from None
+        if strip_components:
+            _strip(tmp, strip_components, archive)
+
+
+def _strip(folder: Path, levels: int, archive: Path) -> None:
+    """Drop `levels` single wrapping folders (archives that nest everything under one folder)."""
+    for _ in range(levels):
+        entries = list(folder.iterdir())
+        if len(entries) != 1 or not entries[0].is_dir():
+            raise InputError(f"{archive}: expected a single top-level folder to strip, found {len(entries)} entries")
+        inner = entries[0]
+        for child in inner.iterdir():
+            shutil.move(str(child), folder / child.name)
+        inner.rmdir()
+
+
+def download(url: str, out_dir: Path, *, cache_dir: Path, sha256: str | None, checksum_file: Path | None,
+             strip_components: int = 0) -> None:
+    expected = read_checksum_file(checksum_file) if checksum_file else sha256
+    source = local_path(url)
+    if source is not None and source.is_dir():
+        # An already extracted folder (manual download): link it rather than copy gigabytes.
+        with atomic_path(out_dir) as tmp:
+            tmp.symlink_to(source.resolve(), target_is_directory=True)
+        return
+    archive = fetch(url, cache_dir, expected)
+    log.info("extracting %s into %s", archive, out_dir)
+    extract(archive, out_dir, strip_components)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("download", help="fetch, verify and extract a dataset archive")
+    parser.add_argument("--url", required=True, help="https URL, file: URL or local path (archive or folder)")
+    parser.add_argument("--out", required=True, type=Path, help="folder to extract into")
+    parser.add_argument("--cache-dir", type=Path, default=Path("resources/archives"))
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--sha256", help="expected sha256 of the archive")
+    group.add_argument("--checksum-file", type=Path, help="file holding the expected sha256")
+    parser.add_argument("--strip-components", type=int, default=0)
+    parser.set_defaults(
+        func=lambda a: download(a.url, a.out, cache_dir=a.cache_dir, sha256=a.sha256,
+                                checksum_file=a.checksum_file, strip_components=a.strip_components)
+    )

@@ -1,0 +1,89 @@
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from adfm import config as adfm_config
+from adfm.download import local_path
+
+
+validate(config, "../schemas/config.schema.yaml")
+_problems = adfm_config.check_references(config)
+if _problems:
+    raise ValueError("invalid config:\n  " + "\n  ".join(_problems))
+
+# Stage modules as inputs: editing one reruns the jobs that use it and what follows, nothing before.
+CODE = Path(workflow.basedir) / "src" / "adfm"
+MODEL_DIR = f"resources/models/{config['model']['name']}"
+
+
+wildcard_constraints:
+    dataset="|".join(config["datasets"]),
+    run="|".join(config["runs"]),
+    protocol="|".join(config["protocols"]),
+
+
+def code(*modules):
+    return sorted(str(path) for module in modules for path in CODE.glob(module))
+
+
+def res(family, key):
+    return config["resources"][family][key]
+
+
+def trained_runs():
+    return [name for name, run in config["runs"].items() if run["trained"]]
+
+
+def dataset_inputs(wildcards):
+    """Local archive (and checksum file) of a dataset, so rules that make them run first."""
+    spec = config["datasets"][wildcards.dataset]
+    inputs = {}
+    path = local_path(spec["url"])
+    if path is not None:
+        inputs["archive"] = str(path)
+    if spec.get("checksum_file"):
+        inputs["checksum"] = spec["checksum_file"]
+    return inputs
+
+
+def checksum_arg(wildcards):
+    spec = config["datasets"][wildcards.dataset]
+    if spec.get("checksum_file"):
+        return f"--checksum-file {spec['checksum_file']}"
+    return f"--sha256 {spec['sha256']}" if spec.get("sha256") else ""
+
+
+def protocol_inputs(wildcards):
+    datasets = adfm_config.protocol_datasets(config, wildcards.protocol)
+    return {
+        "manifests": expand("resources/manifests/{dataset}.csv", dataset=datasets),
+        "boxes": expand("resources/boxes/{dataset}.csv", dataset=datasets),
+    }
+
+
+def predict_inputs(wildcards):
+    run = config["runs"][wildcards.run]
+    inputs = {
+        "split": f"resources/splits/{run['protocol']}.csv",
+        "model": MODEL_DIR,
+        "code": code("predict.py", "models.py", "protocol.py", "boxes.py"),
+    }
+    if run["trained"]:
+        inputs["adapter"] = f"resources/adapters/{wildcards.run}"
+    return inputs
+
+
+def table_metrics(wildcards):
+    table = config["tables"][wildcards.table]
+    wanted = set(adfm_config.evaluated_datasets(config, wildcards.table))
+    return [
+        f"results/metrics/{row['run']}/{dataset}.csv"
+        for row in table["rows"]
+        for dataset in adfm_config.test_datasets(config, row["run"])
+        if dataset in wanted
+    ]
+
+
+def get_final_output():
+    return expand("results/{table}.csv", table=config["tables"])

@@ -1,0 +1,87 @@
+rule make_demo_archive:
+    output:
+        archive="resources/demo/{archive}",
+        checksum="resources/demo/{archive}.sha256",
+    params:
+        spec=lambda wc: config["demo_archives"][f"resources/demo/{wc.archive}"],
+    log:
+        "logs/make_demo_archive/{archive}.log",
+    conda:
+        "../../envs/adfm.yaml"
+    shell:
+        "adfm make-demo-archive --layout {params.spec[layout]} --categories {params.spec[categories]}"
+        " --image-size {params.spec[image_size]} --train-good {params.spec[train_good]}"
+        " --test-good {params.spec[test_good]}"
+        " --test-defective-per-type {params.spec[test_defective_per_type]}"
+        " --seed {config[seed]} --out {output.archive} > {log} 2>&1"
+
+
+rule download:
+    input:
+        unpack(dataset_inputs),
+    output:
+        directory("resources/datasets/{dataset}"),
+    params:
+        url=lambda wc: config["datasets"][wc.dataset]["url"],
+        checksum=checksum_arg,
+        strip=lambda wc: config["datasets"][wc.dataset]["strip_components"],
+    log:
+        "logs/download/{dataset}.log",
+    conda:
+        "../../envs/adfm.yaml"
+    shell:
+        "adfm download --url {params.url:q} {params.checksum} --strip-components {params.strip}"
+        " --cache-dir resources/archives --out {output} > {log} 2>&1"
+
+
+rule index:
+    input:
+        root="resources/datasets/{dataset}",
+        code=code("index.py", "datasets/*.py"),
+    output:
+        "resources/manifests/{dataset}.csv",
+    params:
+        layout=lambda wc: config["datasets"][wc.dataset]["layout"],
+        categories=lambda wc: config["datasets"][wc.dataset]["categories"],
+    log:
+        "logs/index/{dataset}.log",
+    conda:
+        "../../envs/adfm.yaml"
+    shell:
+        "adfm index --root {input.root} --dataset {wildcards.dataset} --layout {params.layout}"
+        " --categories {params.categories} --out {output} > {log} 2>&1"
+
+
+rule boxes:
+    input:
+        manifest="resources/manifests/{dataset}.csv",
+        code=code("boxes.py"),
+    output:
+        "resources/boxes/{dataset}.csv",
+    params:
+        kernel=config["boxes"]["dilation_kernel"],
+        min_area=config["boxes"]["min_area"],
+    log:
+        "logs/boxes/{dataset}.log",
+    conda:
+        "../../envs/adfm.yaml"
+    shell:
+        "adfm boxes --manifest {input.manifest} --dilation-kernel {params.kernel}"
+        " --min-area {params.min_area} --out {output} > {log} 2>&1"
+
+
+rule split:
+    input:
+        unpack(protocol_inputs),
+        code=code("split.py"),
+    output:
+        "resources/splits/{protocol}.csv",
+    params:
+        protocol=lambda wc: json.dumps(config["protocols"][wc.protocol]),
+    log:
+        "logs/split/{protocol}.log",
+    conda:
+        "../../envs/adfm.yaml"
+    shell:
+        "adfm split --manifests {input.manifests} --boxes {input.boxes} --protocol {params.protocol:q}"
+        " --seed {config[seed]} --out {output} > {log} 2>&1"

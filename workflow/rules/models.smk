@@ -1,0 +1,37 @@
+rule fetch_model:
+    output:
+        directory(MODEL_DIR),
+    params:
+        source=config["model"]["source"],
+        revision=config["model"]["revision"],
+    log:
+        f"logs/fetch_model/{config['model']['name']}.log",
+    conda:
+        "../../envs/adfm.yaml"
+    shell:
+        "adfm fetch-model --source {params.source:q} --revision {params.revision:q} --out {output} > {log} 2>&1"
+
+
+rule train:
+    input:
+        split=lambda wc: f"resources/splits/{config['runs'][wc.run]['protocol']}.csv",
+        model=MODEL_DIR,
+        code=code("train.py", "rewards.py", "protocol.py", "boxes.py", "models.py"),
+    output:
+        directory("resources/adapters/{run}"),
+    params:
+        settings=lambda wc: adfm_config.train_settings(config, wc.run),
+    threads: res("train", "threads")
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
+    log:
+        "logs/train/{run}.log",
+    benchmark:
+        "benchmarks/train/{run}.tsv"
+    conda:
+        "../../envs/adfm.yaml"
+    shell:
+        "adfm train --split {input.split} --model {input.model} --settings {params.settings:q}"
+        " --out {output} > {log} 2>&1"

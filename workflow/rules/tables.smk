@@ -1,0 +1,17 @@
+rule table:
+    input:
+        metrics=table_metrics,
+        code=code("tables.py"),
+    output:
+        csv="results/{table}.csv",
+        markdown="results/{table}.md",
+    params:
+        spec=lambda wc: json.dumps(config["tables"][wc.table]),
+    wildcard_constraints:
+        table="|".join(config["tables"]),
+    log:
+        "logs/table/{table}.log",
+    conda:
+        "../../envs/adfm.yaml"
+    shell:
+        "adfm table --spec {params.spec:q} --metrics {input.metrics} --out {output.csv} > {log} 2>&1"
