@@ -1,0 +1,120 @@
+"""Demo archive -> download -> index, and the errors of each on bad input."""
+
+import io
+import tarfile
+
+import pytest
+
+from adfm.datasets import manifest, mvtec_ad
+from adfm.datasets.synthetic import DemoSpec
+from adfm.demo_data import make_demo_archive
+from adfm.download import download, extract, local_path
+from adfm.index import index
+from adfm.io import InputError
+
+SPEC = DemoSpec(categories=("bottle", "wood"), image_size=56, train_good=3, test_good=2, test_defective_per_type=2)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demo") / "mvtec_anomaly_detection.tar.xz"
+    make_demo_archive("mvtec_ad", path, SPEC)
+    return path
+
+
+def test_demo_archive_is_reproducible_and_has_the_mvtec_layout(archive, tmp_path):
+    again = tmp_path / archive.name
+    make_demo_archive("mvtec_ad", again, SPEC)
+    assert again.read_bytes() == archive.read_bytes()
+    with tarfile.open(archive) as bundle:
+        names = set(bundle.getnames())
+    assert {"bottle/train/good/000.png", "bottle/test/good/001.png", "bottle/test/blob/000.png",
+            "bottle/ground_truth/blob/000_mask.png", "wood/test/scratch/001.png", "bottle/license.txt"} <= names
+
+
+def test_download_index_round_trip(archive, tmp_path):
+    out = tmp_path / "mvtec_ad"
+    checksum = archive.with_name(archive.name + ".sha256")
+    download(f"file:{archive}", out, cache_dir=tmp_path / "cache", sha256=None, checksum_file=checksum)
+    index(out, "mvtec_ad", "mvtec_ad", None, tmp_path / "manifest.csv")
+    frame = manifest.read(tmp_path / "manifest.csv")
+    assert list(frame.columns) == manifest.COLUMNS
+    per_category = frame.groupby(["category", "source_split", "label"]).size().to_dict()
+    assert per_category[("bottle", "train", 0)] == 3
+    assert per_category[("bottle", "test", 0)] == 2
+    assert per_category[("bottle", "test", 1)] == 4  # 2 defect types x 2
+    anomalous = frame[frame.label == 1]
+    assert all(len(paths) == 1 and paths[0].endswith("_mask.png") for paths in anomalous.mask_paths)
+    assert (frame.width == 56).all() and (frame.height == 56).all()
+    assert not (tmp_path / "cache").exists()  # local archives are read in place, not copied
+
+
+def test_wrong_checksum_names_the_file_and_writes_nothing(archive, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=f"{archive.name}: sha256 mismatch"):
+        download(str(archive), out, cache_dir=tmp_path, sha256="0" * 64, checksum_file=None)
+    assert not out.exists()
+
+
+def test_truncated_archive_is_a_clear_error(archive, tmp_path):
+    truncated = tmp_path / "cut.tar.xz"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(InputError, match="cut.tar.xz: cannot extract"):
+        extract(truncated, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["cut.tar.xz"]  # no temporary folder left behind
+
+
+def _tar_with(tmp_path, member: tarfile.TarInfo, data: bytes = b"x"):
+    path = tmp_path / "evil.tar"
+    with tarfile.open(path, "w") as bundle:
+        member.size = len(data) if member.isreg() else 0
+        bundle.addfile(member, io.BytesIO(data) if member.isreg() else None)
+    return path
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/tmp/absolute.txt", "a/../../escape.txt"])
+def test_members_escaping_the_target_are_refused(tmp_path, name):
+    path = _tar_with(tmp_path, tarfile.TarInfo(name))
+    with pytest.raises(InputError, match="outside the target folder"):
+        extract(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE])
+def test_links_are_refused(tmp_path, kind):
+    member = tarfile.TarInfo("link")
+    member.type, member.linkname = kind, "/etc/passwd"
+    with pytest.raises(InputError, match="is a link"):
+        extract(_tar_with(tmp_path, member), tmp_path / "out")
+
+
+def test_anomalous_image_without_mask_is_an_error(archive, tmp_path):
+    extract(archive, tmp_path / "d")
+    (tmp_path / "d" / "bottle" / "ground_truth" / "blob" / "001_mask.png").unlink()
+    with pytest.raises(InputError, match=r"bottle/test/blob/001.png: anomalous image without a mask"):
+        mvtec_ad.parse(tmp_path / "d", "mvtec_ad")
+
+
+def test_unknown_category_and_wrong_layout_are_errors(archive, tmp_path):
+    extract(archive, tmp_path / "d")
+    with pytest.raises(InputError, match=r"categories \['cable'\] not found"):
+        mvtec_ad.parse(tmp_path / "d", "mvtec_ad", ["cable"])
+    with pytest.raises(InputError, match="not an MVTec AD layout"):
+        mvtec_ad.parse(tmp_path, "mvtec_ad")
+
+
+def test_unreadable_image_is_an_error(archive, tmp_path):
+    extract(archive, tmp_path / "d")
+    (tmp_path / "d" / "wood" / "train" / "good" / "000.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="000.png: unreadable image"):
+        mvtec_ad.parse(tmp_path / "d", "mvtec_ad")
+
+
+def test_local_path_forms():
+    assert str(local_path("file:///data/x.tar")) == "/data/x.tar"
+    assert str(local_path("file:resources/x.tar")) == "resources/x.tar"
+    assert str(local_path("resources/x.tar")) == "resources/x.tar"
+    assert local_path("https://example.org/x.tar") is None
+    with pytest.raises(InputError, match="unsupported URL scheme"):
+        local_path("s3://bucket/x.tar")

@@ -1,0 +1,126 @@
+import copy
+
+import pandas as pd
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+
+from adfm.config import check_references
+from adfm.io import InputError
+from adfm.score import accuracy_table
+from adfm.tables import build_table, to_markdown
+
+from conftest import REPO
+
+
+def record(model, category, label, answer, dataset="mvtec_ad"):
+    return dict(model=model, dataset=dataset, category=category, image_path=f"{category}{label}{answer}",
+                label=label, sample=0, answer=answer)
+
+
+def test_accuracy_counts_unanswered_as_wrong():
+    records = [record("m", "a", 1, "yes"), record("m", "a", 0, "yes"), record("m", "b", 0, "no"), record("m", "b", 1, None)]
+    table = accuracy_table(records).set_index(["category"])
+    assert table.loc["a", "accuracy"] == 50.0
+    assert table.loc["b", "accuracy"] == 50.0
+    assert table.loc["all", "accuracy"] == 50.0
+    assert table.loc["all", "answered"] == 3
+
+
+def test_accuracy_of_nothing_is_an_error():
+    with pytest.raises(InputError):
+        accuracy_table([])
+
+
+TABLE1 = {
+    "paper": "table1_multidomain.csv",
+    "keys": ["model", "scale"],
+    "columns": {"MVTec": "mvtec_ad", "VisA": "visa", "MVTec-LOCO": "mvtec_loco", "GoodsAD": "goodsad"},
+    "rows": [{"match": {"model": "AD-FM", "scale": "7B"}, "run": "adfm"}],
+}
+
+
+def metrics(run="adfm", **accuracies):
+    return pd.DataFrame([dict(model=run, dataset=d, category="all", accuracy=a) for d, a in accuracies.items()])
+
+
+def test_table_cells_hold_ours_paper_and_difference():
+    table = build_table(TABLE1, metrics(mvtec_ad=80.0))
+    cell = table[(table.model == "AD-FM") & (table.column == "MVTec")].iloc[0]
+    assert (cell.ours, cell.paper, cell["diff"], cell.status) == (80.0, 90.72, -10.72, "ok")
+    visa = table[(table.model == "AD-FM") & (table.column == "VisA")].iloc[0]
+    assert pd.isna(visa.ours) and visa.paper == 79.52 and visa.status.startswith("not run")
+    average = table[(table.model == "AD-FM") & (table.column == "Avg")].iloc[0]
+    assert pd.isna(average.ours) and "3 of 4 datasets missing" in average.status
+
+
+def test_rows_not_run_keep_the_paper_value_only():
+    table = build_table(TABLE1, metrics(mvtec_ad=80.0))
+    gpt = table[table.model == "GPT-4.1"]
+    assert gpt.ours.isna().all() and (gpt.status == "not run").all()
+    assert gpt[gpt.column == "Avg"].paper.iloc[0] == 71.60
+    assert len(table) == 11 * 5  # every paper row, every column
+
+
+def test_average_over_all_columns_when_all_ran():
+    table = build_table(TABLE1, metrics(mvtec_ad=80.0, visa=70.0, mvtec_loco=60.0, goodsad=50.0))
+    average = table[(table.model == "AD-FM") & (table.column == "Avg")].iloc[0]
+    assert average.ours == 65.0 and average["diff"] == round(65.0 - 73.15, 2)
+
+
+def test_markdown_has_the_paper_shape():
+    text = to_markdown(build_table(TABLE1, metrics(mvtec_ad=80.0)), TABLE1["keys"])
+    assert "| group | model | scale | MVTec | VisA | MVTec-LOCO | GoodsAD | Avg |" in text
+    assert "| Fine-tuned | AD-FM | 7B | 80.00 (90.72) | – (79.52) |" in text
+
+
+def test_unknown_paper_row_is_an_error():
+    spec = copy.deepcopy(TABLE1)
+    spec["rows"][0]["match"] = {"model": "AD-FM", "scale": "3B"}
+    with pytest.raises(InputError, match="matches 0 rows"):
+        build_table(spec, metrics(mvtec_ad=80.0))
+
+
+def load(path):
+    return yaml.safe_load((REPO / path).read_text())
+
+
+def merge(base, override):
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.mark.parametrize("configs", [["config.yaml"], ["config.yaml", "workflow/configs/demo.yaml"]])
+def test_shipped_configs_are_valid(configs):
+    config = {}
+    for path in configs:
+        config = merge(config, load(path))
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    errors = list(Draft202012Validator(schema).iter_errors(config))
+    assert errors == []
+    assert check_references(config) == []
+
+
+def test_reference_checks_name_the_key():
+    config = load("config.yaml")
+    config["runs"]["adfm"]["protocol"] = "nowhere"
+    config["tables"]["table1"]["rows"][0]["run"] = "ghost"
+    config["protocols"]["multidomain"]["datasets"] = ["mvtec_ad", "unknown_set"]
+    problems = check_references(config)
+    assert "runs.adfm.protocol: unknown protocol 'nowhere'" in problems
+    assert "tables.table1.rows: unknown run 'ghost'" in problems
+    assert "protocols.multidomain.datasets: unknown dataset 'unknown_set'" in problems
+
+
+def test_schema_rejects_unknown_keys_and_bad_values():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    config = load("config.yaml")
+    config["runs"]["adfm"]["rewards"] = ["cls", "accuracy"]
+    config["train"]["grpo"]["num_generation"] = 6
+    config["boxes"]["min_area"] = -1
+    messages = [e.message for e in Draft202012Validator(schema).iter_errors(config)]
+    assert any("'accuracy' is not one of" in m for m in messages)
+    assert any("num_generation" in m for m in messages)
+    assert any("-1 is less than the minimum" in m for m in messages)
