@@ -1,0 +1,288 @@
+"""A tiny, randomly initialised Qwen2.5-VL for the CPU demo and the tests.
+
+It has the architecture, the special tokens, the chat template and the stock processor of
+Qwen/Qwen2.5-VL-7B-Instruct, only very small: 2 text layers of width 64, 2 vision blocks of width
+32, and a byte-level BPE vocabulary of about a thousand tokens trained offline (no download) on the
+words our prompts and responses use. It is saved in the Hugging Face format, so it is loaded by the
+same code (`adfm.models.load_model_and_processor`) as the real 7B model.
+
+Everything is seeded: two builds give byte-identical weights and tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEMO_SOURCE = "demo:tiny-qwen2.5-vl"
+
+# Qwen2.5's special tokens, in Qwen's order (ids 151643.. in the real vocabulary; appended after the
+# BPE vocabulary here).
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+]
+
+# The chat template shipped with Qwen/Qwen2.5-VL-7B-Instruct (chat_template.json).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Image processor settings of Qwen/Qwen2.5-VL-7B-Instruct (preprocessor_config.json).
+IMAGE_PROCESSOR = {
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+}
+
+# Architecture: the 7B's, shrunk. head_dim 16 (64 / 4), mrope sections sum to head_dim / 2 = 8.
+TEXT_CONFIG = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+    "max_window_layers": 2,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+    "use_sliding_window": False,
+    "hidden_act": "silu",
+}
+VISION_CONFIG = {
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "out_hidden_size": 64,  # = text hidden size
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 112,
+    "fullatt_block_indexes": [1],
+    "tokens_per_second": 2,
+}
+
+# Sampling defaults of Qwen/Qwen2.5-VL-7B-Instruct (generation_config.json).
+GENERATION_DEFAULTS = {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.1, "top_p": 0.001, "top_k": 1}
+
+DEFAULT_VOCAB_SIZE = 1024
+
+
+def _corpus() -> list[str]:
+    """What the demo model will read and write: prompts, the response format, JSON boxes, digits."""
+    words = (
+        "think rethink answer yes no bbox_2d label defect anomaly anomalous normal image images reference query "
+        "object surface region regions scratch crack hole stain dent missing contamination color cut bent broken "
+        "is there any in the of a an and or to this that first second compare with following look focus each "
+        "check checked inspect inspection industrial inspector product part texture structure left right top bottom "
+        "global scan suspicious focused final decision you are output format box boxes coordinates pixels "
+        "Yes No The A An Is Are Please Answer Think Rethink Look Compare First Then Finally Output Following "
+        "system user assistant helpful"
+    ).split()
+    templates = [
+        "You are a helpful assistant.",
+        "The first image is a normal reference image. The second image is the query image.",
+        "Compare the query image with the normal reference image. Is there any defect in the object?",
+        "First think: scan the whole query image and list suspicious regions as JSON boxes "
+        '[{"bbox_2d": [x1, y1, x2, y2], "label": "defect"}] inside <think> </think>. Then rethink: look at '
+        "each region again inside <rethink> </rethink>. Finally give the answer yes or no inside <answer> </answer>.",
+        "Output the thinking process in <think> </think>, the rethinking in <rethink> </rethink> and the final "
+        "answer (yes or no) in <answer> </answer> tags.",
+        "Is there any defect in the object? A. Yes. B. No.",
+        # the prompts of config.yaml
+        "You are an industrial quality inspector. The first image shows a normal, defect-free sample. "
+        "The second image is the query. Compare the query with the normal sample and decide whether the query "
+        "has any defect.",
+        "First, inside <think></think>, scan the whole query image and list the suspicious regions as JSON boxes "
+        'in pixel coordinates of the query image, for example [{"bbox_2d": [x1, y1, x2, y2], "label": "scratch"}].',
+        "Then, inside <rethink></rethink>, examine each region closely and decide whether it is a real defect or "
+        "a normal variation.",
+        "Finally, inside <answer></answer>, answer yes if the query is defective and no if it is normal.",
+        "Inside <think></think>, scan the whole query image and list the suspicious regions as JSON boxes, and "
+        "reason about them. Then, inside <answer></answer>, answer yes if the query is defective and no if it is "
+        "normal.",
+        "Following is the query image:",
+    ]
+    responses = []
+    for i in range(40):
+        x1, y1 = (7 * i) % 97, (13 * i) % 89
+        box = f'{{"bbox_2d": [{x1}, {y1}, {x1 + 10 + i}, {y1 + 12 + i}], "label": "defect"}}'
+        regions = f"[{box}]" if i % 2 else "[]"
+        answer = "yes" if i % 2 else "no"
+        responses.append(
+            f"<think>global scan of the query image: {regions}</think>"
+            f"<rethink>focused look at each region: checked</rethink><answer>{answer}</answer>"
+        )
+        responses.append(f"<think>{regions}</think><answer>{answer}</answer>")
+    digits = [" ".join(str(d) for d in range(10)), "0123456789", "[0, 0, 0, 0]", '{"label": "defect"}, ']
+    return templates + responses + digits + [" ".join(words)] * 4 + words
+
+
+def build_tokenizer(vocab_size: int = DEFAULT_VOCAB_SIZE):
+    """A Qwen2Tokenizer whose byte-level BPE was trained offline on `_corpus()`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import AddedToken
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+
+    # Qwen2's normaliser and pre-tokeniser, so that training sees the splits the tokenizer will use.
+    tokenizer = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    state = json.loads(tokenizer.to_str())["model"]
+    vocab = dict(sorted(state["vocab"].items(), key=lambda item: item[1]))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+
+    qwen = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        bos_token=None,
+        eos_token=None,
+        pad_token=None,
+        model_max_length=32768,
+        errors="replace",
+        clean_up_tokenization_spaces=False,
+        split_special_tokens=False,
+    )
+    # Special tokens in Qwen's order, right after the BPE vocabulary (as 151643.. follow Qwen's BPE).
+    qwen.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    qwen.eos_token = "<|im_end|>"
+    qwen.pad_token = "<|endoftext|>"
+    qwen.chat_template = CHAT_TEMPLATE
+    return qwen
+
+
+def _ordered_specials(tokenizer) -> dict[str, int]:
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+
+
+def build_processor(vocab_size: int = DEFAULT_VOCAB_SIZE):
+    """The stock Qwen2_5_VLProcessor around the tiny tokenizer."""
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    tokenizer = build_tokenizer(vocab_size)
+    image_processor = Qwen2VLImageProcessor(**IMAGE_PROCESSOR)
+    video_processor = Qwen2VLVideoProcessor(
+        **{k: v for k, v in IMAGE_PROCESSOR.items() if k not in ("min_pixels", "max_pixels")}
+    )
+    return Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_config(tokenizer):
+    from transformers import Qwen2_5_VLConfig
+
+    ids = _ordered_specials(tokenizer)
+    vocab_size = len(tokenizer)
+    vocab_size += (-vocab_size) % 64  # padded like Qwen's 152064
+    text = dict(
+        TEXT_CONFIG,
+        vocab_size=vocab_size,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    return Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=dict(VISION_CONFIG),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def build_demo_model(out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = DEFAULT_VOCAB_SIZE) -> Path:
+    """Build the tiny model, its tokenizer and its processor, and save them to `out_dir`."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log.info("building tiny Qwen2.5-VL (seed %d) into %s", seed, out)
+
+    processor = build_processor(vocab_size)
+    config = build_config(processor.tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)
+    ids = _ordered_specials(processor.tokenizer)
+    # The 7B's generation_config.json (near-greedy sampling), so that training and prediction are
+    # exercised against the same defaults they must override.
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        **GENERATION_DEFAULTS,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    log.info(
+        "tiny model: %d parameters, vocabulary %d (+%d special tokens)",
+        sum(p.numel() for p in model.parameters()),
+        len(processor.tokenizer) - len(SPECIAL_TOKENS),
+        len(SPECIAL_TOKENS),
+    )
+    return out

@@ -1,0 +1,161 @@
+"""Model weights: fetching them (`adfm fetch-model`) and the one code path that loads them.
+
+Sources:
+- `hf://<owner>/<name>` (e.g. `hf://Qwen/Qwen2.5-VL-7B-Instruct`): a snapshot of a Hugging Face Hub
+  repository at `--revision`, downloaded with huggingface_hub.
+- `demo:tiny-qwen2.5-vl`: the tiny, randomly initialised Qwen2.5-VL of `adfm.demo_model`, built
+  offline in seconds.
+
+Both end up as a Hugging Face model folder, and `load_model_and_processor` loads either the same way
+(AutoProcessor + AutoModelForImageTextToText), with an optional LoRA adapter on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from adfm.io import InputError, atomic_path
+
+log = logging.getLogger(__name__)
+
+HF_SCHEME = "hf://"
+DEMO_SCHEME = "demo:"
+DTYPES = ("bfloat16", "float16", "float32", "auto")
+
+
+def fetch_model(source: str, revision: str | None, out_dir: str | os.PathLike) -> Path:
+    """Put the model named by `source` into `out_dir` (atomically: a failed fetch leaves nothing)."""
+    out = Path(out_dir)
+    if source.startswith(HF_SCHEME):
+        repo_id = source[len(HF_SCHEME) :].strip("/")
+        if repo_id.count("/") != 1:
+            raise ValueError(f"model source {source!r}: expected hf://<owner>/<name>")
+        from huggingface_hub import snapshot_download
+
+        # A fixed staging folder beside the output (not a random temp name), so that an interrupted
+        # download of the 15 GB of weights resumes where it stopped; renamed into place when complete.
+        staging = out.parent / f".{out.name}.download"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        log.info("downloading %s (revision %s) from the Hugging Face Hub into %s", repo_id, revision or "main", staging)
+        snapshot_download(repo_id=repo_id, revision=revision or None, local_dir=staging)
+        shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+        log.info("model %s ready in %s", repo_id, out)
+        return out
+    if source.startswith(DEMO_SCHEME):
+        name = source[len(DEMO_SCHEME) :]
+        from adfm import demo_model
+
+        if source != demo_model.DEMO_SOURCE:
+            raise ValueError(f"unknown demo model {name!r} in source {source!r}; known: {demo_model.DEMO_SOURCE}")
+        with atomic_path(out) as tmp:
+            demo_model.build_demo_model(tmp)
+        return out
+    raise ValueError(
+        f"unknown model source {source!r}: expected hf://<owner>/<name> (Hugging Face Hub) "
+        f"or {DEMO_SCHEME}tiny-qwen2.5-vl (the tiny demo model)"
+    )
+
+
+def torch_dtype(name: str):
+    import torch
+
+    if name not in DTYPES:
+        raise InputError(f"model dtype {name!r}: expected one of {', '.join(DTYPES)}")
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def default_device() -> str:
+    """cuda (this process's GPU under torchrun/accelerate) if available, else cpu."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def load_processor(model_dir: str | os.PathLike, *, min_pixels: int, max_pixels: int):
+    """The model's own processor, padding on the left, images resized into [min_pixels, max_pixels]."""
+    from transformers import AutoProcessor, ProcessorMixin
+    from transformers.image_utils import SizeDict
+
+    processor = AutoProcessor.from_pretrained(str(model_dir), padding_side="left")
+    if not isinstance(processor, ProcessorMixin) or getattr(processor, "image_processor", None) is None:
+        # AutoProcessor falls back to the bare tokenizer when the processor class cannot be built
+        # (e.g. torchvision missing); training would fail much later looking for pixel_values.
+        raise InputError(
+            f"{model_dir}: AutoProcessor returned {type(processor).__name__}, not a processor with an image "
+            "processor (is torchvision installed and importable?)"
+        )
+    processor.tokenizer.padding_side = "left"
+    # Set on the image processor itself: passing min_pixels/max_pixels to from_pretrained also stores
+    # them in the tokenizer's init kwargs, whence they reach every processor call (deprecated path).
+    if int(min_pixels) > int(max_pixels):
+        raise InputError(f"min_pixels {min_pixels} > max_pixels {max_pixels}")
+    processor.image_processor.size = SizeDict(shortest_edge=int(min_pixels), longest_edge=int(max_pixels))
+    return processor
+
+
+def load_model_and_processor(
+    model_dir: str | os.PathLike,
+    *,
+    dtype: str,
+    min_pixels: int,
+    max_pixels: int,
+    adapter_dir: str | os.PathLike | None = None,
+    for_training: bool = False,
+):
+    """Load a vision-language model folder (7B or tiny alike) and its processor.
+
+    dtype is "bfloat16", "float16", "float32" or "auto" (the checkpoint's). Attention is SDPA. For
+    inference the model goes to cuda if available (else cpu) in eval mode; for training it stays on
+    the cpu (the Trainer places it on the device of each process). A LoRA adapter folder, when
+    given, is applied with PeftModel.from_pretrained (trainable only when `for_training`).
+    """
+    from transformers import AutoModelForImageTextToText
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise InputError(f"{model_dir}: not a model folder (no config.json); run `adfm fetch-model` first")
+    processor = load_processor(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)
+    log.info("loading model %s (dtype %s)", model_dir, dtype)
+    kwargs = {"dtype": torch_dtype(dtype), "attn_implementation": "sdpa"}
+    if not for_training:
+        kwargs["device_map"] = default_device()
+    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), **kwargs)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter_dir) / "adapter_config.json").is_file():
+            raise InputError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
+        log.info("applying LoRA adapter %s", adapter_dir)
+        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=for_training)
+    if not for_training:
+        model.eval()
+    return model, processor
+
+
+def _fetch_main(args: argparse.Namespace) -> None:
+    try:
+        fetch_model(args.source, args.revision, args.out)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "fetch-model",
+        help="download model weights (hf://owner/name) or build the tiny demo model (demo:tiny-qwen2.5-vl)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--source", required=True, help="hf://<owner>/<name> or demo:tiny-qwen2.5-vl")
+    parser.add_argument("--revision", default=None, help="Hub revision (commit hash, tag or branch); ignored for demo:")
+    parser.add_argument("--out", required=True, help="model folder to create")
+    parser.set_defaults(func=_fetch_main)

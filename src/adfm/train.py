@@ -1,0 +1,407 @@
+"""GRPO + LoRA fine-tuning (paper section 3) with TRL's GRPOTrainer and PEFT.
+
+    adfm train --split SPLIT.csv --model MODEL_DIR --settings JSON --out ADAPTER_DIR
+
+Trains on the rows of the split with role == "train": each prompt shows the normal reference image,
+then the query image, then the prompt template; the ground-truth label and boxes (converted to the
+frame the model sees) reach the reward functions as dataset columns. LoRA adapters go on the
+language model only (a regular expression on the module path); the vision tower stays frozen.
+
+Outputs, in ADAPTER_DIR (written to a temporary folder and renamed into place at the end):
+- adapter_config.json, adapter_model.safetensors: the LoRA adapter (PeftModel.from_pretrained);
+- train_log.csv: one row per logging step (loss, reward, reward_std, frac_reward_zero_std, kl,
+  completions/mean_length, rewards/<fn>/mean, ...);
+- completions/completions_<step>.parquet: TRL's log_completions output (prompt, completion, each
+  reward and the advantage of every completion), the raw material of Figures 4 and 5.
+
+Checkpoints go to ADAPTER_DIR + ".ckpt/" (checkpoint-<step>/ every `save_steps` steps, plus a
+progressively rewritten train_log.csv). A restarted job resumes from the last checkpoint there,
+provided the split, the model and the training settings (other than the run length and
+logging/saving cadence) are unchanged; otherwise the stale checkpoints are discarded with a warning.
+The checkpoint folder is removed once the adapter is in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from adfm.io import InputError, atomic_path
+
+log = logging.getLogger(__name__)
+
+# LoRA on every linear layer of the language model (attention and MLP), none of the vision tower:
+# PEFT full-matches this against module paths such as `model.language_model.layers.0.mlp.up_proj`
+# (the vision tower's MLPs, `model.visual.blocks.0.mlp.up_proj`, have the same leaf names).
+DEFAULT_LORA_TARGET = (
+    r".*language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+)
+
+# GRPOConfig values we set unless the settings say otherwise. The paper optimises the standard GRPO
+# objective (per-sequence normalised loss, rewards scaled by the group's std), not TRL's default
+# "dapo" loss; completions of every logging step are kept (log_completions) for Figures 4 and 5.
+GRPO_DEFAULTS = {
+    "loss_type": "grpo",
+    "scale_rewards": "group",
+    "log_completions": True,
+    "num_completions_to_print": 2,
+    "save_total_limit": 2,
+    "report_to": "none",
+}
+
+# Settings keys whose names differ from GRPOConfig's (transformers 5 folds warmup_ratio into
+# warmup_steps: a float in [0, 1) is a ratio of the total steps).
+RENAMED = {"warmup_ratio": "warmup_steps"}
+
+# Keys that may change between an interrupted run and its restart without invalidating checkpoints.
+RESUMABLE_CHANGES = {"max_steps", "num_train_epochs", "save_steps", "logging_steps", "save_total_limit"}
+
+LOG_FIRST_COLUMNS = [
+    "step",
+    "epoch",
+    "loss",
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "kl",
+    "completions/mean_length",
+]
+
+CHECKPOINT_SUFFIX = ".ckpt"
+
+
+# ----------------------------------------------------------------------------------------- dataset
+
+
+def read_split_rows(split_csv: str | os.PathLike, role: str, dataset: str | None = None) -> pd.DataFrame:
+    """Rows of a split CSV with the given role (and dataset), in file order, boxes parsed from JSON."""
+    path = Path(split_csv)
+    if not path.is_file():
+        raise InputError(f"{path}: split file not found")
+    rows = pd.read_csv(path, keep_default_na=False, dtype={"image_path": str, "reference_path": str})
+    required = {"dataset", "category", "role", "image_path", "label", "boxes", "width", "height", "reference_path"}
+    missing = required - set(rows.columns)
+    if missing:
+        raise InputError(f"{path}: missing column(s) {sorted(missing)}")
+    rows = rows[rows["role"] == role]
+    if dataset is not None:
+        rows = rows[rows["dataset"] == dataset]
+    rows = rows.reset_index(drop=True)
+    try:
+        rows["boxes"] = [json.loads(b) if str(b).strip() else [] for b in rows["boxes"]]
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: a boxes cell is not JSON ({error})") from None
+    absent = [p for p in pd.unique(pd.concat([rows["image_path"], rows["reference_path"]])) if not Path(p).is_file()]
+    if absent:
+        raise InputError(f"{path}: {len(absent)} image(s) not found, e.g. {absent[:3]}")
+    return rows
+
+
+def build_dataset(rows: pd.DataFrame, template: str, *, min_pixels: int, max_pixels: int):
+    """The GRPO training set: conversational prompt, [reference, query] images, label, model-frame boxes.
+
+    Images are stored as paths and decoded (as RGB) only when a batch needs them.
+    """
+    import datasets
+
+    from adfm.boxes import to_model_frame
+    from adfm.protocol import build_prompt
+
+    prompt = build_prompt(template)
+    boxes, frames = [], []
+    for row in rows.itertuples(index=False):
+        scaled, frame = to_model_frame(
+            row.boxes, int(row.width), int(row.height), min_pixels=min_pixels, max_pixels=max_pixels
+        )
+        boxes.append([[float(v) for v in box] for box in scaled])
+        frames.append([int(frame[0]), int(frame[1])])
+    columns = {
+        "prompt": [prompt] * len(rows),
+        "images": [[str(r), str(q)] for r, q in zip(rows["reference_path"], rows["image_path"])],
+        "label": [int(v) for v in rows["label"]],
+        "boxes": boxes,
+        "frame": frames,
+        "image_path": [str(p) for p in rows["image_path"]],
+        "dataset": [str(d) for d in rows["dataset"]],
+        "category": [str(c) for c in rows["category"]],
+    }
+    data = datasets.Dataset.from_dict(columns)
+    return data.cast(
+        datasets.Features(
+            {
+                **data.features,
+                "images": datasets.List(datasets.Image(mode="RGB")),
+                "label": datasets.Value("int64"),
+                "boxes": datasets.List(datasets.List(datasets.Value("float64"))),
+                "frame": datasets.List(datasets.Value("int64")),
+            }
+        )
+    )
+
+
+# ----------------------------------------------------------------------------------------- configs
+
+
+def grpo_config(grpo: dict, *, output_dir: str | os.PathLike, reward_weights: list[float] | None):
+    """GRPOConfig from the `grpo` settings: GRPOConfig's own field names (plus `warmup_ratio`)."""
+    import torch
+    from trl import GRPOConfig
+
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    values = dict(GRPO_DEFAULTS)
+    for key, value in grpo.items():
+        name = RENAMED.get(key, key)
+        if name not in fields:
+            raise InputError(f"train settings: grpo.{key} is not a GRPOConfig option")
+        values[name] = value
+    if not torch.cuda.is_available():
+        values.update(bf16=False, fp16=False, use_cpu=True)
+    return GRPOConfig(
+        output_dir=str(output_dir),
+        reward_weights=list(reward_weights) if reward_weights is not None else None,
+        save_strategy="steps",
+        logging_strategy="steps",
+        remove_unused_columns=False,
+        **values,
+    )
+
+
+def lora_config(lora: dict):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=int(lora.get("r", 64)),
+        lora_alpha=int(lora.get("alpha", 128)),
+        lora_dropout=float(lora.get("dropout", 0.05)),
+        target_modules=lora.get("target_modules") or DEFAULT_LORA_TARGET,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def check_trainable(model) -> list[str]:
+    """Names of trainable parameters; the vision tower must have none (the paper freezes it)."""
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise InputError("LoRA target_modules matched no module: nothing to train")
+    visual = [name for name in trainable if "visual" in name]
+    if visual:
+        raise InputError(f"LoRA target_modules reach the vision tower (e.g. {visual[0]}); it must stay frozen")
+    return trainable
+
+
+# ------------------------------------------------------------------------------------------- logs
+
+
+def log_rows(log_history: list[dict]) -> pd.DataFrame:
+    """One row per logging step of trainer.state.log_history (the end-of-training summary excluded)."""
+    entries = [e for e in log_history if "step" in e and ("loss" in e or "reward" in e)]
+    frame = pd.DataFrame(entries)
+    if frame.empty:
+        return pd.DataFrame(columns=LOG_FIRST_COLUMNS)
+    frame = frame.drop_duplicates(subset="step", keep="last")
+    first = [c for c in LOG_FIRST_COLUMNS if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def _progress_callback(log_csv: Path):
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """Logs each step's headline metrics and keeps the checkpoint folder's train_log.csv current."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+            self.first_step = state.global_step
+            log.info("GRPO training: step %d of %d", state.global_step, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "reward" not in logs:
+                return
+            done = state.global_step - self.first_step
+            per_step = (time.monotonic() - self.started) / max(done, 1)
+            log.info(
+                "step %d/%d: loss %.4g, reward %.3f (std %.3f, zero-std groups %.0f%%), %.1f s/step",
+                state.global_step,
+                state.max_steps,
+                logs.get("loss", float("nan")),
+                logs.get("reward", float("nan")),
+                logs.get("reward_std", float("nan")),
+                100 * logs.get("frac_reward_zero_std", float("nan")),
+                per_step,
+            )
+            if state.is_world_process_zero:
+                log_rows(state.log_history).to_csv(log_csv, index=False)
+
+    return Progress()
+
+
+# ------------------------------------------------------------------------------------------ train
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_fingerprint(split_csv: Path, model_dir: Path, settings: dict) -> str:
+    """What a checkpoint must agree with to be resumed."""
+    grpo = {k: v for k, v in settings.get("grpo", {}).items() if k not in RESUMABLE_CHANGES}
+    stable = {k: v for k, v in settings.items() if k != "grpo"}
+    config = model_dir / "config.json"
+    payload = {
+        "split": _sha256_file(split_csv),
+        "model": [str(model_dir.resolve()), _sha256_file(config) if config.is_file() else None],
+        "settings": stable,
+        "grpo": grpo,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepare_checkpoint_dir(ckpt_dir: Path, fingerprint: str) -> str | None:
+    """Make the checkpoint folder; return the checkpoint to resume from, if one matches this run."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    stamp = ckpt_dir / "run.json"
+    if ckpt_dir.is_dir():
+        previous = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
+        if previous != fingerprint:
+            log.warning("%s: checkpoints from a different run (split, model or settings changed); discarding", ckpt_dir)
+            shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+    return get_last_checkpoint(str(ckpt_dir))
+
+
+def train(
+    split_csv: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    settings: dict,
+    out_dir: str | os.PathLike,
+    *,
+    callbacks: list | None = None,
+) -> dict:
+    """Run GRPO + LoRA; write the adapter, train_log.csv and completions/ to `out_dir`.
+
+    Returns a summary: the checkpoint resumed from (or None), the steps at start and end, max steps.
+    """
+    from trl import GRPOTrainer
+
+    from adfm.models import load_model_and_processor
+    from adfm.rewards import make_reward_funcs
+
+    split_csv, model_dir, out_dir = Path(split_csv), Path(model_dir), Path(out_dir)
+    ckpt_dir = out_dir.parent / (out_dir.name + CHECKPOINT_SUFFIX)
+    model_settings = settings.get("model", {})
+    min_pixels, max_pixels = int(model_settings["min_pixels"]), int(model_settings["max_pixels"])
+    if "prompt" not in settings:
+        raise InputError("train settings: no prompt template")
+
+    rows = read_split_rows(split_csv, "train")
+    if rows.empty:
+        raise InputError(f"{split_csv}: no rows with role == 'train'")
+    log.info(
+        "training set: %d images (%d anomalous) from %s",
+        len(rows),
+        int(rows["label"].astype(int).sum()),
+        ", ".join(sorted(rows["dataset"].unique())),
+    )
+    train_set = build_dataset(rows, settings["prompt"], min_pixels=min_pixels, max_pixels=max_pixels)
+
+    reward_names = list(settings.get("rewards", ["cls", "loc"]))
+    reward_funcs = make_reward_funcs(reward_names, settings.get("reward_options", {}))
+    reward_weights = settings.get("reward_weights")
+    if reward_weights is not None and len(reward_weights) != len(reward_names):
+        raise InputError(f"train settings: {len(reward_weights)} reward_weights for {len(reward_names)} rewards")
+
+    resume = prepare_checkpoint_dir(ckpt_dir, run_fingerprint(split_csv, model_dir, settings))
+    args = grpo_config(settings.get("grpo", {}), output_dir=ckpt_dir, reward_weights=reward_weights)
+    model, processor = load_model_and_processor(
+        model_dir,
+        dtype=model_settings.get("dtype", "auto"),
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        for_training=True,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=train_set,
+        processing_class=processor,
+        peft_config=lora_config(settings.get("lora", {})),
+        callbacks=[_progress_callback(ckpt_dir / "train_log.csv"), *(callbacks or [])],
+    )
+    trainable = check_trainable(trainer.model)
+    log.info(
+        "LoRA: %d trainable tensors (%d parameters) in the language model; vision tower frozen",
+        len(trainable),
+        sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+    )
+    if resume:
+        log.info("resuming from %s", resume)
+    start_step = int(resume.rsplit("-", 1)[-1]) if resume else 0
+    trainer.train(resume_from_checkpoint=resume)
+
+    if trainer.is_world_process_zero():
+        with atomic_path(out_dir) as tmp:
+            trainer.model.save_pretrained(str(tmp))
+            log_rows(trainer.state.log_history).to_csv(tmp / "train_log.csv", index=False)
+            completions = ckpt_dir / "completions"
+            if completions.is_dir():
+                shutil.copytree(completions, tmp / "completions")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        log.info("adapter written to %s", out_dir)
+    return {
+        "resumed_from": resume,
+        "start_step": start_step,
+        "global_step": int(trainer.state.global_step),
+        "max_steps": int(trainer.state.max_steps),
+    }
+
+
+def parse_settings(text: str) -> dict:
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"--settings is not valid JSON ({error})") from None
+    if not isinstance(settings, dict):
+        raise InputError("--settings must be a JSON object")
+    return settings
+
+
+def _train_main(args: argparse.Namespace) -> None:
+    train(args.split, args.model, parse_settings(args.settings), args.out)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="GRPO + LoRA fine-tuning on the train rows of a split (TRL GRPOTrainer)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--split", required=True, help="split CSV (rows with role == train are used)")
+    parser.add_argument("--model", required=True, help="base model folder (from `adfm fetch-model`)")
+    parser.add_argument(
+        "--settings",
+        required=True,
+        help="JSON object: prompt, model {dtype, min_pixels, max_pixels}, rewards, reward_weights, "
+        "reward_options, grpo {GRPOConfig options, warmup_ratio}, lora {r, alpha, dropout, target_modules}",
+    )
+    parser.add_argument(
+        "--out", required=True, help=f"adapter folder to create (checkpoints in OUT{CHECKPOINT_SUFFIX}/)"
+    )
+    parser.set_defaults(func=_train_main)

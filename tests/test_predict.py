@@ -1,0 +1,139 @@
+"""Batched, resumable predictions of the Hugging Face VLM backend on the tiny model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pandas as pd
+import pytest
+from model_fixtures import (  # noqa: F401 (fixture)
+    MAX_PIXELS,
+    MIN_PIXELS,
+    predict_settings,
+    tiny_model_dir,
+    write_split,
+)
+from PIL import Image
+
+from adfm import predict as predict_module
+from adfm.boxes import to_model_frame
+from adfm.io import InputError, read_jsonl
+from adfm.predict import predict, register
+
+FIELDS = {
+    "model", "dataset", "category", "image_path", "label", "sample", "response", "answer", "boxes", "frame", "gt_boxes"
+}
+
+
+@pytest.fixture
+def two_dataset_split(tmp_path):
+    return write_split(tmp_path / "data", n_train=2, n_test=5, datasets=("alpha", "beta"))
+
+
+def test_one_record_per_test_image_of_the_dataset(tiny_model_dir, two_dataset_split, tmp_path):
+    out = tmp_path / "pred" / "beta.jsonl"
+    predict(two_dataset_split, "beta", tiny_model_dir, "tiny-base", predict_settings(batch_size=2), out)
+    records = read_jsonl(out)
+    split = pd.read_csv(two_dataset_split)
+    expected = split[(split["role"] == "test") & (split["dataset"] == "beta")]
+    assert [r["image_path"] for r in records] == expected["image_path"].tolist()
+    assert not (tmp_path / "pred" / "beta.jsonl.partial").exists()
+    for record, row in zip(records, expected.itertuples()):
+        assert set(record) == FIELDS
+        assert (record["model"], record["dataset"], record["sample"]) == ("tiny-base", "beta", 0)
+        assert record["label"] == row.label and record["category"] == "widget"
+        assert isinstance(record["response"], str) and record["answer"] in ("yes", "no", None)
+        gt, frame = to_model_frame(json.loads(row.boxes), 128, 96, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+        assert record["gt_boxes"] == gt and record["frame"] == list(frame)
+
+
+def test_restart_skips_records_already_written(tiny_model_dir, two_dataset_split, tmp_path, monkeypatch):
+    out = tmp_path / "alpha.jsonl"
+    predict(two_dataset_split, "alpha", tiny_model_dir, "tiny-base", predict_settings(batch_size=2), out)
+    complete = read_jsonl(out)
+
+    # An interrupted run: two records flushed, a third torn mid-write.
+    partial = tmp_path / "alpha.jsonl.partial"
+    out.rename(partial)
+    lines = partial.read_text().splitlines()
+    partial.write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])
+
+    generated = []
+    original = predict_module.generate_batch
+
+    def counting(model, processor, prompt, pairs, config):
+        generated.extend(query for _, query in pairs)
+        return original(model, processor, prompt, pairs, config)
+
+    monkeypatch.setattr(predict_module, "generate_batch", counting)
+    predict(two_dataset_split, "alpha", tiny_model_dir, "tiny-base", predict_settings(batch_size=2), out)
+    assert generated == [r["image_path"] for r in complete[2:]]
+    assert read_jsonl(out) == complete  # greedy: the resumed run writes what the full run wrote
+    assert not partial.exists()
+
+
+def test_batched_generation_matches_one_by_one(tiny_model_dir, tmp_path):
+    # Images of different sizes give prompts of different lengths: left padding must not change outputs.
+    split = write_split(tmp_path / "data", n_train=1, n_test=4)
+    rows = pd.read_csv(split)
+    for i, path in enumerate(rows.loc[rows["role"] == "test", "image_path"]):
+        Image.open(path).resize((128 + 40 * i, 96 + 16 * i)).save(path)
+        rows.loc[rows["image_path"] == path, ["width", "height"]] = [128 + 40 * i, 96 + 16 * i]
+    rows.to_csv(split, index=False)
+
+    one = predict(split, "toyset", tiny_model_dir, "m", predict_settings(batch_size=1), tmp_path / "one.jsonl")
+    four = predict(split, "toyset", tiny_model_dir, "m", predict_settings(batch_size=4), tmp_path / "four.jsonl")
+    frames = {tuple(r["frame"]) for r in read_jsonl(one)}
+    assert len(frames) > 1
+    assert [r["response"] for r in read_jsonl(one)] == [r["response"] for r in read_jsonl(four)]
+
+
+def test_adapter_is_applied(tiny_model_dir, two_dataset_split, tmp_path):
+    from peft import get_peft_model
+
+    from adfm.models import load_model_and_processor
+    from adfm.train import lora_config
+
+    model, _ = load_model_and_processor(
+        tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, for_training=True
+    )
+    peft_config = lora_config({"r": 4, "alpha": 64, "dropout": 0.0})
+    peft_config.init_lora_weights = False  # random B: the adapter changes the outputs
+    get_peft_model(model, peft_config).save_pretrained(str(tmp_path / "adapter"))
+
+    settings = predict_settings(batch_size=5)
+    base = predict(two_dataset_split, "alpha", tiny_model_dir, "base", settings, tmp_path / "base.jsonl")
+    tuned = predict(
+        two_dataset_split, "alpha", tiny_model_dir, "tuned", settings, tmp_path / "tuned.jsonl",
+        adapter_dir=tmp_path / "adapter",
+    )
+    assert {r["model"] for r in read_jsonl(tuned)} == {"tuned"}
+    assert [r["response"] for r in read_jsonl(base)] != [r["response"] for r in read_jsonl(tuned)]
+
+
+def test_unknown_dataset_is_an_input_error(tiny_model_dir, two_dataset_split, tmp_path):
+    with pytest.raises(InputError, match="gamma"):
+        predict(two_dataset_split, "gamma", tiny_model_dir, "m", predict_settings(), tmp_path / "p.jsonl")
+
+
+def test_predict_subcommand():
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    argv = ["predict", "--split", "s.csv", "--dataset", "visa", "--model", "m", "--run-name", "base",
+            "--settings", "{}", "--out", "p.jsonl"]
+    args = parser.parse_args(argv)
+    assert (args.dataset, args.adapter, args.run_name, args.out) == ("visa", None, "base", "p.jsonl")
+    assert parser.parse_args(argv + ["--adapter", "a"]).adapter == "a"
+
+
+def test_decoding_is_plain_greedy_despite_checkpoint_sampling_defaults(tiny_model_dir):
+    from adfm.models import load_model_and_processor
+    from adfm.predict import greedy_config
+
+    model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    assert model.generation_config.do_sample and model.generation_config.top_k == 1  # as Qwen2.5-VL-7B ships
+    config = greedy_config(model, max_new_tokens=7, repetition_penalty=1.0)
+    resolved, _ = model._prepare_generation_config(config)  # what generate() will use
+    assert not resolved.do_sample and resolved.num_beams == 1
+    assert resolved.repetition_penalty == 1.0 and resolved.max_new_tokens == 7

@@ -1,0 +1,176 @@
+"""GRPO + LoRA training with TRL on the tiny model: LoRA placement, outputs, resumption."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pandas as pd
+import pytest
+from model_fixtures import (  # noqa: F401 (fixtures)
+    MAX_PIXELS,
+    MIN_PIXELS,
+    PROMPT,
+    split_csv,
+    tiny_model_dir,
+    train_settings,
+)
+from transformers import TrainerCallback
+
+from adfm.boxes import to_model_frame
+from adfm.io import InputError
+from adfm.models import load_model_and_processor
+from adfm.train import (
+    CHECKPOINT_SUFFIX,
+    build_dataset,
+    check_trainable,
+    grpo_config,
+    lora_config,
+    prepare_checkpoint_dir,
+    read_split_rows,
+    register,
+    train,
+)
+
+
+def _peft(tiny_model_dir, lora: dict):
+    from peft import get_peft_model
+
+    model, _ = load_model_and_processor(
+        tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, for_training=True
+    )
+    return get_peft_model(model, lora_config(lora))
+
+
+def test_lora_reaches_the_language_model_only(tiny_model_dir):
+    model = _peft(tiny_model_dir, {"r": 4, "alpha": 8, "dropout": 0.0})
+    trainable = check_trainable(model)
+    assert trainable and all("lora" in name for name in trainable)
+    assert not [name for name in trainable if "visual" in name]
+    # every linear layer of every language-model block: q, k, v, o, gate, up, down (A and B each)
+    assert len(trainable) == 2 * 7 * 2
+    assert any("mlp.gate_proj.lora_A" in name for name in trainable)
+
+
+def test_leaf_names_would_reach_the_vision_tower(tiny_model_dir):
+    # Why the target is a regular expression: MLP leaf names also exist in the vision tower.
+    model = _peft(tiny_model_dir, {"r": 4, "alpha": 8, "target_modules": r".*\.(gate_proj|up_proj|down_proj)"})
+    with pytest.raises(InputError, match="vision tower"):
+        check_trainable(model)
+
+
+def test_dataset_rows(split_csv):
+    rows = read_split_rows(split_csv, "train")
+    data = build_dataset(rows, PROMPT, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    assert len(data) == 4 and set(rows["role"]) == {"train"}
+    example = data[1]
+    assert [block["type"] for block in example["prompt"][0]["content"]] == ["image", "image", "text"]
+    assert example["prompt"][0]["content"][2]["text"] == PROMPT
+    reference, query = example["images"]
+    assert reference.mode == query.mode == "RGB" and query.size == (128, 96)
+    assert example["label"] == 1
+    expected, frame = to_model_frame(json.loads(pd.read_csv(split_csv)["boxes"][1]), 128, 96,
+                                     min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    assert example["boxes"] == expected and example["frame"] == list(frame)
+    assert data[0]["boxes"] == [] and data[0]["label"] == 0
+
+
+def test_grpo_config_mapping(tmp_path):
+    grpo = train_settings()["grpo"]
+    args = grpo_config({**grpo, "bf16": True}, output_dir=tmp_path, reward_weights=[1.0, 0.5])
+    assert args.warmup_steps == grpo["warmup_ratio"]  # a ratio, as a float below 1
+    assert (args.num_generations, args.beta, args.learning_rate) == (2, 0.04, 1e-3)
+    assert args.reward_weights == [1.0, 0.5]
+    assert args.loss_type == "grpo" and args.log_completions
+    assert args.use_cpu and not args.bf16  # no GPU here
+    with pytest.raises(InputError, match="grpo.warmup_fraction"):
+        grpo_config({"warmup_fraction": 0.1}, output_dir=tmp_path, reward_weights=None)
+
+
+def test_checkpoints_of_another_run_are_discarded(tmp_path):
+    ckpt = tmp_path / "adapter.ckpt"
+    assert prepare_checkpoint_dir(ckpt, "run-a") is None
+    (ckpt / "checkpoint-3").mkdir()
+    assert prepare_checkpoint_dir(ckpt, "run-a").endswith("checkpoint-3")
+    assert prepare_checkpoint_dir(ckpt, "run-b") is None
+    assert not (ckpt / "checkpoint-3").exists()
+
+
+def test_two_grpo_steps_write_adapter_and_log(tiny_model_dir, split_csv, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    out = tmp_path / "adapter"
+    info = train(split_csv, tiny_model_dir, train_settings(max_steps=2), out)
+    assert info == {"resumed_from": None, "start_step": 0, "global_step": 2, "max_steps": 2}
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / ("adapter" + CHECKPOINT_SUFFIX)).exists()  # checkpoints only serve a restart
+
+    log = pd.read_csv(out / "train_log.csv")
+    assert log["step"].tolist() == [1, 2]
+    for column in ("loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length",
+                   "rewards/cls/mean", "rewards/loc/mean"):
+        assert column in log.columns, column
+    assert list(log.columns[:3]) == ["step", "epoch", "loss"]
+
+    completions = sorted((out / "completions").glob("*.parquet"))
+    assert len(completions) == 2
+    table = pd.read_parquet(completions[0])
+    assert {"prompt", "completion", "cls", "loc", "advantage"} <= set(table.columns)
+    assert len(table) == 4  # 2 prompts x 2 generations
+    # sampled at the configured temperature, not with the checkpoint's near-greedy top_k=1 defaults
+    completions = table["completion"].astype(str).tolist()  # groups of num_generations, consecutive
+    assert completions[0] != completions[1] and completions[2] != completions[3]
+
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 4
+    base = AutoModelForImageTextToText.from_pretrained(str(tiny_model_dir))
+    loaded = PeftModel.from_pretrained(base, str(out))
+    lora_names = [name for name, _ in loaded.named_parameters() if "lora_" in name]
+    assert lora_names and not [name for name in lora_names if "visual" in name]
+
+
+class _KillAfterSave(TrainerCallback):
+    """Simulates a job killed right after the checkpoint of `step` was written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"killed after checkpoint {self.step}")
+
+
+class _CountSteps(TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+def test_restarted_training_resumes_from_the_last_checkpoint(tiny_model_dir, split_csv, tmp_path):
+    out = tmp_path / "adapter"
+    with pytest.raises(KeyboardInterrupt):
+        train(split_csv, tiny_model_dir, train_settings(max_steps=2, save_steps=1), out, callbacks=[_KillAfterSave(2)])
+    ckpt = tmp_path / ("adapter" + CHECKPOINT_SUFFIX)
+    assert (ckpt / "checkpoint-2").is_dir() and not out.exists()
+
+    counter = _CountSteps()
+    info = train(split_csv, tiny_model_dir, train_settings(max_steps=4, save_steps=1), out, callbacks=[counter])
+    assert info["resumed_from"].endswith("checkpoint-2")
+    assert (info["start_step"], info["global_step"], info["max_steps"]) == (2, 4, 4)
+    assert counter.steps == [3, 4]  # steps 1-2 were not redone
+    assert pd.read_csv(out / "train_log.csv")["step"].tolist() == [1, 2, 3, 4]
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_train_subcommand():
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["train", "--split", "s.csv", "--model", "m", "--settings", json.dumps(train_settings()), "--out", "a"]
+    )
+    assert (args.split, args.model, args.out) == ("s.csv", "m", "a")
+    assert json.loads(args.settings)["grpo"]["num_generations"] == 2
+    assert callable(args.func)
