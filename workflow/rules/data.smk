@@ -4,6 +4,7 @@ rule make_demo_archive:
         checksum="resources/demo/{archive}.sha256",
     params:
         spec=lambda wc: config["demo_archives"][f"resources/demo/{wc.archive}"],
+        seed=config["seed"],
     log:
         "logs/make_demo_archive/{archive}.log",
     conda:
@@ -13,7 +14,7 @@ rule make_demo_archive:
         " --image-size {params.spec[image_size]} --train-good {params.spec[train_good]}"
         " --test-good {params.spec[test_good]}"
         " --test-defective-per-type {params.spec[test_defective_per_type]}"
-        " --seed {config[seed]} --out {output.archive} > {log} 2>&1"
+        " --seed {params.seed} --out {output.archive} > {log} 2>&1"
 
 
 rule download:
@@ -78,10 +79,11 @@ rule split:
         "resources/splits/{protocol}.csv",
     params:
         protocol=lambda wc: json.dumps(config["protocols"][wc.protocol]),
+        seed=config["seed"],
     log:
         "logs/split/{protocol}.log",
     conda:
         "../../envs/adfm.yaml"
     shell:
         "adfm split --manifests {input.manifests} --boxes {input.boxes} --protocol {params.protocol:q}"
-        " --seed {config[seed]} --out {output} > {log} 2>&1"
+        " --seed {params.seed} --out {output} > {log} 2>&1"
