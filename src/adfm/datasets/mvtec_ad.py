@@ -1,49 +1,90 @@
-"""MVTec AD layout (also MPDD, DTD-Synthetic and GoodsAD follow it):
+"""MVTec AD layout (MPDD, DTD-Synthetic and GoodsAD follow it and reuse this parser and generator):
 
     <category>/train/good/000.png
     <category>/test/{good,<defect>}/000.png
     <category>/ground_truth/<defect>/000_mask.png
+
+Each category folder also holds `license.txt` and `readme.txt` (skipped: only image files count).
+Archives packed one category at a time may extract to `<category>/<category>/train/...`: both forms
+are accepted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from adfm.datasets.manifest import ManifestRow, image_size
-from adfm.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, png_bytes, texture
+from adfm.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, png_bytes, texture, write_file
 from adfm.io import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 GOOD = "good"
 
+ARCHIVE_NAME = "mvtec_anomaly_detection.tar.xz"
+CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
+              "tile", "toothbrush", "transistor", "wood", "zipper")
+# shared/DATASETS.md (from a committed per-image listing): train / test / test defective per category.
+DOCUMENTED_COUNTS = {
+    name: {"train": train, "test": test, "test_defective": defective}
+    for name, train, test, defective in [
+        ("bottle", 209, 83, 63), ("cable", 224, 150, 92), ("capsule", 219, 132, 109), ("carpet", 280, 117, 89),
+        ("grid", 264, 78, 57), ("hazelnut", 391, 110, 70), ("leather", 245, 124, 92), ("metal_nut", 220, 115, 93),
+        ("pill", 267, 167, 141), ("screw", 320, 160, 119), ("tile", 230, 117, 84), ("toothbrush", 60, 42, 30),
+        ("transistor", 213, 100, 40), ("wood", 247, 79, 60), ("zipper", 240, 151, 119),
+    ]
+}
+DOCUMENTED_TOTALS = {"train": 3629, "test": 1725, "test_defective": 1258}
 
-def _images(folder: Path) -> list[Path]:
+
+def images_in(folder: Path) -> list[Path]:
+    """Image files of a folder, sorted (license.txt, Thumbs.db and the like are skipped)."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list[ManifestRow]:
-    found = sorted(p.name for p in root.iterdir() if (p / "train").is_dir() and (p / "test").is_dir())
-    if not found:
-        raise InputError(f"{root}: no category folders with train/ and test/ (not an MVTec AD layout)")
-    wanted = categories or found
+def category_folders(root: Path, required: Sequence[str] = ("train", "test")) -> dict[str, Path]:
+    """Category name -> its folder: `<root>/<cat>/` holding `required`, or one level deeper,
+    `<root>/<cat>/<cat>/`, as archives packed per category sometimes extract."""
+    found = {}
+    for entry in sorted(p for p in root.iterdir() if p.is_dir()):
+        for folder in (entry, entry / entry.name):
+            if all((folder / name).is_dir() for name in required):
+                found[entry.name] = folder
+                break
+    return found
+
+
+def select_categories(root: Path, found: dict[str, Path], categories: list[str] | None) -> list[str]:
+    wanted = list(categories) if categories else sorted(found)
     missing = [c for c in wanted if c not in found]
     if missing:
-        raise InputError(f"{root}: categories {missing} not found (present: {found})")
+        raise InputError(f"{root}: categories {missing} not found (present: {sorted(found)})")
+    return wanted
+
+
+def parse_mvtec_like(root: Path, dataset: str, categories: list[str] | None = None, *,
+                     layout_name: str = "MVTec AD", mask_names: Sequence[str] = ("{stem}_mask.png",)) -> list[ManifestRow]:
+    """Parse an MVTec-style tree. `mask_names` are the candidate names of an image's mask under
+    `ground_truth/<defect>/`, tried in order ("{stem}" is the image's name without suffix)."""
+    found = category_folders(root)
+    if not found:
+        raise InputError(f"{root}: no category folders with train/ and test/ (not an {layout_name} layout)")
     rows = []
-    for category in wanted:
-        folder = root / category
+    for category in select_categories(root, found, categories):
+        folder = found[category]
         before = len(rows)
         for split in ("train", "test"):
             for defect_folder in sorted(p for p in (folder / split).iterdir() if p.is_dir()):
                 defect = defect_folder.name
-                for image in _images(defect_folder):
+                for image in images_in(defect_folder):
                     masks = []
                     if defect != GOOD:
-                        mask = folder / "ground_truth" / defect / f"{image.stem}_mask.png"
-                        if not mask.is_file():
-                            raise InputError(f"{image}: anomalous image without a mask (expected {mask})")
+                        candidates = [folder / "ground_truth" / defect / name.format(stem=image.stem) for name in mask_names]
+                        mask = next((c for c in candidates if c.is_file()), None)
+                        if mask is None:
+                            raise InputError(f"{image}: anomalous image without a mask (expected {candidates[0]})")
                         masks = [str(mask)]
                     width, height = image_size(image)
                     rows.append(ManifestRow(dataset, category, split, str(image), int(defect != GOOD), defect,
@@ -53,24 +94,39 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
     return rows
 
 
-def make_demo(out_dir: Path, spec: DemoSpec) -> None:
+def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list[ManifestRow]:
+    return parse_mvtec_like(root, dataset, categories)
+
+
+def make_mvtec_like_demo(out_dir: Path, spec: DemoSpec, *,
+                         defects: Callable[[str], Sequence[str]] = lambda category: DEFECT_KINDS,
+                         stem: Callable[[int], str] = lambda n: f"{n:03d}",
+                         image_ext: str = ".png", encode: Callable[[np.ndarray], bytes] = png_bytes,
+                         mask_name: str = "{stem}_mask.png",
+                         category_files: dict[str, bytes] | None = None) -> None:
+    """A miniature MVTec-style tree: per category `train_good` and `test_good` normal images and
+    `test_defective_per_type` images of each of `defects(category)`, drawn alternately as blobs and
+    scratches, with their 0/255 masks."""
     rng = np.random.default_rng(spec.seed)
-
-    def write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
     for index, category in enumerate(spec.categories):
         folder = out_dir / category
-        write(folder / "license.txt", b"Synthetic demo data, generated by adfm.\n")
-        write(folder / "readme.txt", b"Miniature MVTec AD layout for the adfm demo.\n")
+        for name, data in (category_files or {}).items():
+            write_file(folder / name, data)
         for n in range(spec.train_good):
-            write(folder / "train" / GOOD / f"{n:03d}.png", png_bytes(texture(rng, index, spec.image_size)))
+            write_file(folder / "train" / GOOD / f"{stem(n)}{image_ext}", encode(texture(rng, index, spec.image_size)))
         for n in range(spec.test_good):
-            write(folder / "test" / GOOD / f"{n:03d}.png", png_bytes(texture(rng, index, spec.image_size)))
-        for kind in DEFECT_KINDS:
+            write_file(folder / "test" / GOOD / f"{stem(n)}{image_ext}", encode(texture(rng, index, spec.image_size)))
+        for number, defect in enumerate(defects(category)):
+            kind = DEFECT_KINDS[number % len(DEFECT_KINDS)]
             for n in range(spec.test_defective_per_type):
                 image = texture(rng, index, spec.image_size)
                 mask = draw_defect(image, rng, kind)
-                write(folder / "test" / kind / f"{n:03d}.png", png_bytes(image))
-                write(folder / "ground_truth" / kind / f"{n:03d}_mask.png", png_bytes(mask))
+                write_file(folder / "test" / defect / f"{stem(n)}{image_ext}", encode(image))
+                write_file(folder / "ground_truth" / defect / mask_name.format(stem=stem(n)), png_bytes(mask))
+
+
+def make_demo(out_dir: Path, spec: DemoSpec) -> None:
+    make_mvtec_like_demo(out_dir, spec, category_files={
+        "license.txt": b"Synthetic demo data, generated by adfm.\n",
+        "readme.txt": b"Miniature MVTec AD layout for the adfm demo.\n",
+    })

@@ -7,6 +7,7 @@ scratches, drawn together with their exact masks. Everything is seeded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -67,3 +68,24 @@ def png_bytes(image: np.ndarray) -> bytes:
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return encoded.tobytes()
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 95) -> bytes:
+    """JPEG through cv2 (libjpeg: deterministic for the same pixels and quality)."""
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return encoded.tobytes()
+
+
+def gray(image: np.ndarray) -> np.ndarray:
+    """A single-channel copy of a BGR image (DAGM is grayscale)."""
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def write_file(path: Path, data: bytes | str, newline: str = "\n") -> None:
+    """Write bytes, or text with the given line ending (VisA's CSVs are CRLF), creating folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.replace("\n", newline).encode()
+    path.write_bytes(data)
