@@ -1,6 +1,7 @@
 """Demo archive -> download -> index, and the errors of each on bad input."""
 
 import io
+import json
 import tarfile
 
 import pytest
@@ -118,3 +119,35 @@ def test_local_path_forms():
     assert local_path("https://example.org/x.tar") is None
     with pytest.raises(InputError, match="unsupported URL scheme"):
         local_path("s3://bucket/x.tar")
+
+
+def test_unpublished_checksum_is_recorded_then_checked(archive, tmp_path):
+    lock = tmp_path / "checksums.lock"
+    url = f"file:{archive}"
+    download(url, tmp_path / "one", cache_dir=tmp_path, sha256=None, checksum_file=None, lock_file=lock)
+    assert len(json.loads(lock.read_text())[url]) == 64
+    download(url, tmp_path / "two", cache_dir=tmp_path, sha256=None, checksum_file=None, lock_file=lock)
+    lock.write_text(json.dumps({url: "0" * 64}))
+    with pytest.raises(InputError, match="sha256 mismatch"):
+        download(url, tmp_path / "three", cache_dir=tmp_path, sha256=None, checksum_file=None, lock_file=lock)
+    assert not (tmp_path / "three").exists()
+
+
+def test_manual_dataset_without_url_says_what_to_do(tmp_path):
+    with pytest.raises(InputError, match="goodsad: this dataset must be downloaded by hand. Get the zips.*datasets.goodsad.url"):
+        download(None, tmp_path / "goodsad", cache_dir=tmp_path, sha256=None, checksum_file=None, manual="Get the zips.")
+
+
+def test_extracted_folder_is_linked_not_copied(archive, tmp_path):
+    extract(archive, tmp_path / "by_hand")
+    download(str(tmp_path / "by_hand"), tmp_path / "linked", cache_dir=tmp_path, sha256=None, checksum_file=None)
+    assert (tmp_path / "linked").is_symlink() and (tmp_path / "linked" / "bottle" / "train").is_dir()
+
+
+def test_extra_files_land_beside_the_archive_contents(archive, tmp_path):
+    extra = tmp_path / "mmad.json"
+    extra.write_text("{}")
+    download(f"file:{archive}", tmp_path / "out", cache_dir=tmp_path, sha256=None, checksum_file=None,
+             extra_files=[{"url": f"file:{extra}"}])
+    assert (tmp_path / "out" / "mmad.json").read_text() == "{}"
+    assert (tmp_path / "out" / "bottle").is_dir()

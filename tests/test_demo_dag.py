@@ -13,7 +13,7 @@ import pytest
 
 from conftest import planned_jobs
 
-DEMO_TEST_IMAGES = 33  # 3 categories x 14 test-split images, minus 20% (3 per category) for training
+DEMO_TEST_IMAGES = 33  # MVTec AD: 3 categories x 14 test-split images, minus 20% (3 per category) for training
 
 
 def cell(table: pd.DataFrame, column: str, **keys) -> pd.Series:
@@ -39,22 +39,29 @@ def test_every_stage_produced_its_output(demo_run):
 
 
 @pytest.mark.parametrize("name, keys", [
-    ("table1", [({"model": "Qwen2.5-VL", "scale": "7B"}, "zero_shot", 62.03),
-                ({"model": "AD-FM", "scale": "7B"}, "adfm", 90.72)]),
-    ("table4", [({"reward": "none (zero-shot)"}, "zero_shot", 62.03),
-                ({"reward": "r_cls + r_loc"}, "adfm", 90.72)]),
+    ("table1", [({"model": "Qwen2.5-VL", "scale": "7B"}, "zero_shot", (62.03, 55.50, 45.90, 40.73, 51.04)),
+                ({"model": "AD-FM", "scale": "7B"}, "adfm", (90.72, 79.52, 65.62, 56.74, 73.15))]),
+    ("table4", [({"reward": "none (zero-shot)"}, "zero_shot", (62.03, 55.50, 45.90, 40.73, 51.04)),
+                ({"reward": "r_cls + r_loc"}, "adfm", (90.72, 79.52, 65.62, 56.74, 73.15))]),
 ])
 def test_tables_hold_our_values_beside_the_paper(demo_run, name, keys):
     table = pd.read_csv(demo_run / f"results/{name}.csv")
-    for row_keys, run, paper_mvtec in keys:
-        metrics = pd.read_csv(demo_run / f"results/metrics/{run}/mvtec_ad.csv")
-        ours = metrics[metrics.category == "all"].accuracy.iloc[0]
-        mvtec = cell(table, "MVTec", **row_keys)
-        assert mvtec.status == "ok" and 0 <= mvtec.ours <= 100
-        assert mvtec.ours == ours and mvtec.paper == paper_mvtec
-        assert mvtec["diff"] == pytest.approx(ours - paper_mvtec, abs=0.01)
-        visa = cell(table, "VisA", **row_keys)  # not in the demo config: paper value only
-        assert pd.isna(visa.ours) and visa.status.startswith("not run")
+    columns = {"MVTec": ("mvtec_ad", 0), "VisA": ("visa", 1), "MVTec-LOCO": ("mvtec_loco", 2), "GoodsAD": ("goodsad", 3)}
+    for row_keys, run, paper_values in keys:
+        ours_values = []
+        for column, (dataset, position) in columns.items():
+            metrics = pd.read_csv(demo_run / f"results/metrics/{run}/{dataset}.csv")
+            ours = metrics[metrics.category == "all"].accuracy.iloc[0]
+            found = cell(table, column, **row_keys)
+            assert found.status == "ok" and 0 <= found.ours <= 100
+            assert found.ours == ours and found.paper == paper_values[position]
+            assert found["diff"] == pytest.approx(ours - paper_values[position], abs=0.01)
+            ours_values.append(ours)
+        average = cell(table, "Avg", **row_keys)
+        assert average.ours == pytest.approx(sum(ours_values) / 4, abs=0.01) and average.paper == paper_values[4]
+    if name == "table1":  # a commercial model the config does not run: the paper's value only
+        gpt = table[table.model == "GPT-4.1"]
+        assert gpt.ours.isna().all() and (gpt.status == "not run").all() and gpt.paper.notna().all()
     markdown = (demo_run / f"results/{name}.md").read_text()
     assert "ours (paper)" in markdown
 

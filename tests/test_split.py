@@ -69,3 +69,19 @@ def test_rerun_is_byte_identical(tmp_path):
     run_split([manifest], [boxes], HOLDOUT, 0, tmp_path / "one.csv")
     run_split([manifest], [boxes], HOLDOUT, 0, tmp_path / "two.csv")
     assert filecmp.cmp(tmp_path / "one.csv", tmp_path / "two.csv", shallow=False)
+
+
+def test_mmad_questions_join_their_images_and_templates():
+    from adfm.split import mmad_question_table
+
+    questions = pd.DataFrame([
+        dict(image_path="r/DS-MVTec/bottle/test/broken/000.png", dataset="DS-MVTec", category="bottle",
+             question="Is there any defect in the object?", options='{"A": "Yes.", "B": "No."}', answer="A",
+             type="Anomaly Detection", template_path="r/MVTec-AD/bottle/train/good/001.png", label=1),
+    ])
+    images = pd.DataFrame([dict(image_path="r/DS-MVTec/bottle/test/broken/000.png", width=900, height=800)])
+    table = mmad_question_table(questions, images)
+    assert table.loc[0, "reference_path"] == "r/MVTec-AD/bottle/train/good/001.png"
+    assert (table.loc[0, "width"], table.loc[0, "height"]) == (900, 800)
+    with pytest.raises(InputError, match="000.png: MMAD question about an image missing"):
+        mmad_question_table(questions, images.assign(image_path="elsewhere.png"))

@@ -16,6 +16,7 @@ STAGE_MODULES = {
     "index": "adfm.index",
     "boxes": "adfm.boxes",
     "split": "adfm.split",
+    "mmad-questions": "adfm.split",
     "fetch-model": "adfm.models",
     "train": "adfm.train",
     "predict": "adfm.predict",

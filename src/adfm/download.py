@@ -5,11 +5,18 @@ Remote archives stream to `<cache>/<name>.part` (resumed with an HTTP Range requ
 interruption) and are renamed into place only once the checksum matches. Extraction goes to a
 temporary folder beside the target and is renamed at the end, and refuses any member that would
 land outside it (`..`, absolute paths, links pointing out).
+
+Where no checksum is published, the first download records the archive's sha256 in a lock file
+(JSON, keyed by URL) and later downloads are checked against it, so a silently changed upstream
+archive is noticed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -73,6 +80,33 @@ def verify(path: Path, expected: str | None) -> None:
         raise InputError(f"{path}: sha256 mismatch: expected {expected}, got {actual}")
 
 
+@contextlib.contextmanager
+def _locked(lock_file: Path):
+    """The lock file's entries, held under an exclusive lock and written back atomically."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file.with_name(lock_file.name + ".flock"), "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # parallel download jobs share one lock file
+        try:
+            entries = json.loads(lock_file.read_text()) if lock_file.exists() else {}
+        except json.JSONDecodeError as error:
+            raise InputError(f"{lock_file}: not valid JSON ({error})") from None
+        before = dict(entries)
+        yield entries
+        if entries != before:
+            with atomic_path(lock_file) as tmp:
+                tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+
+
+def verify_or_record(path: Path, url: str, lock_file: Path) -> None:
+    """Check `path` against the sha256 recorded for `url`, recording it on first sight."""
+    with _locked(lock_file) as entries:
+        if url in entries:
+            verify(path, entries[url])
+        else:
+            entries[url] = sha256_of(path)
+            log.info("%s: no published checksum; recorded sha256 %s in %s", path, entries[url], lock_file)
+
+
 def fetch(url: str, cache_dir: Path, expected_sha256: str | None) -> Path:
     """The verified archive for `url`: the local file itself, or a cached download of it."""
     source = local_path(url)
@@ -132,8 +166,9 @@ def _check_member(archive: Path, name: str) -> None:
         raise InputError(f"{archive}: member {name!r} would be written outside the target folder")
 
 
-def extract(archive: Path, out_dir: Path, strip_components: int = 0) -> None:
-    """Extract a .tar(.gz/.xz/.bz2) or .zip into out_dir, atomically and without path escapes."""
+def extract(archive: Path, out_dir: Path, strip_components: int = 0, extra_files: list[Path] = ()) -> None:
+    """Extract a .tar(.gz/.xz/.bz2) or .zip into out_dir, atomically and without path escapes;
+    `extra_files` are copied in beside the archive's contents."""
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         try:
@@ -154,6 +189,8 @@ def extract(archive: Path, out_dir: Path, strip_components: int = 0) -> None:
             raise InputError(f"{archive}: cannot extract ({error}); the archive may be truncated or corrupt") from None
         if strip_components:
             _strip(tmp, strip_components, archive)
+        for path in extra_files:
+            shutil.copyfile(path, tmp / path.name)
 
 
 def _strip(folder: Path, levels: int, archive: Path) -> None:
@@ -168,8 +205,17 @@ def _strip(folder: Path, levels: int, archive: Path) -> None:
         inner.rmdir()
 
 
-def download(url: str, out_dir: Path, *, cache_dir: Path, sha256: str | None, checksum_file: Path | None,
-             strip_components: int = 0) -> None:
+def download(url: str | None, out_dir: Path, *, cache_dir: Path, sha256: str | None, checksum_file: Path | None,
+             strip_components: int = 0, lock_file: Path | None = None, extra_files: list[dict] = (),
+             manual: str | None = None) -> None:
+    """Fetch, verify and extract one dataset into out_dir (see the module docstring).
+
+    `extra_files` ({"url", "sha256"} entries) are fetched as they are into the dataset folder (MMAD's
+    mmad.json beside its image archive). `manual` is the instruction shown when `url` is missing.
+    """
+    if not url:
+        raise InputError(f"{out_dir.name}: this dataset must be downloaded by hand. {manual or ''} "
+                         f"Then set datasets.{out_dir.name}.url in your config to the archive or extracted folder.")
     expected = read_checksum_file(checksum_file) if checksum_file else sha256
     source = local_path(url)
     if source is not None and source.is_dir():
@@ -178,13 +224,22 @@ def download(url: str, out_dir: Path, *, cache_dir: Path, sha256: str | None, ch
             tmp.symlink_to(source.resolve(), target_is_directory=True)
         return
     archive = fetch(url, cache_dir, expected)
+    if expected is None and lock_file is not None:
+        verify_or_record(archive, url, lock_file)
+    files = [(fetch(extra["url"], cache_dir, extra.get("sha256")), extra) for extra in extra_files]
+    for path, extra in files:
+        if extra.get("sha256") is None and lock_file is not None:
+            verify_or_record(path, extra["url"], lock_file)
     log.info("extracting %s into %s", archive, out_dir)
-    extract(archive, out_dir, strip_components)
+    extract(archive, out_dir, strip_components, extra_files=[path for path, _ in files])
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("download", help="fetch, verify and extract a dataset archive")
-    parser.add_argument("--url", required=True, help="https URL, file: URL or local path (archive or folder)")
+    parser.add_argument("--url", help="https URL, file: URL or local path (archive or folder); none: manual download")
+    parser.add_argument("--manual", help="how to download by hand (shown when --url is missing)")
+    parser.add_argument("--lock-file", type=Path, help="JSON file recording checksums of archives without one")
+    parser.add_argument("--extra-files", default="[]", help='JSON list of {"url", "sha256"} fetched into the folder')
     parser.add_argument("--out", required=True, type=Path, help="folder to extract into")
     parser.add_argument("--cache-dir", type=Path, default=Path("resources/archives"))
     group = parser.add_mutually_exclusive_group()
@@ -193,5 +248,6 @@ def register(subparsers) -> None:
     parser.add_argument("--strip-components", type=int, default=0)
     parser.set_defaults(
         func=lambda a: download(a.url, a.out, cache_dir=a.cache_dir, sha256=a.sha256,
-                                checksum_file=a.checksum_file, strip_components=a.strip_components)
+                                checksum_file=a.checksum_file, strip_components=a.strip_components,
+                                lock_file=a.lock_file, extra_files=json.loads(a.extra_files), manual=a.manual)
     )

@@ -1,4 +1,5 @@
 import json
+import shlex
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -39,12 +40,20 @@ def dataset_inputs(wildcards):
     """Local archive (and checksum file) of a dataset, so rules that make them run first."""
     spec = config["datasets"][wildcards.dataset]
     inputs = {}
-    path = local_path(spec["url"])
+    path = local_path(spec["url"]) if spec["url"] else None
     if path is not None:
         inputs["archive"] = str(path)
     if spec.get("checksum_file"):
         inputs["checksum"] = spec["checksum_file"]
     return inputs
+
+
+def source_args(wildcards):
+    """--url for a dataset to fetch, or --manual with the instructions for one still to download."""
+    spec = config["datasets"][wildcards.dataset]
+    if spec["url"]:
+        return f"--url {shlex.quote(spec['url'])}"
+    return f"--manual {shlex.quote(spec.get('manual', ''))}"
 
 
 def checksum_arg(wildcards):

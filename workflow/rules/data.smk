@@ -23,15 +23,18 @@ rule download:
     output:
         directory("resources/datasets/{dataset}"),
     params:
-        url=lambda wc: config["datasets"][wc.dataset]["url"],
+        source=source_args,
+        extra=lambda wc: json.dumps(config["datasets"][wc.dataset].get("extra_files", [])),
         checksum=checksum_arg,
         strip=lambda wc: config["datasets"][wc.dataset]["strip_components"],
+        lock=config["checksum_lock"],
     log:
         "logs/download/{dataset}.log",
     conda:
         "../../envs/adfm.yaml"
     shell:
-        "adfm download --url {params.url:q} {params.checksum} --strip-components {params.strip}"
+        "adfm download {params.source} --extra-files {params.extra:q}"
+        " {params.checksum} --strip-components {params.strip} --lock-file {params.lock}"
         " --cache-dir resources/archives --out {output} > {log} 2>&1"
 
 
@@ -43,14 +46,15 @@ rule index:
         "resources/manifests/{dataset}.csv",
     params:
         layout=lambda wc: config["datasets"][wc.dataset]["layout"],
-        categories=lambda wc: config["datasets"][wc.dataset]["categories"],
+        categories=lambda wc: config["datasets"][wc.dataset].get("categories", []),
+        count_check="" if config["index"]["check_counts"] else "--no-count-check",
     log:
         "logs/index/{dataset}.log",
     conda:
         "../../envs/adfm.yaml"
     shell:
         "adfm index --root {input.root} --dataset {wildcards.dataset} --layout {params.layout}"
-        " --categories {params.categories} --out {output} > {log} 2>&1"
+        " --categories {params.categories} {params.count_check} --out {output} > {log} 2>&1"
 
 
 rule boxes:
@@ -87,3 +91,18 @@ rule split:
     shell:
         "adfm split --manifests {input.manifests} --boxes {input.boxes} --protocol {params.protocol:q}"
         " --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule mmad_questions:
+    input:
+        root="resources/datasets/mmad",
+        manifest="resources/manifests/mmad.csv",
+        code=code("split.py", "datasets/mmad.py"),
+    output:
+        "resources/splits/mmad_questions.csv",
+    log:
+        "logs/mmad_questions.log",
+    conda:
+        "../../envs/adfm.yaml"
+    shell:
+        "adfm mmad-questions --root {input.root} --manifest {input.manifest} --out {output} > {log} 2>&1"
