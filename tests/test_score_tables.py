@@ -5,7 +5,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from adfm.config import check_references
+from adfm.config import check_references, load_config
 from adfm.io import InputError
 from adfm.score import accuracy_table
 from adfm.tables import build_table, to_markdown
@@ -85,18 +85,9 @@ def load(path):
     return yaml.safe_load((REPO / path).read_text())
 
 
-def merge(base, override):
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 @pytest.mark.parametrize("configs", [["config.yaml"], ["config.yaml", "workflow/configs/demo.yaml"]])
 def test_shipped_configs_are_valid(configs):
-    config = {}
-    for path in configs:
-        config = merge(config, load(path))
+    config = load_config([REPO / path for path in configs])
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     errors = list(Draft202012Validator(schema).iter_errors(config))
     assert errors == []

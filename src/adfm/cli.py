@@ -22,6 +22,7 @@ STAGE_MODULES = {
     "predict": "adfm.predict",
     "score": "adfm.score",
     "table": "adfm.tables",
+    "detect": "adfm.detect",
 }
 
 

@@ -6,10 +6,37 @@ not exist, a table row naming an unknown run) is checked here, with a message na
 
 from __future__ import annotations
 
+import copy
 import json
 from importlib import resources
+from pathlib import Path
 
 import pandas as pd
+import yaml
+
+from adfm.io import InputError
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Snakemake's merge of config files: nested mappings merge, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(paths: list[Path]) -> dict:
+    """The config files merged in order, as `snakemake --configfile a.yaml b.yaml` sees them."""
+    config: dict = {}
+    for path in paths:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise InputError(f"{path}: cannot read config ({error})") from None
+        if not isinstance(loaded, dict):
+            raise InputError(f"{path}: a config file must be a mapping of keys")
+        config = merge(config, loaded)
+    return config
 
 
 def check_references(config: dict) -> list[str]:
