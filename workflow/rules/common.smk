@@ -1,4 +1,5 @@
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -17,6 +18,11 @@ if _problems:
 CODE = Path(workflow.basedir) / "src" / "adfm"
 MODEL_DIR = f"resources/models/{config['model']['name']}"
 
+# Jobs run `python -m adfm` from this checkout, also inside the --use-conda environments (which hold
+# only the pinned third-party packages), so an edit to src/adfm needs no reinstall anywhere. Set,
+# not prepended: a PYTHONPATH from the caller's shell must not shadow the checkout's package.
+os.environ.update(PYTHONPATH=str(CODE.parent))
+
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
@@ -30,6 +36,18 @@ def code(*modules):
 
 def res(family, key):
     return config["resources"][family][key]
+
+
+def family_resources(family):
+    """Resources of a rule family from config (SLURM partition and account for the slurm profile)."""
+    spec = config["resources"][family]
+    return {
+        "mem_mb": spec["mem_mb"],
+        "runtime": spec["runtime"],
+        "gpu": spec["gpu"],
+        "slurm_partition": spec["slurm_partition"],
+        "slurm_account": config["resources"]["slurm_account"],
+    }
 
 
 def trained_runs():

@@ -5,12 +5,15 @@ rule make_demo_archive:
     params:
         spec=lambda wc: config["demo_archives"][f"resources/demo/{wc.archive}"],
         seed=config["seed"],
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
     log:
         "logs/make_demo_archive/{archive}.log",
     conda:
-        "../../envs/adfm.yaml"
+        "../../envs/data.yaml"
     shell:
-        "adfm make-demo-archive --layout {params.spec[layout]} --categories {params.spec[categories]}"
+        "python -m adfm make-demo-archive --layout {params.spec[layout]} --categories {params.spec[categories]}"
         " --image-size {params.spec[image_size]} --train-good {params.spec[train_good]}"
         " --test-good {params.spec[test_good]}"
         " --test-defective-per-type {params.spec[test_defective_per_type]}"
@@ -28,12 +31,15 @@ rule download:
         checksum=checksum_arg,
         strip=lambda wc: config["datasets"][wc.dataset]["strip_components"],
         lock=config["checksum_lock"],
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
     log:
         "logs/download/{dataset}.log",
     conda:
-        "../../envs/adfm.yaml"
+        "../../envs/data.yaml"
     shell:
-        "adfm download {params.source} --extra-files {params.extra:q}"
+        "python -m adfm download {params.source} --extra-files {params.extra:q}"
         " {params.checksum} --strip-components {params.strip} --lock-file {params.lock}"
         " --cache-dir resources/archives --out {output} > {log} 2>&1"
 
@@ -48,12 +54,15 @@ rule index:
         layout=lambda wc: config["datasets"][wc.dataset]["layout"],
         categories=lambda wc: config["datasets"][wc.dataset].get("categories", []),
         count_check="" if config["index"]["check_counts"] else "--no-count-check",
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
     log:
         "logs/index/{dataset}.log",
     conda:
-        "../../envs/adfm.yaml"
+        "../../envs/data.yaml"
     shell:
-        "adfm index --root {input.root} --dataset {wildcards.dataset} --layout {params.layout}"
+        "python -m adfm index --root {input.root} --dataset {wildcards.dataset} --layout {params.layout}"
         " --categories {params.categories} {params.count_check} --out {output} > {log} 2>&1"
 
 
@@ -66,12 +75,15 @@ rule boxes:
     params:
         kernel=config["boxes"]["dilation_kernel"],
         min_area=config["boxes"]["min_area"],
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
     log:
         "logs/boxes/{dataset}.log",
     conda:
-        "../../envs/adfm.yaml"
+        "../../envs/data.yaml"
     shell:
-        "adfm boxes --manifest {input.manifest} --dilation-kernel {params.kernel}"
+        "python -m adfm boxes --manifest {input.manifest} --dilation-kernel {params.kernel}"
         " --min-area {params.min_area} --out {output} > {log} 2>&1"
 
 
@@ -84,12 +96,15 @@ rule split:
     params:
         protocol=lambda wc: json.dumps(config["protocols"][wc.protocol]),
         seed=config["seed"],
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
     log:
         "logs/split/{protocol}.log",
     conda:
-        "../../envs/adfm.yaml"
+        "../../envs/data.yaml"
     shell:
-        "adfm split --manifests {input.manifests} --boxes {input.boxes} --protocol {params.protocol:q}"
+        "python -m adfm split --manifests {input.manifests} --boxes {input.boxes} --protocol {params.protocol:q}"
         " --seed {params.seed} --out {output} > {log} 2>&1"
 
 
@@ -100,9 +115,12 @@ rule mmad_questions:
         code=code("split.py", "datasets/mmad.py"),
     output:
         "resources/splits/mmad_questions.csv",
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
     log:
         "logs/mmad_questions.log",
     conda:
-        "../../envs/adfm.yaml"
+        "../../envs/data.yaml"
     shell:
-        "adfm mmad-questions --root {input.root} --manifest {input.manifest} --out {output} > {log} 2>&1"
+        "python -m adfm mmad-questions --root {input.root} --manifest {input.manifest} --out {output} > {log} 2>&1"

@@ -8,17 +8,15 @@ rule predict:
         adapter=lambda wc, input: f"--adapter {input.adapter}" if "adapter" in input.keys() else "",
     threads: res("predict", "threads")
     resources:
-        mem_mb=res("predict", "mem_mb"),
-        runtime=res("predict", "runtime"),
-        gpu=res("predict", "gpu"),
+        **family_resources("predict"),
     log:
         "logs/predict/{run}/{dataset}.log",
     benchmark:
         "benchmarks/predict/{run}/{dataset}.tsv"
     conda:
-        "../../envs/adfm.yaml"
+        "../../envs/train.yaml"
     shell:
-        "adfm predict --split {input.split} --dataset {wildcards.dataset} --model {input.model}"
+        "python -m adfm predict --split {input.split} --dataset {wildcards.dataset} --model {input.model}"
         " {params.adapter} --run-name {wildcards.run} --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 
@@ -28,9 +26,12 @@ rule score:
         code=code("score.py"),
     output:
         "results/metrics/{run}/{dataset}.csv",
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
     log:
         "logs/score/{run}/{dataset}.log",
     conda:
-        "../../envs/adfm.yaml"
+        "../../envs/data.yaml"
     shell:
-        "adfm score --predictions {input.predictions} --out {output} > {log} 2>&1"
+        "python -m adfm score --predictions {input.predictions} --out {output} > {log} 2>&1"

@@ -4,12 +4,15 @@ rule fetch_model:
     params:
         source=config["model"]["source"],
         revision=config["model"]["revision"],
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
     log:
         f"logs/fetch_model/{config['model']['name']}.log",
     conda:
-        "../../envs/adfm.yaml"
+        "../../envs/train.yaml"
     shell:
-        "adfm fetch-model --source {params.source:q} --revision {params.revision:q} --out {output} > {log} 2>&1"
+        "python -m adfm fetch-model --source {params.source:q} --revision {params.revision:q} --out {output} > {log} 2>&1"
 
 
 rule train:
@@ -23,15 +26,13 @@ rule train:
         settings=lambda wc: adfm_config.train_settings(config, wc.run),
     threads: res("train", "threads")
     resources:
-        mem_mb=res("train", "mem_mb"),
-        runtime=res("train", "runtime"),
-        gpu=res("train", "gpu"),
+        **family_resources("train"),
     log:
         "logs/train/{run}.log",
     benchmark:
         "benchmarks/train/{run}.tsv"
     conda:
-        "../../envs/adfm.yaml"
+        "../../envs/train.yaml"
     shell:
-        "adfm train --split {input.split} --model {input.model} --settings {params.settings:q}"
+        "python -m adfm train --split {input.split} --model {input.model} --settings {params.settings:q}"
         " --out {output} > {log} 2>&1"

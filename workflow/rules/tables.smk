@@ -9,9 +9,12 @@ rule table:
         spec=lambda wc: json.dumps(config["tables"][wc.table]),
     wildcard_constraints:
         table="|".join(config["tables"]),
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
     log:
         "logs/table/{table}.log",
     conda:
-        "../../envs/adfm.yaml"
+        "../../envs/data.yaml"
     shell:
-        "adfm table --spec {params.spec:q} --metrics {input.metrics} --out {output.csv} > {log} 2>&1"
+        "python -m adfm table --spec {params.spec:q} --metrics {input.metrics} --out {output.csv} > {log} 2>&1"
