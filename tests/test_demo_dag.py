@@ -11,6 +11,8 @@ import time
 import pandas as pd
 import pytest
 
+from adfm.config import datasets_tested_by, load_config
+
 from conftest import planned_jobs
 
 DEMO_TEST_IMAGES = 33  # MVTec AD: 3 categories x 14 test-split images, minus 20% (3 per category) for training
@@ -80,4 +82,10 @@ def test_reward_edit_reruns_training_onwards_only(demo_run):
         jobs = planned_jobs(demo_run)
     finally:
         rewards.write_text(original)
-    assert jobs == {"train": 1, "predict": 1, "score": 1, "table": 2, "all": 1}
+    config = load_config([demo_run / "config.yaml", demo_run / "workflow/configs/demo.yaml"])
+    trained = [run for run, spec in config["runs"].items() if spec["trained"]]
+    trained_predictions = sum(len(datasets_tested_by(config, run)) for run in trained)
+    assert jobs["train"] == len(trained)
+    assert jobs["predict"] == jobs["score"] == trained_predictions  # the untrained model's are kept
+    upstream = {"make_demo_archive", "download", "index", "boxes", "split", "mmad_questions", "fetch_model"}
+    assert not upstream & set(jobs), jobs

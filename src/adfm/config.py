@@ -113,7 +113,7 @@ def evaluated_datasets(config: dict, table: str) -> list[str]:
     return [d for d in config["tables"][table]["columns"].values() if d in config["datasets"]]
 
 
-def test_datasets(config: dict, run: str) -> list[str]:
+def datasets_tested_by(config: dict, run: str) -> list[str]:
     """Datasets a run's protocol tests on."""
     protocol = config["protocols"][config["runs"][run]["protocol"]]
     return protocol["datasets"] if protocol["kind"] == "holdout" else protocol["test"]

@@ -107,7 +107,7 @@ def table_metrics(wildcards):
     return [
         f"results/metrics/{row['run']}/{dataset}.csv"
         for row in table["rows"]
-        for dataset in adfm_config.test_datasets(config, row["run"])
+        for dataset in adfm_config.datasets_tested_by(config, row["run"])
         if dataset in wanted
     ]
 
