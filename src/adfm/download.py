@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -153,8 +154,18 @@ def _stream(url: str, partial: Path) -> None:
         with open(partial, "ab" if resumed else "wb") as handle, tqdm(
             total=total, initial=done, unit="B", unit_scale=True, desc=partial.name
         ) as bar:
-            for block in iter(lambda: response.read(CHUNK), b""):
-                handle.write(block)
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except (OSError, http.client.HTTPException) as error:  # connection dropped or timed out
+                    raise InputError(f"{url}: transfer interrupted at {handle.tell()} bytes ({error!r}); "
+                                     f"rerun to resume into {partial}") from None
+                if not block:
+                    break
+                try:
+                    handle.write(block)
+                except OSError as error:
+                    raise InputError(f"{partial}: cannot write the download ({error.strerror or error})") from None
                 bar.update(len(block))
         if total is not None and partial.stat().st_size != total:
             raise InputError(f"{url}: transfer interrupted at {partial.stat().st_size} of {total} bytes; rerun to resume")
