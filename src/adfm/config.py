@@ -39,6 +39,26 @@ def load_config(paths: list[Path]) -> dict:
     return config
 
 
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def schema_problems(config: dict, schema_path: Path = SCHEMA) -> list[str]:
+    """Schema violations, each as "<dotted key>: <what is wrong>"."""
+    from jsonschema import Draft202012Validator
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    problems = []
+    for error in sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.path))):
+        where = ".".join(map(str, error.path)) or "(top level)"
+        problems.append(f"{where}: {error.message}")
+    return problems
+
+
+def config_problems(config: dict, schema_path: Path = SCHEMA) -> list[str]:
+    """Everything wrong with a config: schema first, then (if the shape is right) references."""
+    return schema_problems(config, schema_path) or check_references(config)
+
+
 def check_references(config: dict) -> list[str]:
     """Problems in the references between config sections (empty when consistent)."""
     problems = []

@@ -3,16 +3,19 @@ import os
 import shlex
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from adfm import config as adfm_config
 from adfm.download import local_path
 
 
-validate(config, "../schemas/config.schema.yaml")
-_problems = adfm_config.check_references(config)
+# One message listing every problem, each naming its key; then Snakemake's own validation, which
+# also fills in the schema's defaults.
+_problems = adfm_config.config_problems(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 if _problems:
-    raise ValueError("invalid config:\n  " + "\n  ".join(_problems))
+    raise WorkflowError("invalid config:\n  " + "\n  ".join(_problems))
+validate(config, "../schemas/config.schema.yaml")
 
 # Stage modules as inputs: editing one reruns the jobs that use it and what follows, nothing before.
 CODE = Path(workflow.basedir) / "src" / "adfm"
