@@ -79,9 +79,10 @@ def test_mmad_questions_join_their_images_and_templates():
              question="Is there any defect in the object?", options='{"A": "Yes.", "B": "No."}', answer="A",
              type="Anomaly Detection", template_path="r/MVTec-AD/bottle/train/good/001.png", label=1),
     ])
-    images = pd.DataFrame([dict(image_path="r/DS-MVTec/bottle/test/broken/000.png", width=900, height=800)])
+    images = pd.DataFrame([dict(image_path="r/DS-MVTec/bottle/test/broken/000.png", width=900, height=800,
+                                boxes="[[10, 20, 30, 40]]")])
     table = mmad_question_table(questions, images)
     assert table.loc[0, "reference_path"] == "r/MVTec-AD/bottle/train/good/001.png"
-    assert (table.loc[0, "width"], table.loc[0, "height"]) == (900, 800)
+    assert (table.loc[0, "width"], table.loc[0, "height"], table.loc[0, "boxes"]) == (900, 800, "[[10, 20, 30, 40]]")
     with pytest.raises(InputError, match="000.png: MMAD question about an image missing"):
         mmad_question_table(questions, images.assign(image_path="elsewhere.png"))

@@ -110,9 +110,9 @@ def read_split(path: Path) -> pd.DataFrame:
 
 def mmad_question_table(questions: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
     """MMAD's questions (Table 3) joined to the indexed images: each question keeps its image's
-    size and its MMAD template (the first random template, MMAD's one-template protocol) as the
-    normal reference."""
-    sizes = images.drop_duplicates("image_path").set_index("image_path")[["width", "height"]]
+    size and boxes, and its MMAD template (the first random template, MMAD's one-template
+    protocol) as the normal reference."""
+    sizes = images.drop_duplicates("image_path").set_index("image_path")[["width", "height", "boxes"]]
     unknown = sorted(set(questions["image_path"]) - set(sizes.index))
     if unknown:
         raise InputError(f"{unknown[0]}: MMAD question about an image missing from the MMAD manifest "
@@ -121,10 +121,11 @@ def mmad_question_table(questions: pd.DataFrame, images: pd.DataFrame) -> pd.Dat
     return table.sort_values(["dataset", "category", "image_path", "type"], kind="stable").reset_index(drop=True)
 
 
-def run_mmad_questions(root: Path, manifest_path: Path, out: Path) -> None:
+def run_mmad_questions(root: Path, manifest_path: Path, boxes_path: Path, out: Path) -> None:
     from adfm.datasets import mmad
 
-    table = mmad_question_table(mmad.parse_questions(root), manifest.read(manifest_path))
+    images = manifest.read(manifest_path).merge(pd.read_csv(boxes_path, keep_default_na=False), on="image_path")
+    table = mmad_question_table(mmad.parse_questions(root), images)
     log.info("MMAD questions: %s", table.groupby("type").size().to_dict())
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n")
@@ -134,8 +135,9 @@ def register(subparsers) -> None:
     questions = subparsers.add_parser("mmad-questions", help="MMAD's question table, joined to its images")
     questions.add_argument("--root", required=True, type=Path, help="the extracted MMAD folder")
     questions.add_argument("--manifest", required=True, type=Path, help="the MMAD manifest")
+    questions.add_argument("--boxes", required=True, type=Path, help="the MMAD images' boxes")
     questions.add_argument("--out", required=True, type=Path)
-    questions.set_defaults(func=lambda a: run_mmad_questions(a.root, a.manifest, a.out))
+    questions.set_defaults(func=lambda a: run_mmad_questions(a.root, a.manifest, a.boxes, a.out))
 
     parser = subparsers.add_parser("split", help="train/test split of a protocol, with normal references")
     parser.add_argument("--manifests", required=True, nargs="+", type=Path)

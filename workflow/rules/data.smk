@@ -112,6 +112,7 @@ rule mmad_questions:
     input:
         root="resources/datasets/mmad",
         manifest="resources/manifests/mmad.csv",
+        boxes="resources/boxes/mmad.csv",
         code=code("split.py", "datasets/mmad.py"),
     output:
         "resources/splits/mmad_questions.csv",
@@ -123,4 +124,5 @@ rule mmad_questions:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m adfm mmad-questions --root {input.root} --manifest {input.manifest} --out {output} > {log} 2>&1"
+        "python -m adfm mmad-questions --root {input.root} --manifest {input.manifest} --boxes {input.boxes}"
+        " --out {output} > {log} 2>&1"
