@@ -13,7 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # PYTHONPATH: the workflow's own config helpers come from the copy under test, not from the
+    # editable install (which a concurrent edit of src/ would change under a running session)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(Path(workdir).resolve() / "src")}
     command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config.yaml",
                "workflow/configs/demo.yaml", *args]
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)

@@ -22,7 +22,8 @@ from adfm.io import InputError, read_jsonl
 from adfm.predict import predict, register
 
 FIELDS = {
-    "model", "dataset", "category", "image_path", "label", "sample", "response", "answer", "boxes", "frame", "gt_boxes"
+    "model", "dataset", "category", "image_path", "reference_path", "label", "sample", "response", "answer", "boxes",
+    "frame", "gt_boxes"
 }
 
 
@@ -43,6 +44,7 @@ def test_one_record_per_test_image_of_the_dataset(tiny_model_dir, two_dataset_sp
         assert set(record) == FIELDS
         assert (record["model"], record["dataset"], record["sample"]) == ("tiny-base", "beta", 0)
         assert record["label"] == row.label and record["category"] == "widget"
+        assert record["reference_path"] == row.reference_path
         assert isinstance(record["response"], str) and record["answer"] in ("yes", "no", None)
         gt, frame = to_model_frame(json.loads(row.boxes), 128, 96, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
         assert record["gt_boxes"] == gt and record["frame"] == list(frame)
@@ -137,3 +139,64 @@ def test_decoding_is_plain_greedy_despite_checkpoint_sampling_defaults(tiny_mode
     resolved, _ = model._prepare_generation_config(config)  # what generate() will use
     assert not resolved.do_sample and resolved.num_beams == 1
     assert resolved.repetition_penalty == 1.0 and resolved.max_new_tokens == 7
+
+
+def test_sampling_writes_n_samples_per_image_and_resumes(tiny_model_dir, two_dataset_split, tmp_path, monkeypatch):
+    settings = predict_settings(batch_size=3, num_samples=3, temperature=0.9, role="train", seed=1)
+    out = tmp_path / "samples.jsonl"
+    predict(two_dataset_split, "alpha", tiny_model_dir, "m", settings, out)
+    records = read_jsonl(out)
+    split = pd.read_csv(two_dataset_split)
+    train = split[(split["role"] == "train") & (split["dataset"] == "alpha")]["image_path"].tolist()
+    assert [(r["image_path"], r["sample"]) for r in records] == [(p, s) for p in train for s in range(3)]
+    by_image = {}
+    for record in records:
+        by_image.setdefault(record["image_path"], []).append(record["response"])
+    assert any(len(set(responses)) > 1 for responses in by_image.values())  # sampled, not greedy
+
+    # the same seed and batches sample the same responses; a complete file is not regenerated
+    again = predict(two_dataset_split, "alpha", tiny_model_dir, "m", settings, tmp_path / "again.jsonl")
+    assert [r["response"] for r in read_jsonl(again)] == [r["response"] for r in records]
+    monkeypatch.setattr(predict_module, "generate_batch", lambda *a, **k: pytest.fail("regenerated"))
+    out.rename(tmp_path / "samples.jsonl.partial")
+    predict(two_dataset_split, "alpha", tiny_model_dir, "m", settings, out)
+    assert read_jsonl(out) == records
+
+
+def test_row_selection_label_image_and_seeded_subsample(two_dataset_split):
+    from adfm.predict import select_rows
+
+    rows = select_rows(two_dataset_split, "beta", {"role": "test", "label": 1})
+    assert set(rows["label"]) == {1}
+    first = select_rows(two_dataset_split, "beta", {"max_images": 3, "seed": 0})
+    assert len(first) == 3
+    assert first["image_path"].tolist() == select_rows(two_dataset_split, "beta", {"max_images": 3, "seed": 0})[
+        "image_path"].tolist()
+    one = select_rows(two_dataset_split, "beta", {"image": first["image_path"].iloc[0]})
+    assert one["image_path"].tolist() == [first["image_path"].iloc[0]]
+    with pytest.raises(InputError, match="not a test row"):
+        select_rows(two_dataset_split, "beta", {"image": "nowhere.png"})
+
+
+def test_sampling_config_samples_without_truncation(tiny_model_dir):
+    from adfm.models import load_model_and_processor
+    from adfm.predict import sampling_config
+
+    model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    resolved, _ = model._prepare_generation_config(sampling_config(model, max_new_tokens=5, temperature=0.9))
+    assert resolved.do_sample and resolved.temperature == 0.9
+    assert resolved.top_k in (0, None) and resolved.top_p == 1.0 and resolved.repetition_penalty == 1.0
+    with pytest.raises(InputError):
+        sampling_config(model, max_new_tokens=5, temperature=0.0)
+
+
+def test_writer_keys_include_the_question(tmp_path):
+    from adfm.predict import PredictionWriter, record_key
+
+    base = {"model": "m", "dataset": "mmad", "image_path": "a.png", "sample": 0}
+    assert record_key({**base, "question_index": 2}) != record_key({**base, "question_index": 3})
+    with PredictionWriter(tmp_path / "p.jsonl") as writer:
+        writer.write([{**base, "question_index": 0}])
+    resumed = PredictionWriter(tmp_path / "p.jsonl")
+    assert ("m", "mmad", "a.png", 0, 0) in resumed.done
+    assert resumed.finish().is_file() and not (tmp_path / "p.jsonl.partial").exists()

@@ -65,3 +65,14 @@ def test_completion_text_accepts_trl_forms():
     assert completion_text([{"role": "assistant", "content": "b"}]) == "b"
     assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "c"}]}]) == "c"
     assert completion_text(None) == ""
+
+
+def test_letter_answers_normalise_to_yes_no():
+    text = '<think>[{"bbox_2d": [1, 2, 3, 4]}]</think><rethink>real</rethink><answer>a</answer>'
+    parsed = parse_response(text, answer_format="letter")
+    assert (parsed.answer, parsed.well_formed) == ("yes", True)
+    assert parse_response(text.replace(">a<", ">B.<"), answer_format="letter").answer == "no"
+    # yes / no responses are malformed in the letter format, and letters in the yes / no format
+    assert parse_response(format_response([], "no"), answer_format="letter").answer is None
+    assert not parse_response(text).well_formed and parse_response(text).answer is None
+    assert parse_response("<answer>c</answer>", answer_format="letter").answer is None

@@ -126,3 +126,116 @@ def test_random_reward_is_seeded_zero_mean_noise():
 def test_missing_boxes_column_is_tolerated():
     (func,) = make_reward_funcs(["loc"])
     assert func(completions(format_response([], "no")), label=[0]) == [0.0]
+
+
+# ----------------------------------------------------------- variants of the authors' release
+
+
+def answer_only(answer, boxes=(), reasoning="multi_stage"):
+    return format_response(list(boxes), answer, reasoning=reasoning)
+
+
+def test_letter_answers():
+    texts = [answer_only("a"), answer_only("b"), answer_only("yes")]
+    assert reward("cls", texts, [1, 1, 1], [[]] * 3, answer_format="letter") == [1.0, 0.0, 0.0]
+    assert reward("cls", texts, [0, 0, 0], [[]] * 3, answer_format="letter") == [0.0, 1.0, 0.0]
+    # the default (yes / no) reads no letter
+    assert reward("cls", texts, [1, 1, 1], [[]] * 3) == [0.0, 0.0, 1.0]
+
+
+def test_cls_partial_credit():
+    texts = [
+        "<answer>a/b</answer>",  # first word "a" (wrong for a normal image), but "b" is in a short text
+        "<answer>option b</answer>",  # no answer word first; short and holds "b"
+        "<answer>the answer is b</answer>",  # holds "b" but longer than 10 characters
+        "b",  # a bare exact answer without tags: full credit, as in the release
+        "<answer>b.</answer>",  # first word "b": correct
+        "<answer>option a</answer>",  # short, but the wrong letter
+    ]
+    labels = [0] * len(texts)
+    options = {"answer_format": "letter", "cls_partial_credit": 0.8}
+    assert reward("cls", texts, labels, [[]] * len(texts), **options) == [0.8, 0.8, 0.0, 1.0, 1.0, 0.0]
+    # off (the paper): only a parsed, right answer counts
+    assert reward("cls", texts, labels, [[]] * len(texts), answer_format="letter") == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    # with yes / no answers: "not sure" is short and holds "no"
+    yes_no = ["<answer>not sure</answer>", "<answer>yes</answer>", "no"]
+    assert reward("cls", yes_no, [0, 0, 0], [[]] * 3, cls_partial_credit=0.8) == [0.8, 0.0, 1.0]
+
+
+TWO_PREDICTIONS = [[0, 0, 10, 10], [40, 40, 50, 50]]  # one exact (GIoU 1), one unmatched
+ONE_GT = [[[0, 0, 10, 10]]]
+
+
+def test_giou_mean_over_predictions():
+    # matched pairs: GIoU 1 over 1 match; |m - n| = 1 -> r_count 0.5
+    text = [answer_only("yes", TWO_PREDICTIONS)]
+    assert reward("loc", text, [1], ONE_GT) == [pytest.approx(1 + 0.5 * ALPHA)]  # 1.15
+    # release: the GIoU sum over m = 2 predictions: 1 / 2
+    assert reward("loc", text, [1], ONE_GT, giou_mean="predicted") == [pytest.approx(0.5 + 0.5 * ALPHA)]  # 0.65
+    # m = n: the same either way
+    exact = [answer_only("yes", [[0, 0, 10, 10]])]
+    assert reward("loc", exact, [1], ONE_GT, giou_mean="predicted") == [pytest.approx(1 + ALPHA)]
+
+
+def test_loc_no_box_zero():
+    empty = [answer_only("yes")]
+    assert reward("loc", empty, [1], ONE_GT) == [pytest.approx(0.5 * ALPHA)]  # 0 + alpha * r_count(0, 1)
+    assert reward("loc", empty, [1], ONE_GT, loc_no_box_zero=True) == [0.0]
+    # normal images are unaffected: r_focus(0) = 0
+    assert reward("loc", empty, [0], [[]], loc_no_box_zero=True) == [0.0]
+
+
+def test_loc_rescale():
+    texts = [
+        answer_only("yes", [[10, 10, 50, 50]]),  # 1 + 0.3 = 1.3 -> 1.2 -> clipped to 1
+        answer_only("yes", [[0, 0, 20, 10]]),  # GIoU 1/3 (vs [10,0,30,10]) + 0.3
+        answer_only("yes", [[0, 0, 10, 10]]),  # GIoU -1/3 (vs [20,0,30,10]) + 0.3
+        answer_only("yes"),  # no box: 0 + 0.5 * 0.3 = 0.15
+        answer_only("yes", [[0, 0, 10, 10], [0, 20, 10, 30], [0, 40, 10, 50]]),  # far off, |m - n| = 2
+    ]
+    truth = [[[10, 10, 50, 50]], [[10, 0, 30, 10]], [[20, 0, 30, 10]], [[0, 0, 10, 10]], [[90, 90, 100, 100]]]
+    values = reward("loc", texts, [1] * 5, truth, loc_rescale=True)
+    # the last: best GIoU pair [0,40,10,50] vs [90,90,100,100]: hull 100 x 60 = 6000, union 200
+    # -> GIoU -5800/6000; + 0.3 * -0.1 -> about -0.997 -> (r + 0.5) / 1.5 < 0 -> clipped to 0
+    expected = [1.0, (1 / 3 + ALPHA + 0.5) / 1.5, (-1 / 3 + ALPHA + 0.5) / 1.5, (0.15 + 0.5) / 1.5, 0.0]
+    assert values == [pytest.approx(v) for v in expected]
+    # normal images keep r_focus (0, 0.5, -0.1): not rescaled
+    normal = [answer_only("no"), answer_only("no", [[0, 0, 5, 5]]), answer_only("no", TWO_PREDICTIONS)]
+    assert reward("loc", normal, [0, 0, 0], [[]] * 3, loc_rescale=True) == [0.0, 0.5, -0.1]
+
+
+def test_loc_release_combination():
+    # sum / m = 0.5, + 0.3 * 0.5 = 0.65 -> (0.65 + 0.5) / 1.5
+    release = {"giou_mean": "predicted", "loc_no_box_zero": True, "loc_rescale": True}
+    text = [answer_only("yes", TWO_PREDICTIONS), answer_only("yes")]
+    assert reward("loc", text, [1, 1], ONE_GT * 2, **release) == [pytest.approx(1.15 / 1.5), 0.0]
+
+
+def test_graded_format_reward():
+    texts = [
+        answer_only("yes", [[10, 10, 50, 50]]),  # think 0.3+0.1, rethink 0.2+0.1, answer 0.2, box 0.2 + in frame 0.1
+        answer_only("no"),  # think "[]" is short: 0.3; rethink 0.3; answer 0.2; brackets only: 0.1
+        answer_only("yes", [[50, 50, 150, 150]]),  # box out of the 100 x 100 frame: no + 0.1
+        "<answer>yes please</answer>",  # an answer word inside, not exactly: 0.1
+        answer_only("yes", [[10, 10, 50, 50]], reasoning="one_stage"),  # no rethink: 1.2 - 0.3
+        "<think>x</think><rethink>y</rethink><answer>b</answer>",  # 0.3 + 0.2 + (letter? see below) + 0
+        "garbage",
+    ]
+    values = reward("format", texts, [1] * len(texts), [[]] * len(texts), format_reward="graded")
+    assert values == [pytest.approx(v) for v in [1.2, 0.9, 1.1, 0.1, 0.9, 0.5, 0.0]]
+    letter = reward("format", texts[5:6], [1], [[]], format_reward="graded", answer_format="letter")
+    assert letter == [pytest.approx(0.7)]
+
+
+def test_strict_format_reward_with_letters():
+    texts = [answer_only("a"), answer_only("yes")]
+    assert reward("format", texts, [1, 1], [[]] * 2, answer_format="letter") == [1.0, 0.0]
+
+
+def test_bad_reward_options_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown reward option"):
+        make_reward_funcs(["cls"], {"alpah": 0.3})
+    with pytest.raises(ValueError, match="giou_mean"):
+        make_reward_funcs(["loc"], {"giou_mean": "all"})
+    with pytest.raises(ValueError, match="cls_partial_credit"):
+        make_reward_funcs(["cls"], {"cls_partial_credit": 1.5})

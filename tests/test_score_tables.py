@@ -115,3 +115,81 @@ def test_schema_rejects_unknown_keys_and_bad_values():
     assert any("'accuracy' is not one of" in m for m in messages)
     assert any("num_generation" in m for m in messages)
     assert any("-1 is less than the minimum" in m for m in messages)
+
+
+# ---- continuous scores, Youden's J, table rows of baselines and MMAD
+
+def scored(model, dataset, category, label, score):
+    return dict(model=model, dataset=dataset, category=category, image_path=f"{category}{label}{score}", label=label,
+                sample=0, score=score)
+
+
+def test_continuous_scores_at_half_and_at_youden_j():
+    from adfm.score import youden_threshold
+
+    # normals at 0.1-0.3, anomalies at 0.35-0.45: all below 0.5, perfectly separated at 0.35
+    records = [scored("clip", "visa", "a", 0, s) for s in (0.1, 0.2, 0.3)] + [
+        scored("clip", "visa", "b", 1, s) for s in (0.35, 0.4, 0.45)]
+    assert youden_threshold([r["score"] for r in records], [r["label"] for r in records]) == 0.35
+    table = accuracy_table(records).set_index("category")
+    assert table.loc["all", "accuracy"] == 50.0  # tau = 0.5 calls everything normal
+    assert table.loc["all", "accuracy_youden"] == 100.0
+    assert table.loc["all", "threshold_youden"] == 0.35 and table.loc["all", "threshold"] == 0.5
+    assert table.loc["all", "auroc"] == 100.0
+    assert table.loc["b", "accuracy_youden"] == 100.0  # categories use their dataset's threshold
+
+
+def test_youden_with_one_class_falls_back_to_half_and_ties_count_half_in_auroc():
+    from adfm.score import auroc, youden_threshold
+
+    assert youden_threshold([0.2, 0.9], [1, 1]) == 0.5
+    assert auroc([0.5, 0.5], [0, 1]) == 0.5
+    assert auroc([0.5], [1]) is None
+
+
+TABLE2 = {
+    "paper": "table2_crossdataset.csv",
+    "keys": ["model", "scale"],
+    "columns": {"VisA": "visa", "MPDD": "mpdd", "DTD": "dtd_synthetic", "DAGM": "dagm"},
+    "rows": [
+        {"match": {"model": "WinCLIP (tau=0.5)"}, "run": "winclip", "metric": "accuracy"},
+        {"match": {"model": "WinCLIP (Youden J)"}, "run": "winclip", "metric": "accuracy_youden"},
+        {"match": {"model": "GPT-4o"}, "run": "gpt-4o_cross", "skip": "not run: no API key (environment variable "
+         "OPENAI_API_KEY not set)"},
+    ],
+}
+
+
+def test_table2_has_both_threshold_rows_and_skipped_api_rows():
+    metrics = pd.DataFrame([dict(model="winclip", dataset=d, category="all", accuracy=50.0, accuracy_youden=75.0)
+                            for d in ("visa", "mpdd", "dtd_synthetic", "dagm")])
+    table = build_table(TABLE2, metrics)
+    half = table[(table.model == "WinCLIP (tau=0.5)") & (table.column == "Avg")].iloc[0]
+    youden = table[(table.model == "WinCLIP (Youden J)") & (table.column == "Avg")].iloc[0]
+    assert (half.ours, half.paper) == (50.0, 57.08) and (youden.ours, youden.paper) == (75.0, 75.85)
+    gpt = table[table.model == "GPT-4o"]
+    assert gpt.ours.isna().all() and gpt.status.str.contains("OPENAI_API_KEY").all()
+    assert gpt[gpt.column == "VisA"].paper.iloc[0] == 73.77
+    markdown = to_markdown(table, TABLE2["keys"])
+    assert "| Proprietary | GPT-4o |  | – (73.77) |" in markdown and "not run: no API key" in markdown
+
+
+def test_youden_row_on_binary_predictions_is_an_error():
+    metrics = pd.DataFrame([dict(model="winclip", dataset="visa", category="all", accuracy=50.0)])
+    with pytest.raises(InputError, match="accuracy_youden"):
+        build_table(TABLE2, metrics)
+
+
+def test_table3_selects_question_types_averaged_over_mmad_sources():
+    from adfm.mmad_eval import TYPES
+
+    spec = {"paper": "table3_multitask.csv", "keys": ["model", "scale"], "select": "question_type",
+            "columns": {t: t for t in TYPES if t != "Anomaly Detection"},
+            "rows": [{"match": {"model": "AD-FM", "scale": "7B"}, "run": "adfm"}]}
+    metrics = pd.DataFrame([dict(model="adfm", dataset=d, category=t, accuracy=a)
+                            for t in TYPES for d, a in (("all", 60.0), ("VisA", 10.0))])
+    table = build_table(spec, metrics)
+    row = table[table.model == "AD-FM"].set_index("column")
+    assert row.loc["Object Analysis", "ours"] == 60.0 and row.loc["Object Analysis", "paper"] == 86.67
+    assert row.loc["Avg", "ours"] == 60.0 and row.loc["Avg", "paper"] == 83.56
+    assert len(row) == 7  # six question types and the average

@@ -174,3 +174,33 @@ def test_train_subcommand():
     assert (args.split, args.model, args.out) == ("s.csv", "m", "a")
     assert json.loads(args.settings)["grpo"]["num_generations"] == 2
     assert callable(args.func)
+
+
+def test_vllm_without_vllm_installed_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(InputError, match="vllm is not installed"):
+        grpo_config({"use_vllm": True}, output_dir=tmp_path, reward_weights=None)
+    # off (the default): no check, no error
+    assert not grpo_config({"use_vllm": False}, output_dir=tmp_path, reward_weights=None).use_vllm
+
+
+def test_launcher_plain_or_accelerate():
+    from adfm.config import launcher
+
+    config = {"train": {"launcher": {"num_processes": 1}}}
+    assert launcher(config) == "python -m adfm"
+    config["train"]["launcher"] = {"num_processes": 4, "config_file": "workflow/accelerate/multi_gpu.yaml"}
+    assert launcher(config, "/repo") == (
+        "accelerate launch --config_file /repo/workflow/accelerate/multi_gpu.yaml --num_processes 4 -m adfm"
+    )
+
+
+def test_accelerate_config_is_multi_gpu():
+    import yaml
+    from conftest import REPO
+
+    spec = yaml.safe_load((REPO / "workflow/accelerate/multi_gpu.yaml").read_text())
+    assert spec["distributed_type"] == "MULTI_GPU" and not spec["use_cpu"]

@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from tqdm import tqdm
-from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from adfm.datasets import manifest
 from adfm.io import InputError, atomic_path
@@ -60,6 +59,9 @@ def mask_to_boxes(mask: np.ndarray, *, dilation_kernel: int, min_area: int) -> l
 
 def model_frame_size(width: int, height: int, *, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """(W, H) of the image as Qwen2.5-VL's processor resizes it."""
+    # Imported here: transformers costs seconds to import, and most users of this module never resize.
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
     new_height, new_width = smart_resize(
         height, width, factor=QWEN_RESIZE_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels
     )

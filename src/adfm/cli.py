@@ -18,11 +18,18 @@ STAGE_MODULES = {
     "split": "adfm.split",
     "mmad-questions": "adfm.split",
     "fetch-model": "adfm.models",
+    "warm-start": "adfm.warm_start",
     "train": "adfm.train",
     "predict": "adfm.predict",
+    "predict-api": "adfm.api_backend",
+    "predict-clip": "adfm.clip_baselines",
+    "predict-mmad": "adfm.mmad_eval",
+    "score-mmad": "adfm.mmad_eval",
     "score": "adfm.score",
+    "figure": "adfm.figures",
     "table": "adfm.tables",
     "detect": "adfm.detect",
+    "provenance": "adfm.provenance",
 }
 
 

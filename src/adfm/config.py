@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 from importlib import resources
 from pathlib import Path
 
@@ -90,11 +91,16 @@ def check_references(config: dict) -> list[str]:
             if column not in header:
                 problems.append(f"tables.{name}.columns: {column!r} is not a column of {table['paper']}")
         for row in table["rows"]:
-            if row["run"] not in runs:
+            if row["run"] not in runs and row["run"] not in config.get("baselines", {}):
                 problems.append(f"tables.{name}.rows: unknown run {row['run']!r}")
+    problems += evaluation_problems(config)
     grpo = config["train"]["grpo"]
     if grpo["per_device_train_batch_size"] % grpo["num_generations"]:
         problems.append("train.grpo.per_device_train_batch_size: must be a multiple of num_generations")
+    processes = config["train"].get("launcher", {}).get("num_processes", 1)
+    if processes > 1 and config["resources"]["train"]["gpu"] < processes:
+        problems.append(f"resources.train.gpu: {config['resources']['train']['gpu']} GPU(s) for "
+                        f"train.launcher.num_processes {processes} (one process per GPU)")
     return problems
 
 
@@ -117,12 +123,59 @@ def train_settings(config: dict, run: str) -> str:
     })
 
 
+def warm_start_enabled(config: dict) -> bool:
+    return bool(config["train"].get("warm_start", {}).get("enabled", False))
+
+
+def warm_start_dir(config: dict, protocol: str, reasoning: str) -> str:
+    """The warm-started model folder of a protocol's training split and a reasoning mode."""
+    return f"resources/warm_start/{protocol}/{reasoning}"
+
+
+def base_model_dir(config: dict, run: str) -> str:
+    """The model a run's LoRA adapter sits on: the warm-started model when warm start is on, else the
+    fetched model (the base model of an untrained run)."""
+    spec = config["runs"].get(run)
+    if spec is not None and spec["trained"] and warm_start_enabled(config):
+        return warm_start_dir(config, spec["protocol"], spec["reasoning"])
+    return f"resources/models/{config['model']['name']}"
+
+
+def warm_start_settings(config: dict, protocol: str, reasoning: str) -> str:
+    """JSON settings of `adfm warm-start` for a protocol's training split and a reasoning mode."""
+    spec = {key: value for key, value in config["train"]["warm_start"].items() if key != "enabled"}
+    spec["lora"] = {**config["train"]["lora"], **spec.get("lora", {})}
+    spec.setdefault("bf16", config["train"]["grpo"].get("bf16", True))
+    return json.dumps({
+        "prompt": config["prompts"][reasoning],
+        "reasoning": reasoning,
+        "answer_format": config["rewards"].get("answer_format", "yes_no"),
+        "model": model_settings(config),
+        "seed": config["seed"],
+        "warm_start": spec,
+    })
+
+
+def launcher(config: dict, basedir: str | Path = ".") -> str:
+    """The command that runs an `adfm` training stage: `python -m adfm`, or accelerate's launcher
+    with one process per GPU when train.launcher.num_processes > 1."""
+    spec = config["train"].get("launcher", {})
+    processes = int(spec.get("num_processes", 1))
+    if processes <= 1:
+        return "python -m adfm"
+    config_file = Path(spec.get("config_file", "workflow/accelerate/multi_gpu.yaml"))
+    if not config_file.is_absolute():
+        config_file = Path(basedir) / config_file
+    return f"accelerate launch --config_file {shlex.quote(str(config_file))} --num_processes {processes} -m adfm"
+
+
 def predict_settings(config: dict, run: str) -> str:
     """JSON settings of `adfm predict` for one run."""
     spec = config["runs"][run]
     return json.dumps({
         "prompt": config["prompts"][spec["reasoning"]],
         "reasoning": spec["reasoning"],
+        "answer_format": config["rewards"].get("answer_format", "yes_no"),
         "model": model_settings(config),
         **config["predict"],
     })
@@ -134,11 +187,203 @@ def evaluated_datasets(config: dict, table: str) -> list[str]:
 
 
 def datasets_tested_by(config: dict, run: str) -> list[str]:
-    """Datasets a run's protocol tests on."""
-    protocol = config["protocols"][config["runs"][run]["protocol"]]
+    """Datasets a run's (or a baseline's) protocol tests on."""
+    protocol = config["protocols"][evaluated_models(config)[run]["protocol"]]
     return protocol["datasets"] if protocol["kind"] == "holdout" else protocol["test"]
 
 
 def protocol_datasets(config: dict, protocol: str) -> list[str]:
     spec = config["protocols"][protocol]
     return spec["datasets"] if spec["kind"] == "holdout" else [*spec["train"], *spec["test"]]
+
+
+# ---- evaluation: baselines, MMAD, tables and figures (adfm.predict, api_backend, clip_baselines, ...)
+
+CLIP_BACKENDS = ("winclip", "anomalyclip")
+CLIP_OPTIONS = {"winclip": ("scales", "shots", "image_size", "batch_size"),
+                "anomalyclip": ("prompts", "prompt_length", "deep_prompt_depth", "deep_prompt_length", "image_size",
+                                "batch_size")}
+API_OPTIONS = ("base_url", "key_env", "concurrency", "max_retries", "backoff_s", "timeout_s", "max_image_side",
+               "max_tokens")
+SCORE_METRICS = ("accuracy_youden",)  # metrics only continuous-score predictions have
+
+
+def evaluated_models(config: dict) -> dict:
+    """Every evaluated model by name: the runs (Hugging Face VLM) and the baselines."""
+    return {**config.get("baselines", {}), **config["runs"]}
+
+
+def baselines(config: dict, *backends: str) -> list[str]:
+    return [name for name, spec in config.get("baselines", {}).items() if not backends or spec["backend"] in backends]
+
+
+def _looks_like_file(value: str) -> bool:
+    return "/" in value or "\\" in value or Path(value).suffix in (".bin", ".pt", ".pth", ".safetensors")
+
+
+def unavailable_reason(config: dict, name: str, environ=None) -> str | None:
+    """Why a table row's model cannot run with this config and environment (None when it can).
+
+    An API model needs api.enabled and its key in the environment; a CLIP baseline needs its weight
+    files (and AnomalyCLIP's prompt file) where the config says. The table shows the paper's value
+    and this reason instead of a number.
+    """
+    import os
+
+    environ = os.environ if environ is None else environ
+    spec = config.get("baselines", {}).get(name)
+    if spec is None:
+        return None
+    if spec["backend"] == "api":
+        api = {**config.get("api", {}), **{k: spec[k] for k in API_OPTIONS if k in spec}}
+        if not api.get("enabled", False):
+            return "not run: API backend disabled (api.enabled: false)"
+        if not environ.get(api["key_env"], "").strip():
+            return f"not run: no API key (environment variable {api['key_env']} not set)"
+        return None
+    files = [spec["clip"].get("pretrained")]
+    if spec["backend"] == "anomalyclip":
+        files.append(spec.get("prompts"))
+    for path in files:
+        if path and _looks_like_file(path) and not Path(path).is_file():
+            return f"not run: {path} not found (CLIP baseline weights, see README)"
+    return None
+
+
+def evaluation_problems(config: dict) -> list[str]:
+    """Reference problems of baselines, api, mmad, figures and the evaluation side of tables."""
+    problems = []
+    runs, protocols = config["runs"], config["protocols"]
+    for name, spec in config.get("baselines", {}).items():
+        if name in runs:
+            problems.append(f"baselines.{name}: the name is also a run")
+        if spec["protocol"] not in protocols:
+            problems.append(f"baselines.{name}.protocol: unknown protocol {spec['protocol']!r}")
+        if spec["backend"] == "api" and "api" not in config:
+            problems.append(f"baselines.{name}: an API baseline needs the api section")
+        if spec["backend"] in CLIP_BACKENDS and "clip" not in spec:
+            problems.append(f"baselines.{name}.clip: required for backend {spec['backend']}")
+        if spec["backend"] in CLIP_BACKENDS:
+            allowed = set(CLIP_OPTIONS[spec["backend"]]) | {"backend", "protocol", "clip"}
+            for key in sorted(set(spec) - allowed):
+                problems.append(f"baselines.{name}.{key}: not an option of backend {spec['backend']}")
+    models = evaluated_models(config)
+    for name, table in config["tables"].items():
+        select = table.get("select", "dataset")
+        for row in table["rows"]:
+            model = models.get(row["run"])
+            if model is None:
+                continue
+            if row.get("metric") in SCORE_METRICS and config.get("baselines", {}).get(row["run"], {}).get(
+                    "backend") not in CLIP_BACKENDS:
+                problems.append(f"tables.{name}.rows: metric {row['metric']!r} needs a CLIP baseline, "
+                                f"not {row['run']!r}")
+            if select == "question_type" and "mmad" not in config:
+                problems.append(f"tables.{name}: select question_type needs the mmad section")
+            if select == "question_type" and config.get("baselines", {}).get(row["run"], {}).get(
+                    "backend") in CLIP_BACKENDS:
+                problems.append(f"tables.{name}.rows: {row['run']!r} cannot answer MMAD's questions")
+    if "mmad" in config and config["mmad"]["dataset"] not in config["datasets"]:
+        problems.append(f"mmad.dataset: unknown dataset {config['mmad']['dataset']!r}")
+    for name, figure in config.get("figures", {}).items():
+        if figure["run"] not in runs:
+            problems.append(f"figures.{name}.run: unknown run {figure['run']!r} (figures use Hugging Face runs)")
+            continue
+        protocol = protocols.get(runs[figure["run"]]["protocol"])
+        if protocol is None:
+            continue
+        where = protocol_datasets(config, runs[figure["run"]]["protocol"])
+        if figure["dataset"] not in where:
+            problems.append(f"figures.{name}.dataset: {figure['dataset']!r} is not in the protocol of run "
+                            f"{figure['run']!r}")
+        elif name in ("fig4", "fig5") and protocol["kind"] == "transfer" and figure["dataset"] not in protocol["train"]:
+            problems.append(f"figures.{name}.dataset: {figure['dataset']!r} has no training images in the protocol "
+                            f"of run {figure['run']!r}")
+    return problems
+
+
+def table_rows(config: dict, table: str, environ=None) -> list[dict]:
+    """A table's rows, each with `skip` (the reason) when its model cannot run here."""
+    rows = []
+    for row in config["tables"][table]["rows"]:
+        reason = unavailable_reason(config, row["run"], environ)
+        rows.append({**row, "skip": reason} if reason else dict(row))
+    return rows
+
+
+def table_spec(config: dict, table: str, environ=None) -> str:
+    """JSON spec of `adfm table`: the table's config entry with the skip reasons of this environment."""
+    return json.dumps({**config["tables"][table], "rows": table_rows(config, table, environ)})
+
+
+def table_inputs(config: dict, table: str, environ=None) -> list[str]:
+    """The metrics files a table needs: per row that can run, its run's metrics on the table's columns."""
+    spec = config["tables"][table]
+    paths = []
+    for row in table_rows(config, table, environ):
+        if row.get("skip"):
+            continue
+        if spec.get("select", "dataset") == "question_type":
+            paths.append(f"results/mmad/metrics/{row['run']}.csv")
+            continue
+        wanted = set(evaluated_datasets(config, table))
+        paths += [f"results/metrics/{row['run']}/{d}.csv" for d in datasets_tested_by(config, row["run"]) if d in wanted]
+    return list(dict.fromkeys(paths))
+
+
+def clip_settings(config: dict, name: str) -> str:
+    """JSON settings of `adfm predict-clip` for a CLIP baseline."""
+    spec = config["baselines"][name]
+    options = {k: spec[k] for k in CLIP_OPTIONS[spec["backend"]] if k in spec and spec[k] is not None}
+    return json.dumps({"method": spec["backend"], "clip": spec["clip"], "seed": config["seed"], **options})
+
+
+def api_settings(config: dict, name: str) -> str:
+    """JSON settings of `adfm predict-api` (the key itself is never part of them: only its variable's name)."""
+    spec = config["baselines"][name]
+    api = {k: v for k, v in config["api"].items() if k != "enabled"}
+    api.update({k: spec[k] for k in API_OPTIONS if k in spec})
+    reasoning = spec.get("reasoning", "multi_stage")
+    return json.dumps({"prompt": config["prompts"][reasoning], "reasoning": reasoning,
+                       "api": {**api, "model": spec["model"]}})
+
+
+def mmad_settings(config: dict, name: str) -> str:
+    """JSON settings of `adfm predict-mmad` for a run (Hugging Face) or an API baseline."""
+    mmad = config["mmad"]
+    settings = {"model": model_settings(config), "max_new_tokens": mmad["max_new_tokens"],
+                "templates": mmad["templates"], "batch_size": mmad.get("batch_size") or config["predict"]["batch_size"]}
+    if mmad.get("max_images"):
+        settings["max_images"] = mmad["max_images"]
+    spec = config.get("baselines", {}).get(name)
+    if spec is not None and spec["backend"] == "api":
+        settings["api"] = json.loads(api_settings(config, name))["api"]
+    return json.dumps(settings)
+
+
+def sample_settings(config: dict, figure: str) -> str:
+    """JSON settings of `adfm predict` sampling the responses of Figure 4 or 5 (training images)."""
+    spec = config["figures"][figure]
+    run = config["runs"][spec["run"]]
+    settings = {
+        "prompt": config["prompts"][run["reasoning"]], "reasoning": run["reasoning"], "model": model_settings(config),
+        "batch_size": config["predict"]["batch_size"], "max_new_tokens": config["train"]["grpo"]["max_completion_length"],
+        "num_samples": spec["num_generations"], "temperature": spec["temperature"], "seed": config["seed"],
+        "role": "train",
+    }
+    if figure == "fig4":
+        settings.update({"label": 1, "max_images": 1} if not spec.get("image") else {"image": spec["image"]})
+    else:
+        settings["max_images"] = spec["images"]
+    return json.dumps(settings)
+
+
+def figure_settings(config: dict, figure: str) -> str:
+    """JSON settings of `adfm figure`."""
+    spec = config["figures"][figure]
+    run = config["runs"][spec["run"]]
+    settings = {"title": spec.get("title") or spec["run"],
+                "rewards": {**config["rewards"], "reasoning": run["reasoning"], "random_seed": config["seed"]}}
+    if spec.get("paper"):
+        settings["paper"] = spec["paper"]
+    return json.dumps(settings)

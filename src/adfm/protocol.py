@@ -9,6 +9,11 @@ Multi-stage responses look like
 and one-stage responses drop `<rethink>`. Boxes are read from the `<think>` stage only (paper
 section 3.3). The parser never raises: whatever the model writes, it returns an answer of "yes",
 "no" or None, and a list of boxes (possibly empty).
+
+Answer formats (`rewards.answer_format` in config): "yes_no" (the paper: <answer>yes</answer>
+anomalous, <answer>no</answer> normal) or "letter" (the authors' released reward plugin, MMAD's
+option style: <answer>a</answer> anomalous, <answer>b</answer> normal). Either way the parsed
+answer is normalised to "yes" (anomalous) / "no" (normal); the prompt must ask for the same format.
 """
 
 from __future__ import annotations
@@ -18,21 +23,29 @@ from dataclasses import dataclass, field
 
 REASONING_MODES = ("multi_stage", "one_stage")
 
+# answer format -> {word written in <answer>: normalised answer}; the first word is the anomalous one
+ANSWER_WORDS = {
+    "yes_no": {"yes": "yes", "no": "no"},
+    "letter": {"a": "yes", "b": "no"},
+}
+ANSWER_FORMATS = tuple(ANSWER_WORDS)
+
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _BBOX_2D = re.compile(rf'"?bbox_2d"?\s*:\s*\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]')
 _BARE_BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_STAGES = {
+    "multi_stage": r"^\s*<think>(?:(?!</?think>).)+</think>\s*<rethink>(?:(?!</?rethink>).)+</rethink>\s*",
+    "one_stage": r"^\s*<think>(?:(?!</?think>).)+</think>\s*",
+}
 _STRUCTURE = {
-    "multi_stage": re.compile(
-        r"^\s*<think>(?:(?!</?think>).)+</think>\s*<rethink>(?:(?!</?rethink>).)+</rethink>\s*"
-        r"<answer>\s*(?:yes|no)\s*\.?\s*</answer>\s*$",
+    (reasoning, answer_format): re.compile(
+        stages + r"<answer>\s*(?:%s)\s*\.?\s*</answer>\s*$" % "|".join(ANSWER_WORDS[answer_format]),
         re.DOTALL | re.IGNORECASE,
-    ),
-    "one_stage": re.compile(
-        r"^\s*<think>(?:(?!</?think>).)+</think>\s*<answer>\s*(?:yes|no)\s*\.?\s*</answer>\s*$",
-        re.DOTALL | re.IGNORECASE,
-    ),
+    )
+    for reasoning, stages in _STAGES.items()
+    for answer_format in ANSWER_FORMATS
 }
 
 
@@ -65,15 +78,31 @@ def completion_text(completion) -> str:
     return ""
 
 
-def parse_answer(text: str) -> str | None:
-    """The final decision inside the last <answer> block, normalised to "yes" / "no" / None."""
-    answers = _ANSWER.findall(text)
-    if not answers:
+def answer_text(text: str) -> str | None:
+    """The raw text inside the last <answer> block (None when there is none)."""
+    answers = _ANSWER.findall(text) if isinstance(text, str) else []
+    return answers[-1] if answers else None
+
+
+def answer_word(label: int, answer_format: str = "yes_no") -> str:
+    """The word a correct response writes in <answer> for a label (1 anomalous, 0 normal)."""
+    anomalous, normal = ANSWER_WORDS[answer_format]
+    return anomalous if int(label) == 1 else normal
+
+
+def parse_answer(text: str, answer_format: str = "yes_no") -> str | None:
+    """The final decision inside the last <answer> block, normalised to "yes" / "no" / None.
+
+    The first word of the block decides ("Yes." and "yes, a scratch" are "yes"); with the letter
+    format "a" is "yes" (anomalous) and "b" is "no" (normal).
+    """
+    answer = answer_text(text)
+    if answer is None:
         return None
-    word = re.sub(r"[^a-z]", " ", answers[-1].lower()).split()
+    word = re.sub(r"[^a-z]", " ", answer.lower()).split()
     if not word:
         return None
-    return word[0] if word[0] in ("yes", "no") else None
+    return ANSWER_WORDS.get(answer_format, ANSWER_WORDS["yes_no"]).get(word[0])
 
 
 def parse_boxes(text: str) -> list[list[float]]:
@@ -86,12 +115,14 @@ def parse_boxes(text: str) -> list[list[float]]:
     return [[float(v) for v in match] for match in matches]
 
 
-def parse_response(text, reasoning: str = "multi_stage") -> ParsedResponse:
+def parse_response(text, reasoning: str = "multi_stage", answer_format: str = "yes_no") -> ParsedResponse:
     if not isinstance(text, str):
         return ParsedResponse(answer=None)
-    structure = _STRUCTURE.get(reasoning, _STRUCTURE["multi_stage"])
+    if answer_format not in ANSWER_WORDS:
+        answer_format = "yes_no"
+    structure = _STRUCTURE.get((reasoning, answer_format), _STRUCTURE[("multi_stage", answer_format)])
     return ParsedResponse(
-        answer=parse_answer(text),
+        answer=parse_answer(text, answer_format),
         boxes=parse_boxes(text),
         well_formed=structure.match(text) is not None,
     )

@@ -1,35 +1,122 @@
-"""Score stage: predictions (JSONL) -> accuracy per dataset and category (CSV)."""
+"""Score stage: predictions (JSONL) -> accuracy per dataset and category (CSV).
+
+Two kinds of predictions:
+- answers ("yes" / "no" / null) of a vision-language model: binary accuracy, a response without a
+  readable answer counting as wrong;
+- continuous anomaly scores (a `score` field, e.g. WinCLIP, AnomalyCLIP): accuracy at the fixed
+  threshold tau = 0.5 (`accuracy`) and at the threshold maximising Youden's J = TPR - FPR
+  (`accuracy_youden`, threshold `threshold_youden`), plus the AUROC. The Youden threshold is chosen
+  per dataset on the evaluated images themselves (an oracle threshold, as the paper's Table 2
+  reports it); category rows use their dataset's threshold. An image is called anomalous when its
+  score is >= the threshold.
+
+Output columns: model, dataset, category, n, correct, answered, accuracy, and for scores also
+threshold (0.5), accuracy_youden, threshold_youden, auroc. Category "all" is the whole dataset.
+Only sample 0 of each image is scored (other samples are for the figures).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from adfm.io import InputError, atomic_path, read_jsonl
 
 ANSWER_OF_LABEL = {1: "yes", 0: "no"}
 ALL = "all"
+FIXED_THRESHOLD = 0.5
+COLUMNS = ["model", "dataset", "category", "n", "correct", "answered", "accuracy"]
+SCORE_COLUMNS = ["threshold", "accuracy_youden", "threshold_youden", "auroc"]
+
+
+def _frame(records: list[dict]) -> pd.DataFrame:
+    if not records:
+        raise InputError("no prediction records to score")
+    frame = pd.DataFrame.from_records(records)
+    if "sample" in frame:
+        frame = frame[frame["sample"].fillna(0).astype(int) == 0]
+    return frame.reset_index(drop=True)
+
+
+def _summarise(frame: pd.DataFrame, value_columns: dict) -> pd.DataFrame:
+    per_category = frame.groupby(["model", "dataset", "category"], as_index=False).agg(**value_columns)
+    per_dataset = frame.groupby(["model", "dataset"], as_index=False).agg(**value_columns).assign(category=ALL)
+    return pd.concat([per_category, per_dataset], ignore_index=True)
 
 
 def accuracy_table(records: list[dict]) -> pd.DataFrame:
     """Binary accuracy (%) per (model, dataset, category) and per (model, dataset) as category "all".
 
     A response without a readable answer counts as wrong: that is what a user of the model gets.
+    Records carrying a continuous `score` are scored by `score_table` instead.
     """
-    if not records:
-        raise InputError("no prediction records to score")
-    frame = pd.DataFrame.from_records(records)
-    frame = frame[frame.get("sample", 0) == 0] if "sample" in frame else frame
+    frame = _frame(records)
+    if "score" in frame and frame["score"].notna().any():
+        return score_table(records)
     frame["correct"] = [ANSWER_OF_LABEL[int(label)] == answer for label, answer in zip(frame["label"], frame["answer"])]
     frame["answered"] = frame["answer"].notna()
-    per_category = frame.groupby(["model", "dataset", "category"], as_index=False).agg(
-        n=("correct", "size"), correct=("correct", "sum"), answered=("answered", "sum"))
-    per_dataset = frame.groupby(["model", "dataset"], as_index=False).agg(
-        n=("correct", "size"), correct=("correct", "sum"), answered=("answered", "sum")).assign(category=ALL)
-    table = pd.concat([per_category, per_dataset], ignore_index=True)
+    table = _summarise(frame, {"n": ("correct", "size"), "correct": ("correct", "sum"),
+                               "answered": ("answered", "sum")})
     table["accuracy"] = (100.0 * table["correct"] / table["n"]).round(2)
-    return table[["model", "dataset", "category", "n", "correct", "answered", "accuracy"]]
+    return table[COLUMNS]
+
+
+def youden_threshold(scores, labels) -> float:
+    """The score threshold t maximising TPR - FPR for the rule "anomalous iff score >= t".
+
+    Candidates are the observed scores; among equally good thresholds the highest is taken. With a
+    single class present J is undefined and the fixed threshold 0.5 is returned.
+    """
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
+    positives, negatives = (labels == 1).sum(), (labels == 0).sum()
+    if positives == 0 or negatives == 0:
+        return FIXED_THRESHOLD
+    candidates = np.unique(scores)[::-1]  # descending
+    predicted = scores[None, :] >= candidates[:, None]
+    tpr = (predicted & (labels == 1)).sum(axis=1) / positives
+    fpr = (predicted & (labels == 0)).sum(axis=1) / negatives
+    return float(candidates[int(np.argmax(tpr - fpr))])
+
+
+def auroc(scores, labels) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with ties counted half); None with one class."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
+    positive, negative = scores[labels == 1], scores[labels == 0]
+    if len(positive) == 0 or len(negative) == 0:
+        return None
+    greater = (positive[:, None] > negative[None, :]).sum()
+    ties = (positive[:, None] == negative[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(positive) * len(negative)))
+
+
+def score_table(records: list[dict]) -> pd.DataFrame:
+    """Accuracy (%) of continuous scores at tau = 0.5 and at the dataset's Youden-J threshold."""
+    frame = _frame(records)
+    if frame["score"].isna().any():
+        missing = frame.loc[frame["score"].isna(), "image_path"].iloc[0]
+        raise InputError(f"{missing}: prediction without a score among scored predictions")
+    thresholds = {key: youden_threshold(group["score"], group["label"])
+                  for key, group in frame.groupby(["model", "dataset"])}
+    frame["threshold_youden"] = [thresholds[(m, d)] for m, d in zip(frame["model"], frame["dataset"])]
+    frame["correct"] = (frame["score"] >= FIXED_THRESHOLD).astype(int) == frame["label"].astype(int)
+    frame["correct_youden"] = (frame["score"] >= frame["threshold_youden"]).astype(int) == frame["label"].astype(int)
+    frame["answered"] = True
+    table = _summarise(frame, {"n": ("correct", "size"), "correct": ("correct", "sum"), "answered": ("answered", "sum"),
+                               "correct_youden": ("correct_youden", "sum"),
+                               "threshold_youden": ("threshold_youden", "first")})
+    table["accuracy"] = (100.0 * table["correct"] / table["n"]).round(2)
+    table["accuracy_youden"] = (100.0 * table["correct_youden"] / table["n"]).round(2)
+    table["threshold"] = FIXED_THRESHOLD
+    areas = {}
+    for key, group in frame.groupby(["model", "dataset", "category"]):
+        areas[key] = auroc(group["score"], group["label"])
+    for (model, dataset), group in frame.groupby(["model", "dataset"]):
+        areas[(model, dataset, ALL)] = auroc(group["score"], group["label"])
+    table["auroc"] = [None if areas[k] is None else round(100.0 * areas[k], 2)
+                      for k in zip(table["model"], table["dataset"], table["category"])]
+    return table[COLUMNS + SCORE_COLUMNS]
 
 
 def run_score(predictions: list[Path], out: Path) -> None:
@@ -40,7 +127,8 @@ def run_score(predictions: list[Path], out: Path) -> None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("score", help="accuracy per dataset and category from predictions")
+    parser = subparsers.add_parser("score", help="accuracy per dataset and category from predictions (answers or "
+                                   "continuous scores)")
     parser.add_argument("--predictions", required=True, nargs="+", type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.set_defaults(func=lambda a: run_score(a.predictions, a.out))

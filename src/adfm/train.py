@@ -151,10 +151,29 @@ def build_dataset(rows: pd.DataFrame, template: str, *, min_pixels: int, max_pix
 # ----------------------------------------------------------------------------------------- configs
 
 
+def check_vllm(grpo: dict) -> None:
+    """use_vllm needs vllm installed and a GPU: say so before any model is loaded."""
+    if not grpo.get("use_vllm"):
+        return
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") is None:
+        raise InputError(
+            "train.grpo.use_vllm is true but vllm is not installed: install it on the GPU machine "
+            "(pip install vllm, a version TRL supports) or set use_vllm: false to generate with transformers"
+        )
+    if not torch.cuda.is_available():
+        raise InputError("train.grpo.use_vllm is true but no GPU is visible: vLLM generates on GPUs only")
+
+
 def grpo_config(grpo: dict, *, output_dir: str | os.PathLike, reward_weights: list[float] | None):
     """GRPOConfig from the `grpo` settings: GRPOConfig's own field names (plus `warmup_ratio`)."""
     import torch
     from trl import GRPOConfig
+
+    check_vllm(grpo)
 
     fields = {f.name for f in dataclasses.fields(GRPOConfig)}
     values = dict(GRPO_DEFAULTS)
@@ -261,9 +280,12 @@ def run_fingerprint(split_csv: Path, model_dir: Path, settings: dict) -> str:
     grpo = {k: v for k, v in settings.get("grpo", {}).items() if k not in RESUMABLE_CHANGES}
     stable = {k: v for k, v in settings.items() if k != "grpo"}
     config = model_dir / "config.json"
+    # weights by name, size and modification time (hashing 15 GB would take minutes): a rebuilt
+    # warm-start model in the same folder invalidates the checkpoints trained on the old one
+    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in model_dir.glob("*.safetensors"))
     payload = {
         "split": _sha256_file(split_csv),
-        "model": [str(model_dir.resolve()), _sha256_file(config) if config.is_file() else None],
+        "model": [str(model_dir.resolve()), _sha256_file(config) if config.is_file() else None, weights],
         "settings": stable,
         "grpo": grpo,
     }

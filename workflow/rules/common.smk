@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 from adfm import config as adfm_config
 from adfm.download import local_path
+from adfm.provenance import git_commit
 
 
 # One message listing every problem, each naming its key; then Snakemake's own validation, which
@@ -20,6 +21,7 @@ validate(config, "../schemas/config.schema.yaml")
 # Stage modules as inputs: editing one reruns the jobs that use it and what follows, nothing before.
 CODE = Path(workflow.basedir) / "src" / "adfm"
 MODEL_DIR = f"resources/models/{config['model']['name']}"
+GIT_COMMIT = git_commit(Path(workflow.basedir))
 
 # Jobs run `python -m adfm` from this checkout, also inside the --use-conda environments (which hold
 # only the pinned third-party packages), so an edit to src/adfm needs no reinstall anywhere. Set,
@@ -31,6 +33,7 @@ wildcard_constraints:
     dataset="|".join(config["datasets"]),
     run="|".join(config["runs"]),
     protocol="|".join(config["protocols"]),
+    reasoning="multi_stage|one_stage",
 
 
 def code(*modules):
@@ -55,6 +58,16 @@ def family_resources(family):
 
 def trained_runs():
     return [name for name, run in config["runs"].items() if run["trained"]]
+
+
+def run_model(run):
+    """The model folder a run's adapter sits on: the warm-started model of its protocol and reasoning
+    when train.warm_start.enabled, else the fetched model (always, for an untrained run)."""
+    return adfm_config.base_model_dir(config, run)
+
+
+# `python -m adfm`, or `accelerate launch ... -m adfm` with train.launcher.num_processes > 1
+LAUNCHER = adfm_config.launcher(config, workflow.basedir)
 
 
 def dataset_inputs(wildcards):
@@ -96,7 +109,7 @@ def predict_inputs(wildcards):
     run = config["runs"][wildcards.run]
     inputs = {
         "split": f"resources/splits/{run['protocol']}.csv",
-        "model": MODEL_DIR,
+        "model": run_model(wildcards.run),
         "code": code("predict.py", "models.py", "protocol.py", "boxes.py"),
     }
     if run["trained"]:
@@ -105,15 +118,56 @@ def predict_inputs(wildcards):
 
 
 def table_metrics(wildcards):
-    table = config["tables"][wildcards.table]
-    wanted = set(adfm_config.evaluated_datasets(config, wildcards.table))
-    return [
-        f"results/metrics/{row['run']}/{dataset}.csv"
-        for row in table["rows"]
-        for dataset in adfm_config.datasets_tested_by(config, row["run"])
-        if dataset in wanted
-    ]
+    """Metrics of the table's rows that can run here (an API model without its key, say, cannot)."""
+    return adfm_config.table_inputs(config, wildcards.table)
 
 
 def get_final_output():
-    return expand("results/{table}.csv", table=config["tables"])
+    return [*expand("results/{table}.csv", table=config["tables"]), "results/provenance.yaml"]
+
+
+# ---- evaluation: baselines (baselines.smk), MMAD, figures (figures.smk)
+
+
+def baseline_split(wildcards):
+    return f"resources/splits/{config['baselines'][wildcards.baseline]['protocol']}.csv"
+
+
+def mmad_model_inputs(wildcards):
+    """The model (and adapter) a Hugging Face run answers MMAD with; nothing for an API baseline."""
+    if wildcards.name in config.get("baselines", {}):
+        return {}
+    inputs = {"model": run_model(wildcards.name)}
+    if config["runs"][wildcards.name]["trained"]:
+        inputs["adapter"] = f"resources/adapters/{wildcards.name}"
+    return inputs
+
+
+def mmad_model_args(wildcards, input):
+    args = f"--model {input.model}" if "model" in input.keys() else ""
+    return args + (f" --adapter {input.adapter}" if "adapter" in input.keys() else "")
+
+
+def figure_targets():
+    return expand("results/{figure}.png", figure=config.get("figures", {}))
+
+
+def sample_inputs(wildcards):
+    run = config["figures"][wildcards.figure]["run"]
+    inputs = {
+        "split": f"resources/splits/{config['runs'][run]['protocol']}.csv",
+        "model": run_model(run),
+        "code": code("predict.py", "models.py", "protocol.py", "boxes.py"),
+    }
+    if config["runs"][run]["trained"]:
+        inputs["adapter"] = f"resources/adapters/{run}"
+    return inputs
+
+
+def figure_inputs(wildcards):
+    spec = config["figures"][wildcards.figure]
+    if wildcards.figure == "fig3":
+        predictions = f"results/predictions/{spec['run']}/{spec['dataset']}.jsonl"
+    else:
+        predictions = f"results/samples/{wildcards.figure}.jsonl"
+    return {"predictions": predictions, "code": code("figures.py", "rewards.py", "tables.py", "paper/*.csv")}

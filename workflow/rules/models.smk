@@ -15,15 +15,42 @@ rule fetch_model:
         "python -m adfm fetch-model --source {params.source:q} --revision {params.revision:q} --out {output} > {log} 2>&1"
 
 
+rule warm_start:
+    # Only when train.warm_start.enabled (the demo): supervised fine-tuning on well-formed responses,
+    # merged into a model folder that the GRPO runs of this protocol and reasoning start from.
+    input:
+        split="resources/splits/{protocol}.csv",
+        model=MODEL_DIR,
+        code=code("warm_start.py", "train.py", "protocol.py", "boxes.py", "models.py"),
+    output:
+        directory("resources/warm_start/{protocol}/{reasoning}"),
+    params:
+        settings=lambda wc: adfm_config.warm_start_settings(config, wc.protocol, wc.reasoning),
+        launcher=LAUNCHER,
+    threads: res("train", "threads")
+    resources:
+        **family_resources("train"),
+    log:
+        "logs/warm_start/{protocol}/{reasoning}.log",
+    benchmark:
+        "benchmarks/warm_start/{protocol}/{reasoning}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "{params.launcher} warm-start --split {input.split} --model {input.model} --settings {params.settings:q}"
+        " --out {output} > {log} 2>&1"
+
+
 rule train:
     input:
         split=lambda wc: f"resources/splits/{config['runs'][wc.run]['protocol']}.csv",
-        model=MODEL_DIR,
+        model=lambda wc: run_model(wc.run),
         code=code("train.py", "rewards.py", "protocol.py", "boxes.py", "models.py"),
     output:
         directory("resources/adapters/{run}"),
     params:
         settings=lambda wc: adfm_config.train_settings(config, wc.run),
+        launcher=LAUNCHER,
     threads: res("train", "threads")
     resources:
         **family_resources("train"),
@@ -34,5 +61,5 @@ rule train:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m adfm train --split {input.split} --model {input.model} --settings {params.settings:q}"
+        "{params.launcher} train --split {input.split} --model {input.model} --settings {params.settings:q}"
         " --out {output} > {log} 2>&1"

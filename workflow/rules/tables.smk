@@ -5,8 +5,10 @@ rule table:
     output:
         csv="results/{table}.csv",
         markdown="results/{table}.md",
+        html=report("results/{table}.html", caption="../report/table.rst", category="Tables",
+                    labels={"table": "{table}"}),
     params:
-        spec=lambda wc: json.dumps(config["tables"][wc.table]),
+        spec=lambda wc: adfm_config.table_spec(config, wc.table),
     wildcard_constraints:
         table="|".join(config["tables"]),
     threads: res("default", "threads")

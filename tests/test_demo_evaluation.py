@@ -1,0 +1,157 @@
+"""The evaluation side of the demo DAG (the session's `demo_run`): Tables 1-4, the baselines, MMAD,
+Figures 3-5, and that asking for Table 2 plans only the jobs Table 2 needs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from adfm import config as adfm_config
+from conftest import snakemake
+
+CROSS = ["visa", "mpdd", "dtd_synthetic", "dagm"]
+TABLE2_MODELS = ["adfm_cross", "zero_shot_cross", "winclip", "anomalyclip"]
+
+
+def demo_config(workdir):
+    return adfm_config.load_config([workdir / "config.yaml", workdir / "workflow/configs/demo.yaml"])
+
+
+def cell(table, model, column):
+    row = table[(table["model"] == model) & (table["column"] == column)]
+    assert len(row) == 1, (model, column)
+    return row.iloc[0]
+
+
+def test_all_four_tables_and_their_markdown(demo_run):
+    for name in ("table1", "table2", "table3", "table4"):
+        table = pd.read_csv(demo_run / f"results/{name}.csv")
+        assert {"column", "ours", "paper", "diff", "status"} <= set(table.columns)
+        assert (table["status"] == "ok").any(), name
+        assert "ours (paper)" in (demo_run / f"results/{name}.md").read_text()
+        ok = table[table["status"] == "ok"]
+        assert ok["ours"].between(0, 100).all()
+        reported = ok.dropna(subset=["paper"])
+        assert (reported["diff"] - (reported["ours"] - reported["paper"])).abs().max() < 0.011
+
+
+def test_table2_rows_from_each_backend(demo_run):
+    table = pd.read_csv(demo_run / "results/table2.csv", keep_default_na=False, na_values=[""])
+    for model, run, metric in [("WinCLIP (tau=0.5)", "winclip", "accuracy"),
+                               ("WinCLIP (Youden J)", "winclip", "accuracy_youden"),
+                               ("AnomalyCLIP (tau=0.5)", "anomalyclip", "accuracy"),
+                               ("AnomalyCLIP (Youden J)", "anomalyclip", "accuracy_youden"),
+                               ("Qwen2.5-VL", "zero_shot_cross", "accuracy"), ("AD-FM", "adfm_cross", "accuracy")]:
+        for column, dataset in zip(["VisA", "MPDD", "DTD", "DAGM"], CROSS):
+            metrics = pd.read_csv(demo_run / f"results/metrics/{run}/{dataset}.csv")
+            ours = metrics.loc[metrics["category"] == "all", metric].iloc[0]
+            assert cell(table, model, column).ours == pytest.approx(ours), (model, column)
+            assert cell(table, model, column).status == "ok"
+    # the Youden-J threshold is one of the scores and separates at least as well (TPR - FPR) as 0.5
+    for run in ("winclip", "anomalyclip"):
+        for dataset in CROSS:
+            metrics = pd.read_csv(demo_run / f"results/metrics/{run}/{dataset}.csv").set_index("category")
+            lines = (demo_run / f"results/predictions/{run}/{dataset}.jsonl").read_text().splitlines()
+            records = pd.DataFrame([json.loads(line) for line in lines])  # full float precision
+            threshold = metrics.loc["all", "threshold_youden"]
+            assert (records["score"] - threshold).abs().min() < 1e-9
+
+            def youden(t):
+                called = records["score"] >= t
+                return called[records.label == 1].mean() - called[records.label == 0].mean()
+
+            assert youden(threshold) >= youden(0.5) - 1e-9
+    for model in ("GPT-4o-mini", "GPT-4o", "GPT-4.1"):  # the demo never calls an API
+        row = cell(table, model, "Avg")
+        assert pd.isna(row.ours) and row.status.startswith("not run: API backend disabled")
+    assert pd.isna(cell(table, "InternVL2", "Avg").ours) and cell(table, "InternVL2", "Avg").status == "not run"
+
+
+def test_clip_scores_and_test_sets(demo_run):
+    split = pd.read_csv(demo_run / "resources/splits/crossdataset.csv")
+    for run in ("winclip", "anomalyclip"):
+        for dataset in CROSS:
+            records = [json.loads(line) for line in
+                       (demo_run / f"results/predictions/{run}/{dataset}.jsonl").read_text().splitlines()]
+            expected = split[(split["role"] == "test") & (split["dataset"] == dataset)]["image_path"]
+            assert sorted(r["image_path"] for r in records) == sorted(expected)
+            assert all(0.0 <= r["score"] <= 1.0 for r in records)
+
+
+def test_table3_from_mmad(demo_run):
+    table = pd.read_csv(demo_run / "results/table3.csv")
+    assert list(dict.fromkeys(table["column"])) == ["Defect Classification", "Defect Localization",
+                                                    "Defect Description", "Defect Analysis", "Object Classification",
+                                                    "Object Analysis", "Avg"]
+    for model, run in (("Qwen2.5-VL", "zero_shot"), ("AD-FM", "adfm")):
+        metrics = pd.read_csv(demo_run / f"results/mmad/metrics/{run}.csv")
+        overall = metrics[metrics["dataset"] == "all"].set_index("category")["accuracy"]
+        assert cell(table, model, "Object Analysis").ours == pytest.approx(overall["Object Analysis"])
+        assert cell(table, model, "Avg").status == "ok"
+        assert {"Anomaly Detection", "Object Analysis"} <= set(overall.index)
+        assert not {"Object Structure", "Object Details"} & set(metrics["category"])
+        sources = set(metrics["dataset"]) - {"all"}
+        assert sources == {"DS-MVTec", "MVTec-LOCO", "VisA", "GoodsAD"}
+
+
+def test_figures(demo_run):
+    config = demo_config(demo_run)
+    for figure in ("fig3", "fig4", "fig5"):
+        assert (demo_run / f"results/{figure}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (demo_run / f"results/{figure}.pdf").read_bytes()[:4] == b"%PDF"
+    assert len(pd.read_csv(demo_run / "results/fig3.csv")) == 4
+    fig4 = pd.read_csv(demo_run / "results/fig4.csv")
+    assert len(fig4) == config["figures"]["fig4"]["num_generations"] and fig4["image_path"].nunique() == 1
+    assert sorted(fig4["shown"].dropna()) == ["a", "b", "c", "d"]
+    fig5 = pd.read_csv(demo_run / "results/fig5.csv")
+    assert fig5["reward"].tolist() == ["r_cls", "r_cls + r_count", "r_cls + r_loc"]
+    assert fig5["paper_pct"].tolist() == [41.25, 15.25, 11.0]
+    split = pd.read_csv(demo_run / "resources/splits/multidomain.csv")
+    training = ((split["role"] == "train") & (split["dataset"] == config["figures"]["fig5"]["dataset"])).sum()
+    assert (fig5["images"] == min(config["figures"]["fig5"]["images"], training)).all()
+    assert (fig5["responses_per_image"] == config["figures"]["fig5"]["num_generations"]).all()
+    samples = [json.loads(line) for line in (demo_run / "results/samples/fig5.jsonl").read_text().splitlines()]
+    assert {r["model"] for r in samples} == {config["figures"]["fig5"]["run"]}
+
+
+def planned_outputs(workdir, *targets):
+    """(rule, output) of every job a forced dry run of the targets plans."""
+    result = snakemake(workdir, "-n", "--forceall", *targets)
+    jobs, rule = [], None
+    for line in (result.stdout + result.stderr).splitlines():
+        match = re.match(r"(?:local)?rule (\w+):", line)
+        if match:
+            rule = match.group(1)
+        match = re.match(r"\s+output: (.*)", line)
+        if match and rule:
+            jobs += [(rule, path.strip()) for path in match.group(1).split(",")]
+            rule = None
+    return jobs
+
+
+def test_table2_plans_only_what_table2_needs(demo_run):
+    config = demo_config(demo_run)
+    protocol = config["protocols"]["crossdataset"]
+    datasets = [*protocol["train"], *protocol["test"]]
+    needed = {"resources/splits/crossdataset.csv", f"resources/models/{config['model']['name']}",
+              "results/table2.csv", "results/table2.md"}
+    for dataset in datasets:
+        spec = config["datasets"][dataset]
+        archive = spec["url"].removeprefix("file:")
+        needed |= {archive, spec["checksum_file"], f"resources/datasets/{dataset}",
+                   f"resources/manifests/{dataset}.csv", f"resources/boxes/{dataset}.csv"}
+    for model in TABLE2_MODELS:
+        for dataset in protocol["test"]:
+            needed |= {f"results/predictions/{model}/{dataset}.jsonl", f"results/metrics/{model}/{dataset}.csv"}
+    jobs = planned_outputs(demo_run, "results/table2.csv")
+    # training outputs of the cross-dataset run: its adapter, and the warm start of its protocol
+    unexpected = [(rule, path) for rule, path in jobs
+                  if path not in needed and "adfm_cross" not in path and "crossdataset" not in path]
+    assert unexpected == []
+    planned = {path for _, path in jobs}
+    assert needed <= planned
+    assert "resources/adapters/adfm_cross" in planned
+    assert not any("multidomain" in p or "mmad" in p or "fig" in p for p in planned)

@@ -1,0 +1,94 @@
+"""Config of the evaluation side: baselines, API availability, table inputs, figure settings."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from adfm import config as adfm_config
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return adfm_config.load_config([REPO / "config.yaml"])
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return adfm_config.load_config([REPO / "config.yaml", REPO / "workflow/configs/demo.yaml"])
+
+
+def test_api_rows_run_only_when_enabled_and_keyed(paper, demo):
+    assert adfm_config.unavailable_reason(paper, "gpt-4o", {}) == (
+        "not run: no API key (environment variable OPENAI_API_KEY not set)")
+    assert adfm_config.unavailable_reason(paper, "gpt-4o", {"OPENAI_API_KEY": "sk-x"}) is None
+    assert "api.enabled: false" in adfm_config.unavailable_reason(demo, "gpt-4o", {"OPENAI_API_KEY": "sk-x"})
+    assert adfm_config.unavailable_reason(paper, "adfm", {}) is None  # a run is always available
+
+
+def test_missing_clip_weights_mark_the_rows_not_run(paper, demo):
+    assert "not found" in adfm_config.unavailable_reason(paper, "winclip", {})
+    assert adfm_config.unavailable_reason(demo, "winclip", {}) is None  # random tiny CLIP
+    assert adfm_config.unavailable_reason(demo, "anomalyclip", {}) is None
+
+
+def test_table_inputs_and_spec_follow_availability(paper, monkeypatch):
+    without = adfm_config.table_inputs(paper, "table2", {})
+    assert "results/metrics/adfm_cross/visa.csv" in without
+    assert not any("gpt" in p or "clip" in p for p in without)
+    keyed = adfm_config.table_inputs(paper, "table2", {"OPENAI_API_KEY": "sk-x"})
+    assert "results/metrics/gpt-4o_cross/dagm.csv" in keyed
+    spec = json.loads(adfm_config.table_spec(paper, "table2", {}))
+    skipped = {row["run"]: row.get("skip") for row in spec["rows"]}
+    assert skipped["gpt-4o_cross"].startswith("not run") and skipped["adfm_cross"] is None
+    assert adfm_config.table_inputs(paper, "table3", {}) == ["results/mmad/metrics/zero_shot.csv",
+                                                            "results/mmad/metrics/adfm.csv"]
+
+
+def test_settings_never_hold_the_key(paper, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    for text in (adfm_config.api_settings(paper, "gpt-4.1"), adfm_config.mmad_settings(paper, "gpt-4.1"),
+                 adfm_config.table_spec(paper, "table1")):
+        assert "sk-secret" not in text
+    settings = json.loads(adfm_config.api_settings(paper, "gpt-4.1"))
+    assert settings["api"]["key_env"] == "OPENAI_API_KEY" and settings["api"]["model"] == "gpt-4.1"
+
+
+def test_sampling_settings_of_the_figures(paper, demo):
+    fig5 = json.loads(adfm_config.sample_settings(paper, "fig5"))
+    assert (fig5["num_samples"], fig5["temperature"], fig5["max_images"], fig5["role"]) == (6, 0.9, 500, "train")
+    assert fig5["max_new_tokens"] == paper["train"]["grpo"]["max_completion_length"]
+    fig4 = json.loads(adfm_config.sample_settings(demo, "fig4"))
+    assert (fig4["label"], fig4["max_images"]) == (1, 1)
+    assert json.loads(adfm_config.figure_settings(paper, "fig4"))["rewards"]["alpha"] == paper["rewards"]["alpha"]
+
+
+def test_reference_problems_name_the_key(paper):
+    config = copy.deepcopy(paper)
+    config["baselines"]["winclip"]["protocol"] = "nowhere"
+    config["baselines"]["adfm"] = {"backend": "api", "protocol": "multidomain", "model": "x"}
+    config["tables"]["table1"]["rows"].append({"match": {"model": "AD-FM"}, "run": "adfm", "metric": "accuracy_youden"})
+    config["figures"]["fig5"]["dataset"] = "dagm"
+    config["mmad"]["dataset"] = "mmad2"
+    problems = adfm_config.check_references(config)
+    assert "baselines.winclip.protocol: unknown protocol 'nowhere'" in problems
+    assert "baselines.adfm: the name is also a run" in problems
+    assert any(p.startswith("tables.table1.rows: metric 'accuracy_youden' needs a CLIP baseline") for p in problems)
+    assert any(p.startswith("figures.fig5.dataset: 'dagm'") for p in problems)
+    assert "mmad.dataset: unknown dataset 'mmad2'" in problems
+
+
+def test_schema_rejects_bad_evaluation_keys(paper):
+    config = copy.deepcopy(paper)
+    config["baselines"]["winclip"]["shots"] = 5
+    config["baselines"]["gpt-4o"].pop("model")
+    config["api"]["key_env"] = "not a variable"
+    config["tables"]["table2"]["rows"][0]["metric"] = "auroc"
+    problems = adfm_config.schema_problems(config)
+    assert any(p.startswith("baselines.winclip.shots") for p in problems)
+    assert any(p.startswith("baselines.gpt-4o") and "'model' is a required property" in p for p in problems)
+    assert any(p.startswith("api.key_env") for p in problems)
+    assert any(p.startswith("tables.table2.rows.0.metric") for p in problems)

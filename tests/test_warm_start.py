@@ -1,0 +1,107 @@
+"""The supervised warm start: targets, decision weights, the merged model GRPO starts from."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from model_fixtures import (  # noqa: F401 (fixtures)
+    MODEL_SETTINGS,
+    PROMPT,
+    split_csv,
+    tiny_model_dir,
+    train_settings,
+)
+
+from adfm.demo_model import build_tokenizer
+from adfm.io import InputError
+from adfm.protocol import format_response, parse_response
+from adfm.train import read_split_rows, train
+from adfm.warm_start import response_targets, token_weights, warm_start
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def weighted_tokens(tokenizer, target, other):
+    ids, weights = token_weights(tokenizer, target, other, 10.0)
+    return [(tokenizer.convert_ids_to_tokens(i), w) for i, w in zip(ids, weights)]
+
+
+def test_decision_tokens_are_the_box_list_opening_and_the_answer(tokenizer):
+    target, other = format_response([[1, 2, 30, 40]], "yes"), format_response([], "no")
+    tokens = weighted_tokens(tokenizer, target, other)
+    decoded = lambda pairs: "".join(t for t, _ in pairs).replace("Ġ", " ")  # noqa: E731
+    heavy = [(t, w) for t, w in tokens if w == 10.0]
+    light = [(t, w) for t, w in tokens if w == 1.0]
+    # the first token that differs from the other label's response opens the box list
+    assert heavy[0][0].startswith(">[{") and "[{" not in decoded(light)
+    # every token of the <answer> block is heavy; the end of turn is not
+    assert "answer>yes</answer>" in decoded(heavy[1:])
+    assert tokens[-1] == ("<|im_end|>", 1.0)
+    assert decoded(tokens).startswith(target) and sum(w == 10.0 for _, w in tokens) < len(tokens) / 3
+
+
+def test_normal_target_is_weighted_at_its_empty_box_list(tokenizer):
+    tokens = weighted_tokens(tokenizer, format_response([], "no"), format_response([[0, 0, 1, 1]], "yes"))
+    assert tokens[1] == (">[]</", 10.0)
+
+
+def test_targets_from_labels_and_boxes(split_csv):
+    rows = read_split_rows(split_csv, "train")
+    pairs = response_targets(rows, reasoning="multi_stage", answer_format="yes_no", min_pixels=3136, max_pixels=12544)
+    for row, (target, other) in zip(rows.itertuples(), pairs):
+        parsed = parse_response(target)
+        assert parsed.well_formed and parsed.answer == ("yes" if row.label else "no")
+        assert len(parsed.boxes) == len(row.boxes)
+        assert parse_response(other).answer == ("no" if row.label else "yes")
+    one_stage = response_targets(rows, reasoning="one_stage", answer_format="letter", min_pixels=3136,
+                                 max_pixels=12544)
+    assert all(parse_response(t, "one_stage", "letter").well_formed for t, _ in one_stage)
+
+
+def warm_settings(**spec) -> dict:
+    return {"prompt": PROMPT, "reasoning": "multi_stage", "answer_format": "yes_no", "model": dict(MODEL_SETTINGS),
+            "seed": 0, "warm_start": {"method": "full", "max_steps": 3, "batch_size": 2, "learning_rate": 1e-3,
+                                      "logging_steps": 1, **spec}}
+
+
+def test_warm_start_then_grpo_on_top(tiny_model_dir, split_csv, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from adfm.models import load_model_and_processor
+
+    warm = warm_start(split_csv, tiny_model_dir, warm_settings(), tmp_path / "warm")
+    log = pd.read_csv(warm / "warm_start_log.csv")
+    assert log["step"].tolist() == [1, 2, 3] and {"loss", "decision_loss", "learning_rate"} <= set(log.columns)
+    assert json.loads((warm / "warm_start.json").read_text())["warm_start"]["decision_weight"] == 10.0
+    # a complete model folder: loaded by the same code as the base model, weights changed
+    model, _ = load_model_and_processor(warm, dtype="float32", min_pixels=3136, max_pixels=12544)
+    base, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=3136, max_pixels=12544)
+    changed = {n for (n, a), (_, b) in zip(model.named_parameters(), base.named_parameters()) if not a.equal(b)}
+    assert any("language_model" in n for n in changed) and not any("visual" in n for n in changed)
+
+    adapter = tmp_path / "adapter"
+    train(split_csv, warm, train_settings(max_steps=1), adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(warm)
+    loaded = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(str(warm)), str(adapter))
+    assert any("lora_" in name for name, _ in loaded.named_parameters())
+
+
+def test_lora_warm_start_is_merged(tiny_model_dir, split_csv, tmp_path):
+    warm = warm_start(split_csv, tiny_model_dir,
+                      warm_settings(method="lora", max_steps=1, lora={"r": 2, "alpha": 4, "dropout": 0.0}),
+                      tmp_path / "warm")
+    assert not (warm / "adapter_config.json").exists()  # merged: a plain model folder
+    weights = (warm / "model.safetensors").read_bytes()
+    assert b"lora_" not in weights
+
+
+def test_bad_method_is_a_clear_error(tiny_model_dir, split_csv, tmp_path):
+    with pytest.raises(InputError, match="method"):
+        warm_start(split_csv, tiny_model_dir, warm_settings(method="qlora"), tmp_path / "warm")

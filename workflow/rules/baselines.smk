@@ -1,0 +1,112 @@
+# Baselines (CLIP-based scorers, chat models behind an API) and the MMAD multiple-choice evaluation.
+# Predictions land beside the runs' (results/predictions/<name>/<dataset>.jsonl) and are scored
+# into results/metrics/<name>/<dataset>.csv; MMAD's go to results/mmad/.
+
+
+rule predict_clip:
+    input:
+        split=baseline_split,
+        code=code("clip_baselines.py", "predict.py", "clip_configs/*.json"),
+    output:
+        "results/predictions/{baseline}/{dataset}.jsonl",
+    params:
+        settings=lambda wc: adfm_config.clip_settings(config, wc.baseline),
+    wildcard_constraints:
+        baseline="|".join(adfm_config.baselines(config, "winclip", "anomalyclip")) or "no-clip-baseline",
+    threads: res("predict", "threads")
+    resources:
+        **family_resources("predict"),
+    log:
+        "logs/predict/{baseline}/{dataset}.log",
+    benchmark:
+        "benchmarks/predict/{baseline}/{dataset}.tsv"
+    conda:
+        "../../envs/clip.yaml"
+    shell:
+        "python -m adfm predict-clip --split {input.split} --dataset {wildcards.dataset}"
+        " --run-name {wildcards.baseline} --settings {params.settings:q} --out {output} > {log} 2>&1"
+
+
+rule predict_api:
+    input:
+        split=baseline_split,
+        code=code("api_backend.py", "predict.py", "protocol.py"),
+    output:
+        "results/predictions/{baseline}/{dataset}.jsonl",
+    params:
+        settings=lambda wc: adfm_config.api_settings(config, wc.baseline),
+    wildcard_constraints:
+        baseline="|".join(adfm_config.baselines(config, "api")) or "no-api-baseline",
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
+    log:
+        "logs/predict/{baseline}/{dataset}.log",
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        # the key stays in the environment variable named in the settings; it is never on a command line
+        "python -m adfm predict-api --split {input.split} --dataset {wildcards.dataset}"
+        " --run-name {wildcards.baseline} --settings {params.settings:q} --out {output} > {log} 2>&1"
+
+
+rule score_baseline:
+    input:
+        predictions="results/predictions/{baseline}/{dataset}.jsonl",
+        code=code("score.py"),
+    output:
+        "results/metrics/{baseline}/{dataset}.csv",
+    wildcard_constraints:
+        baseline="|".join(adfm_config.baselines(config)) or "no-baseline",
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
+    log:
+        "logs/score/{baseline}/{dataset}.log",
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "python -m adfm score --predictions {input.predictions} --out {output} > {log} 2>&1"
+
+
+rule predict_mmad:
+    input:
+        unpack(mmad_model_inputs),
+        questions="resources/splits/mmad_questions.csv",
+        code=code("mmad_eval.py", "predict.py", "models.py", "api_backend.py"),
+    output:
+        "results/mmad/predictions/{name}.jsonl",
+    params:
+        settings=lambda wc: adfm_config.mmad_settings(config, wc.name),
+        model=mmad_model_args,
+    wildcard_constraints:
+        name="|".join([*config["runs"], *adfm_config.baselines(config, "api")]),
+    threads: res("predict", "threads")
+    resources:
+        **family_resources("predict"),
+    log:
+        "logs/predict_mmad/{name}.log",
+    benchmark:
+        "benchmarks/predict_mmad/{name}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m adfm predict-mmad --questions {input.questions} {params.model} --run-name {wildcards.name}"
+        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+
+
+rule score_mmad:
+    input:
+        predictions="results/mmad/predictions/{name}.jsonl",
+        code=code("mmad_eval.py"),
+    output:
+        "results/mmad/metrics/{name}.csv",
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
+    log:
+        "logs/score_mmad/{name}.log",
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "python -m adfm score-mmad --predictions {input.predictions} --out {output} > {log} 2>&1"

@@ -1,0 +1,52 @@
+# Figures 3-5: qualitative examples from a run's predictions; sampled responses of training images
+# (n per image at the GRPO temperature) for the reward-variance figures.
+
+
+rule sample_responses:
+    input:
+        unpack(sample_inputs),
+    output:
+        "results/samples/{figure}.jsonl",
+    params:
+        dataset=lambda wc: config["figures"][wc.figure]["dataset"],
+        run=lambda wc: config["figures"][wc.figure]["run"],
+        settings=lambda wc: adfm_config.sample_settings(config, wc.figure),
+        adapter=lambda wc, input: f"--adapter {input.adapter}" if "adapter" in input.keys() else "",
+    wildcard_constraints:
+        figure="fig4|fig5",
+    threads: res("predict", "threads")
+    resources:
+        **family_resources("predict"),
+    log:
+        "logs/sample_responses/{figure}.log",
+    benchmark:
+        "benchmarks/sample_responses/{figure}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m adfm predict --split {input.split} --dataset {params.dataset} --model {input.model}"
+        " {params.adapter} --run-name {params.run} --settings {params.settings:q} --out {output} > {log} 2>&1"
+
+
+rule figure:
+    input:
+        unpack(figure_inputs),
+    output:
+        png=report("results/{figure}.png", caption="../report/figure.rst", category="Figures",
+                   labels={"figure": "{figure}"}),
+        pdf="results/{figure}.pdf",
+        csv="results/{figure}.csv",
+    params:
+        settings=lambda wc: adfm_config.figure_settings(config, wc.figure),
+    wildcard_constraints:
+        figure="|".join(config.get("figures", {})) or "no-figure",
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
+    log:
+        "logs/figure/{figure}.log",
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "python -m adfm figure --figure {wildcards.figure} --predictions {input.predictions}"
+        " --settings {params.settings:q} --out {output.png} > {log} 2>&1"
