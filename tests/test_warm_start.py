@@ -39,8 +39,8 @@ def test_decision_tokens_are_the_box_list_opening_and_the_answer(tokenizer):
     light = [(t, w) for t, w in tokens if w == 1.0]
     # the first token that differs from the other label's response opens the box list
     assert heavy[0][0].startswith(">[{") and "[{" not in decoded(light)
-    # every token of the <answer> block is heavy; the end of turn is not
-    assert "answer>yes</answer>" in decoded(heavy[1:])
+    # the answer word is heavy, the tags around it are not (the module docstring says why)
+    assert decoded(heavy[1:]).strip(">") == "yes" and "answer" not in decoded(heavy[1:])
     assert tokens[-1] == ("<|im_end|>", 1.0)
     assert decoded(tokens).startswith(target) and sum(w == 10.0 for _, w in tokens) < len(tokens) / 3
 
