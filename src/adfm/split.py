@@ -96,18 +96,6 @@ def run_split(manifests: list[Path], boxes: list[Path], protocol: dict, seed: in
         split.to_csv(tmp, index=False, lineterminator="\n")
 
 
-def read_split(path: Path) -> pd.DataFrame:
-    try:
-        split = pd.read_csv(path, keep_default_na=False, dtype={"category": str, "defect_type": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise InputError(f"{path}: cannot read split ({error})") from None
-    missing = [c for c in COLUMNS if c not in split.columns]
-    if missing:
-        raise InputError(f"{path}: split lacks columns {missing}")
-    split["boxes"] = split["boxes"].map(json.loads)
-    return split
-
-
 def mmad_question_table(questions: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
     """MMAD's questions (Table 3) joined to the indexed images: each question keeps its image's
     size and boxes, and its MMAD template (the first random template, MMAD's one-template
