@@ -68,6 +68,67 @@ def test_tables_hold_our_values_beside_the_paper(demo_run, name, keys):
     assert "ours (paper)" in markdown
 
 
+TABLE4_RUNS = {("none (zero-shot)", "none"): "zero_shot", ("r_cls", "one-stage"): "cls_one_stage",
+               ("r_cls", "multi-stage"): "cls_multi_stage", ("r_cls + r_random", "multi-stage"): "cls_random",
+               ("r_cls + r_loc", "multi-stage"): "adfm"}
+
+
+def test_table4_has_every_ablation_row(demo_run):
+    table = pd.read_csv(demo_run / "results/table4.csv")
+    for (reward, reasoning), run in TABLE4_RUNS.items():
+        found = cell(table, "MVTec", reward=reward, reasoning=reasoning)
+        metrics = pd.read_csv(demo_run / f"results/metrics/{run}/mvtec_ad.csv")
+        assert found.status == "ok" and found.ours == metrics[metrics.category == "all"].accuracy.iloc[0], run
+
+
+def trained_runs(workdir):
+    config = load_config([workdir / "config.yaml", workdir / "workflow/configs/demo.yaml"])
+    return config, [run for run, spec in config["runs"].items() if spec["trained"]]
+
+
+def test_warm_start_then_grpo_for_every_trained_run(demo_run):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    config, runs = trained_runs(demo_run)
+    assert {"adfm", "cls_one_stage", "cls_multi_stage", "cls_random", "adfm_cross"} <= set(runs)
+    for run in runs:
+        spec = config["runs"][run]
+        warm = demo_run / f"resources/warm_start/{spec['protocol']}/{spec['reasoning']}"
+        losses = pd.read_csv(warm / "warm_start_log.csv")["loss"]
+        assert losses.iloc[-10:].mean() < losses.iloc[:10].mean() / 5, run  # the supervised loss falls
+        adapter = demo_run / f"resources/adapters/{run}"
+        # GRPO's adapter sits on the warm-started model and loads with plain PEFT
+        assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"].endswith(
+            f"warm_start/{spec['protocol']}/{spec['reasoning']}")
+        model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(str(warm)), str(adapter))
+        assert any("lora_" in name for name, _ in model.named_parameters()), run
+        log = pd.read_csv(adapter / "train_log.csv")
+        assert len(log) == config["train"]["grpo"]["max_steps"], run
+        for column in ["reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length",
+                       *[f"rewards/{name}/mean" for name in spec["rewards"]],
+                       *[f"rewards/{name}/std" for name in spec["rewards"]]]:
+            assert column in log.columns and log[column].notna().all(), (run, column)
+        completions = pd.concat(pd.read_parquet(path) for path in sorted((adapter / "completions").glob("*.parquet")))
+        assert set(spec["rewards"]) <= set(completions.columns), run  # each sample's reward per function
+
+
+def test_grpo_raises_the_reward_of_the_adfm_row(demo_run):
+    # Table 4's r_cls + r_loc row: the mean reward of the last fifth of the steps above the first fifth
+    log = pd.read_csv(demo_run / "resources/adapters/adfm/train_log.csv")
+    fifth = max(1, len(log) // 5)
+    first, last = log["reward"].iloc[:fifth].mean(), log["reward"].iloc[-fifth:].mean()
+    assert last > first, f"mean reward {first:.3f} over the first {fifth} steps, {last:.3f} over the last {fifth}"
+
+
+def test_trained_model_beats_the_untrained_one(demo_run):
+    def accuracy(run):
+        metrics = pd.read_csv(demo_run / f"results/metrics/{run}/mvtec_ad.csv")
+        return metrics[metrics.category == "all"].accuracy.iloc[0]
+
+    assert accuracy("adfm") > accuracy("zero_shot")
+
+
 def test_second_run_does_nothing(demo_run):
     assert planned_jobs(demo_run) == {}
 
@@ -87,7 +148,8 @@ def test_reward_edit_reruns_training_onwards_only(demo_run):
     trained_predictions = sum(len(datasets_tested_by(config, run)) for run in trained)
     assert jobs["train"] == len(trained)
     assert jobs["predict"] == jobs["score"] == trained_predictions  # the untrained model's are kept
-    upstream = {"make_demo_archive", "download", "index", "boxes", "split", "mmad_questions", "fetch_model"}
+    upstream = {"make_demo_archive", "download", "index", "boxes", "split", "mmad_questions", "fetch_model",
+                "warm_start"}
     assert not upstream & set(jobs), jobs
 
 

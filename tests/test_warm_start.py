@@ -50,6 +50,37 @@ def test_normal_target_is_weighted_at_its_empty_box_list(tokenizer):
     assert tokens[1] == (">[]</", 10.0)
 
 
+def test_training_forward_matches_generation_positions(tiny_model_dir, split_csv):
+    """The warm start's teacher-forced forward must see the images at the positions generation uses
+    (Qwen2.5-VL's 3-D rope needs mm_token_type_ids): its logits equal the processor's own encoding."""
+    import torch
+    from PIL import Image
+
+    from adfm.models import load_model_and_processor
+    from adfm.protocol import build_prompt
+    from adfm.warm_start import batch_tensors
+
+    model, processor = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=3136, max_pixels=12544)
+    rows = read_split_rows(split_csv, "train").iloc[:2]
+    prompt = processor.apply_chat_template(build_prompt(PROMPT), add_generation_prompt=True, tokenize=False)
+    target = format_response([[1, 2, 30, 40]], "yes")
+    ids, weights = token_weights(processor.tokenizer, target, format_response([], "no"), 10.0)
+    batch = [{"images": [r.reference_path, r.image_path], "ids": ids, "weights": weights} for r in rows.itertuples()]
+    inputs, prompt_length, _, _ = batch_tensors(processor, prompt, batch)
+    assert inputs["mm_token_type_ids"][:, prompt_length:].eq(0).all()
+    images = [Image.open(p).convert("RGB") for example in batch for p in example["images"]]
+    reference = processor(text=[prompt + target + processor.tokenizer.eos_token] * 2, images=images,
+                          padding=True, return_tensors="pt")
+    assert torch.equal(reference["input_ids"], inputs["input_ids"])
+    with torch.no_grad():
+        ours, theirs = model(**inputs).logits, model(**reference).logits
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    # without the modality ids the model silently falls back to 1-D positions: different logits
+    plain = {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}
+    with torch.no_grad():
+        assert not torch.allclose(model(**plain).logits, theirs, atol=1e-4)
+
+
 def test_targets_from_labels_and_boxes(split_csv):
     rows = read_split_rows(split_csv, "train")
     pairs = response_targets(rows, reasoning="multi_stage", answer_format="yes_no", min_pixels=3136, max_pixels=12544)
