@@ -172,7 +172,7 @@ def test_train_subcommand():
         ["train", "--split", "s.csv", "--model", "m", "--settings", json.dumps(train_settings()), "--out", "a"]
     )
     assert (args.split, args.model, args.out) == ("s.csv", "m", "a")
-    assert json.loads(args.settings)["grpo"]["num_generations"] == 2
+    assert args.settings["grpo"]["num_generations"] == 2
     assert callable(args.func)
 
 

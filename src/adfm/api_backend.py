@@ -34,7 +34,7 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from adfm.io import InputError
+from adfm.io import InputError, settings_json
 from adfm.predict import Part
 
 log = logging.getLogger(__name__)
@@ -227,9 +227,7 @@ def predict_api(split_csv, dataset: str, run_name: str, settings: dict, out, *, 
 
 
 def _main(args: argparse.Namespace) -> None:
-    from adfm.train import parse_settings
-
-    predict_api(args.split, args.dataset, args.run_name, parse_settings(args.settings), args.out)
+    predict_api(args.split, args.dataset, args.run_name, args.settings, args.out)
 
 
 def register(subparsers) -> None:
@@ -238,7 +236,7 @@ def register(subparsers) -> None:
     parser.add_argument("--split", required=True, help="split CSV")
     parser.add_argument("--dataset", required=True, help="dataset name (test rows of this dataset are predicted)")
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
-    parser.add_argument("--settings", required=True, help='JSON: {"prompt", "reasoning", "api": {base_url, model, '
+    parser.add_argument("--settings", required=True, type=settings_json, help='JSON: {"prompt", "reasoning", "api": {base_url, model, '
                         'key_env, concurrency, max_retries, backoff_s, timeout_s, max_image_side, max_tokens}}')
     parser.add_argument("--out", required=True, help="predictions JSONL")
     parser.set_defaults(func=_main)

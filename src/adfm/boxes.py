@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from adfm.datasets import manifest
-from adfm.io import InputError, atomic_path
+from adfm.io import InputError, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,7 @@ def boxes_table(frame, *, dilation_kernel: int, min_area: int):
 
 def run_boxes(manifest_path: Path, out: Path, *, dilation_kernel: int, min_area: int) -> None:
     table = boxes_table(manifest.read(manifest_path), dilation_kernel=dilation_kernel, min_area=min_area)
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, lineterminator="\n")
+    write_csv_atomic(table, out)
 
 
 def register(subparsers) -> None:

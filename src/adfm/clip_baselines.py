@@ -41,7 +41,6 @@ randomly initialised from the seed, which is what the demo does with the tiny ar
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from functools import lru_cache
 from importlib import resources
@@ -49,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adfm.io import InputError
+from adfm.io import InputError, settings_json
 
 log = logging.getLogger(__name__)
 
@@ -416,7 +415,7 @@ def predict_clip(split_csv, dataset: str, run_name: str, settings: dict, out):
 
 
 def _main(args: argparse.Namespace) -> None:
-    predict_clip(args.split, args.dataset, args.run_name, json.loads(args.settings), args.out)
+    predict_clip(args.split, args.dataset, args.run_name, args.settings, args.out)
 
 
 def register(subparsers) -> None:
@@ -425,7 +424,7 @@ def register(subparsers) -> None:
     parser.add_argument("--split", required=True, help="split CSV")
     parser.add_argument("--dataset", required=True, help="dataset name (its test rows are scored)")
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
-    parser.add_argument("--settings", required=True, help='JSON: {"method": winclip|anomalyclip, "clip": {model, '
+    parser.add_argument("--settings", required=True, type=settings_json, help='JSON: {"method": winclip|anomalyclip, "clip": {model, '
                         'pretrained}, "batch_size", "seed", and the method\'s options}')
     parser.add_argument("--out", required=True, help="predictions JSONL")
     parser.set_defaults(func=_main)

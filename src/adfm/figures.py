@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adfm.io import InputError, atomic_path, read_jsonl
+from adfm.io import InputError, atomic_path, read_jsonl, settings_json, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,7 @@ def figure3(records: list[dict], out: Path, settings: dict) -> None:
                             "answer": r.get("answer"), "boxes": json.dumps(r.get("boxes") or []),
                             "gt_boxes": json.dumps(r.get("gt_boxes") or []), "response": r.get("response")}
                            for kind, r, found in cases])
-    with atomic_path(out.with_suffix(".csv")) as tmp:
-        chosen.to_csv(tmp, index=False, lineterminator="\n")
+    write_csv_atomic(chosen, out.with_suffix(".csv"))
 
 
 # ----------------------------------------------------------------------------------- rewards
@@ -268,8 +267,7 @@ def figure4(records: list[dict], out: Path, settings: dict) -> pd.DataFrame:
     for scheme in SCHEMES:
         summary[f"variance_shown {scheme}"] = variance_shown[scheme]
         summary[f"variance_all {scheme}"] = variance_all[scheme]
-    with atomic_path(out.with_suffix(".csv")) as tmp:
-        summary.to_csv(tmp, index=False, lineterminator="\n")
+    write_csv_atomic(summary, out.with_suffix(".csv"))
     return summary
 
 
@@ -319,8 +317,7 @@ def figure5(records: list[dict], out: Path, settings: dict) -> pd.DataFrame:
     ax.legend(fontsize=8)
     fig.tight_layout()
     save(fig, out)
-    with atomic_path(out.with_suffix(".csv")) as tmp:
-        table.to_csv(tmp, index=False, lineterminator="\n")
+    write_csv_atomic(table, out.with_suffix(".csv"))
     return table
 
 
@@ -343,6 +340,6 @@ def register(subparsers) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--figure", required=True, choices=sorted(FIGURES))
     parser.add_argument("--predictions", required=True, nargs="+", type=Path)
-    parser.add_argument("--settings", default="{}", help="JSON: title, rewards (alpha, reasoning), paper")
+    parser.add_argument("--settings", default={}, type=settings_json, help="JSON: title, rewards (alpha, reasoning), paper")
     parser.add_argument("--out", required=True, type=Path, help="PNG path; the PDF (and CSV) go beside it")
-    parser.set_defaults(func=lambda a: run_figure(a.figure, a.predictions, json.loads(a.settings), a.out))
+    parser.set_defaults(func=lambda a: run_figure(a.figure, a.predictions, a.settings, a.out))

@@ -47,6 +47,25 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_csv_atomic(frame, path: str | os.PathLike) -> None:
+    """A pandas DataFrame as CSV (no index, \\n line ends on every platform), written atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def settings_json(text: str) -> dict:
+    """argparse type of every stage's --settings: a JSON object (a bad one is a usage error, not a traceback)."""
+    import argparse
+
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+    if not isinstance(settings, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return settings
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON-lines file; a torn last line (from a killed writer) is dropped, others must parse."""
     records = []

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adfm.io import InputError, atomic_path, read_jsonl
+from adfm.io import InputError, read_jsonl, settings_json, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -217,14 +217,11 @@ def mmad_table(records: list[dict]) -> pd.DataFrame:
 def run_score(predictions: list[Path], out: Path) -> None:
     records = [r for path in predictions for r in read_jsonl(path)]
     table = mmad_table(records)
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, lineterminator="\n")
+    write_csv_atomic(table, out)
 
 
 def _predict_main(args: argparse.Namespace) -> None:
-    from adfm.train import parse_settings
-
-    predict_mmad(args.questions, args.run_name, parse_settings(args.settings), args.out, model_dir=args.model,
+    predict_mmad(args.questions, args.run_name, args.settings, args.out, model_dir=args.model,
                  adapter_dir=args.adapter)
 
 
@@ -235,7 +232,7 @@ def register(subparsers) -> None:
     parser.add_argument("--model", default=None, help="model folder (Hugging Face backend)")
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder")
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
-    parser.add_argument("--settings", required=True, help='JSON: {"model": {dtype, min_pixels, max_pixels}, '
+    parser.add_argument("--settings", required=True, type=settings_json, help='JSON: {"model": {dtype, min_pixels, max_pixels}, '
                         '"batch_size", "max_new_tokens" (128), "templates" (1), optional "api", "sources", "max_images"}')
     parser.add_argument("--out", required=True, help="predictions JSONL")
     parser.set_defaults(func=_predict_main)

@@ -36,7 +36,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from adfm.io import InputError, read_jsonl
+from adfm.io import InputError, read_jsonl, settings_json
 
 log = logging.getLogger(__name__)
 
@@ -359,14 +359,12 @@ def predict(
 
 
 def _predict_main(args: argparse.Namespace) -> None:
-    from adfm.train import parse_settings
-
     predict(
         args.split,
         args.dataset,
         args.model,
         args.run_name,
-        parse_settings(args.settings),
+        args.settings,
         args.out,
         adapter_dir=args.adapter,
     )
@@ -389,6 +387,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--settings",
         required=True,
+        type=settings_json,
         help='JSON object: {"prompt", "reasoning", "model": {dtype, min_pixels, max_pixels}, "batch_size", '
         '"max_new_tokens", optional "num_samples", "temperature", "seed", "role", "max_images", "label", "image"}',
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adfm.io import InputError, atomic_path, read_jsonl
+from adfm.io import InputError, read_jsonl, write_csv_atomic
 
 ANSWER_OF_LABEL = {1: "yes", 0: "no"}
 ALL = "all"
@@ -122,8 +122,7 @@ def score_table(records: list[dict]) -> pd.DataFrame:
 def run_score(predictions: list[Path], out: Path) -> None:
     records = [record for path in predictions for record in read_jsonl(path)]
     table = accuracy_table(records)
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, lineterminator="\n")
+    write_csv_atomic(table, out)
 
 
 def register(subparsers) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from adfm.datasets import manifest
-from adfm.io import InputError, atomic_path
+from adfm.io import InputError, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,7 @@ def run_split(manifests: list[Path], boxes: list[Path], protocol: dict, seed: in
         raise InputError(f"{missing}: no boxes computed for this image (boxes and manifest out of step)")
     split = make_split(images, protocol, seed)
     log.info("split: %s", split.groupby(["dataset", "role"]).size().to_dict())
-    with atomic_path(out) as tmp:
-        split.to_csv(tmp, index=False, lineterminator="\n")
+    write_csv_atomic(split, out)
 
 
 def mmad_question_table(questions: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
@@ -115,8 +114,7 @@ def run_mmad_questions(root: Path, manifest_path: Path, boxes_path: Path, out: P
     images = manifest.read(manifest_path).merge(pd.read_csv(boxes_path, keep_default_na=False), on="image_path")
     table = mmad_question_table(mmad.parse_questions(root), images)
     log.info("MMAD questions: %s", table.groupby("type").size().to_dict())
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, lineterminator="\n")
+    write_csv_atomic(table, out)
 
 
 def register(subparsers) -> None:

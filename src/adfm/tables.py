@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adfm.io import InputError, atomic_path, write_text_atomic
+from adfm.io import InputError, write_csv_atomic, write_text_atomic
 from adfm.score import ALL
 
 AVERAGE = "Avg"
@@ -133,8 +133,7 @@ def run_table(spec: dict, metrics_paths: list[Path], out: Path) -> None:
     table = build_table(spec, metrics)
     if table["status"].eq("ok").sum() == 0:
         logging.getLogger(__name__).warning("%s: no cell of ours filled", out)
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, lineterminator="\n")
+    write_csv_atomic(table, out)
     write_text_atomic(out.with_suffix(".md"), to_markdown(table, spec["keys"]))
     # the report (snakemake --report) shows this copy inline
     write_text_atomic(out.with_suffix(".html"), table.to_html(index=False, na_rep="", float_format="%.2f"))

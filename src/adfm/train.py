@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adfm.io import InputError, atomic_path
+from adfm.io import InputError, atomic_path, settings_json
 
 log = logging.getLogger(__name__)
 
@@ -394,18 +394,8 @@ def train(
     }
 
 
-def parse_settings(text: str) -> dict:
-    try:
-        settings = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(f"--settings is not valid JSON ({error})") from None
-    if not isinstance(settings, dict):
-        raise InputError("--settings must be a JSON object")
-    return settings
-
-
 def _train_main(args: argparse.Namespace) -> None:
-    train(args.split, args.model, parse_settings(args.settings), args.out)
+    train(args.split, args.model, args.settings, args.out)
 
 
 def register(subparsers) -> None:
@@ -420,6 +410,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--settings",
         required=True,
+        type=settings_json,
         help="JSON object: prompt, model {dtype, min_pixels, max_pixels}, rewards, reward_weights, "
         "reward_options, grpo {GRPOConfig options, warmup_ratio}, lora {r, alpha, dropout, target_modules}",
     )

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adfm.io import InputError, atomic_path
+from adfm.io import InputError, atomic_path, settings_json
 
 log = logging.getLogger(__name__)
 
@@ -296,9 +296,7 @@ def warm_start(split_csv: str | os.PathLike, model_dir: str | os.PathLike, setti
 
 
 def _warm_start_main(args: argparse.Namespace) -> None:
-    from adfm.train import parse_settings
-
-    warm_start(args.split, args.model, parse_settings(args.settings), args.out)
+    warm_start(args.split, args.model, args.settings, args.out)
 
 
 def register(subparsers) -> None:
@@ -313,6 +311,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--settings",
         required=True,
+        type=settings_json,
         help='JSON object: {"prompt", "reasoning", "answer_format", "model": {dtype, min_pixels, max_pixels}, '
         '"seed", "warm_start": {method, max_steps, batch_size, learning_rate, decision_weight, warmup_ratio, '
         'weight_decay, max_grad_norm, logging_steps, bf16, lora: {r, alpha, dropout, target_modules}}}',

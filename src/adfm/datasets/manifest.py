@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from adfm.io import InputError, atomic_path
+from adfm.io import InputError, write_csv_atomic
 
 COLUMNS = ["dataset", "category", "source_split", "image_path", "label", "defect_type", "mask_paths", "width", "height"]
 
@@ -45,8 +45,7 @@ def to_frame(rows: list[ManifestRow]) -> pd.DataFrame:
 
 
 def write(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, lineterminator="\n")
+    write_csv_atomic(frame, path)
 
 
 def read(path: Path) -> pd.DataFrame:
