@@ -13,7 +13,7 @@ from adfm import config as adfm_config
 from conftest import snakemake
 
 CROSS = ["visa", "mpdd", "dtd_synthetic", "dagm"]
-TABLE2_MODELS = ["adfm_cross", "zero_shot_cross", "winclip", "anomalyclip"]
+TABLE2_MODELS = ["adfm_cross", "zero_shot_cross", "winclip", "anomalyclip", "gpt-4o_cross"]  # GPT-4o: fake API
 
 
 def demo_config(workdir):
@@ -44,7 +44,8 @@ def test_table2_rows_from_each_backend(demo_run):
                                ("WinCLIP (Youden J)", "winclip", "accuracy_youden"),
                                ("AnomalyCLIP (tau=0.5)", "anomalyclip", "accuracy"),
                                ("AnomalyCLIP (Youden J)", "anomalyclip", "accuracy_youden"),
-                               ("Qwen2.5-VL", "zero_shot_cross", "accuracy"), ("AD-FM", "adfm_cross", "accuracy")]:
+                               ("Qwen2.5-VL", "zero_shot_cross", "accuracy"), ("AD-FM", "adfm_cross", "accuracy"),
+                               ("GPT-4o", "gpt-4o_cross", "accuracy")]:
         for column, dataset in zip(["VisA", "MPDD", "DTD", "DAGM"], CROSS):
             metrics = pd.read_csv(demo_run / f"results/metrics/{run}/{dataset}.csv")
             ours = metrics.loc[metrics["category"] == "all", metric].iloc[0]
@@ -64,9 +65,9 @@ def test_table2_rows_from_each_backend(demo_run):
                 return called[records.label == 1].mean() - called[records.label == 0].mean()
 
             assert youden(threshold) >= youden(0.5) - 1e-9
-    for model in ("GPT-4o-mini", "GPT-4o", "GPT-4.1"):  # the demo never calls an API
+    for model in ("GPT-4o-mini", "GPT-4.1"):  # the session's demo gives only GPT-4o's rows a (fake) API key
         row = cell(table, model, "Avg")
-        assert pd.isna(row.ours) and row.status.startswith("not run: API backend disabled")
+        assert pd.isna(row.ours) and row.status.startswith("not run: no API key (environment variable ADFM_DEMO_")
     assert pd.isna(cell(table, "InternVL2", "Avg").ours) and cell(table, "InternVL2", "Avg").status == "not run"
 
 
@@ -86,7 +87,7 @@ def test_table3_from_mmad(demo_run):
     assert list(dict.fromkeys(table["column"])) == ["Defect Classification", "Defect Localization",
                                                     "Defect Description", "Defect Analysis", "Object Classification",
                                                     "Object Analysis", "Avg"]
-    for model, run in (("Qwen2.5-VL", "zero_shot"), ("AD-FM", "adfm")):
+    for model, run in (("Qwen2.5-VL", "zero_shot"), ("AD-FM", "adfm"), ("GPT-4o", "gpt-4o")):
         metrics = pd.read_csv(demo_run / f"results/mmad/metrics/{run}.csv")
         overall = metrics[metrics["dataset"] == "all"].set_index("category")["accuracy"]
         assert cell(table, model, "Object Analysis").ours == pytest.approx(overall["Object Analysis"])

@@ -6,7 +6,7 @@ import pytest
 
 from adfm.config import config_problems, load_config
 
-from conftest import REPO
+from conftest import REPO, count_cases
 
 PAPER = load_config([REPO / "config.yaml"])
 
@@ -68,8 +68,8 @@ def test_bad_config_is_rejected_naming_the_key(what, key, value, expected):
     _set(config, key, value)
     problems = config_problems(config)
     assert any(expected in problem for problem in problems), problems
+    count_cases("kinds of bad config rejected with a message naming the key")
 
 
-def test_count_of_bad_config_kinds():
-    print(f"\nbad config kinds rejected: {len(BAD)}")
+def test_at_least_twenty_kinds_of_bad_config():
     assert len(BAD) >= 20

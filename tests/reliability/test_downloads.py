@@ -13,8 +13,9 @@ import pytest
 
 from adfm import download as dl
 from adfm.io import InputError
+from conftest import count_cases
 
-CASES = []
+DOWNLOAD_CASES = "download failures: a clear error naming the file, no partial output"
 
 
 class RangeServer(http.server.BaseHTTPRequestHandler):
@@ -69,7 +70,7 @@ def test_interrupted_transfer_resumes_where_it_stopped(server, tmp_path):
     assert path.read_bytes() == payload
     assert handler.ranges_seen == [received]  # the rerun asked only for the missing bytes
     assert not partial.exists()
-    CASES.append("interrupted transfer")
+    count_cases(DOWNLOAD_CASES)
 
 
 def test_wrong_checksum_after_download_discards_it(server, tmp_path):
@@ -78,7 +79,7 @@ def test_wrong_checksum_after_download_discards_it(server, tmp_path):
     with pytest.raises(InputError, match="data.bin.part: sha256 mismatch"):
         dl.fetch(url, tmp_path, "0" * 64)
     assert list(tmp_path.iterdir()) == []  # a corrupt download is not kept for resuming
-    CASES.append("wrong checksum (remote)")
+    count_cases(DOWNLOAD_CASES)
 
 
 def test_write_error_part_way_is_clear(server, tmp_path, monkeypatch):
@@ -101,13 +102,13 @@ def test_write_error_part_way_is_clear(server, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="data.bin.part: cannot write the download \\(No space left on device\\)"):
         dl.fetch(url, tmp_path, None)
     assert not (tmp_path / "data.bin").exists()
-    CASES.append("write error part-way")
+    count_cases(DOWNLOAD_CASES)
 
 
 def test_unreachable_server_is_clear(tmp_path):
     with pytest.raises(InputError, match="127.0.0.1:9/x.tar: download failed"):
         dl.fetch("http://127.0.0.1:9/x.tar", tmp_path, None)
-    CASES.append("unreachable server")
+    count_cases(DOWNLOAD_CASES)
 
 
 def evil_tar(path: Path, member: tarfile.TarInfo, data: bytes = b"x") -> Path:
@@ -139,7 +140,7 @@ def test_hostile_members_are_refused(tmp_path, member, message):
     with pytest.raises(InputError, match=f"evil.tar: member .* {message}"):
         dl.extract(archive, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.tar"]
-    CASES.append(f"hostile member {member.name}")
+    count_cases(DOWNLOAD_CASES)
 
 
 def test_zip_member_escaping_is_refused(tmp_path):
@@ -151,7 +152,7 @@ def test_zip_member_escaping_is_refused(tmp_path):
     with pytest.raises(InputError, match="evil.zip: member '../escape.txt' would be written outside"):
         dl.extract(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    CASES.append("zip escape")
+    count_cases(DOWNLOAD_CASES)
 
 
 @pytest.mark.parametrize("cut", [0.1, 0.5, 0.9])
@@ -167,9 +168,4 @@ def test_truncated_archives_are_refused(tmp_path, cut):
     with pytest.raises(InputError, match="cut.tar.xz: cannot extract"):
         dl.extract(cut_archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    CASES.append(f"truncated archive at {cut:.0%}")
-
-
-def test_zz_report_counts():
-    print(f"\ndownload failure cases exercised: {len(CASES)}: {', '.join(CASES)}")
-    assert len(CASES) >= 14
+    count_cases(DOWNLOAD_CASES)

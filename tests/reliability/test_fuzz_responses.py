@@ -7,6 +7,8 @@ import math
 from adfm.protocol import parse_response
 from adfm.rewards import REWARDS, make_reward_funcs, predicted_boxes
 
+from conftest import count_cases
+
 from .fuzzer import responses
 
 COUNT = 100_000
@@ -36,4 +38,4 @@ def test_fuzzed_responses_never_break_the_parser_or_rewards():
     texts = list(responses(COUNT, seed=1))
     for start in range(0, COUNT, 1000):
         check(texts[start:start + 1000])
-    print(f"\nfuzzed responses checked: {COUNT} (x2 reasoning modes, x{len(REWARDS)} rewards)")
+    count_cases(f"fuzzed responses through the parser (2 reasoning modes) and {len(REWARDS)} rewards", COUNT)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from conftest import count_cases
 from model_fixtures import predict_settings, tiny_model_dir, train_settings, write_split  # noqa: F401
 
 from adfm.io import read_jsonl
@@ -61,6 +62,7 @@ def test_killed_prediction_resumes_without_recomputing(tiny_model_dir, tmp_path)
     assert sorted(map(json.dumps, final)) == sorted(map(json.dumps, read_jsonl(reference)))
     # the rerun generated only for the images missing from the partial file
     assert f"{len(written_before)} images already predicted, {16 - len(written_before)} to go" in log, log[-2000:]
+    count_cases("jobs killed (SIGKILL) and rerun: prediction resumed, nothing recomputed")
 
 
 def test_killed_training_resumes_to_the_same_total_steps(tiny_model_dir, tmp_path):  # noqa: F811
@@ -78,3 +80,4 @@ def test_killed_training_resumes_to_the_same_total_steps(tiny_model_dir, tmp_pat
     assert steps == [1, 2, 3, 4, 5, 6]
     assert (out / "adapter_model.safetensors").is_file()
     assert not checkpoints.exists()
+    count_cases("jobs killed (SIGKILL) and rerun: training resumed from its checkpoint")
