@@ -25,6 +25,27 @@ def test_paper_config_plans_download_to_table_without_data(tmp_path):
     assert not any(tmp_path.iterdir()) or {p.name for p in tmp_path.iterdir()} <= {".snakemake"}
 
 
+def test_paper_dry_run_shows_what_each_training_job_requests(tmp_path):
+    import re
+
+    from adfm.config import load_config
+
+    config = load_config([REPO / "config.yaml"])
+    wanted = config["resources"]["train"]
+    result = run_snakemake(tmp_path, "-n", "--cores", "all", "--configfile", str(REPO / "config.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    requested = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
+        if block.startswith("rule train:"):
+            run = re.search(r"wildcards: run=(\S+)", block).group(1)
+            requested[run] = re.search(r"resources: (.*)", block).group(1)
+    assert set(requested) == {name for name, spec in config["runs"].items() if spec["trained"]}
+    for run, resources in requested.items():
+        for key in ("gpu", "mem_mb", "runtime"):
+            assert f"{key}={wanted[key]}" in resources, (run, resources)
+        assert f"slurm_partition={wanted['slurm_partition']}" in resources
+
+
 @pytest.mark.parametrize("configs", [["config.yaml"], ["config.yaml", "workflow/configs/demo.yaml"]])
 def test_lint_is_clean(configs):
     result = run_snakemake(REPO, "--lint", "--configfile", *[str(REPO / c) for c in configs])
