@@ -58,9 +58,10 @@ GRPO_DEFAULTS = {
     "report_to": "none",
 }
 
-# Settings keys whose names differ from GRPOConfig's (transformers 5 folds warmup_ratio into
-# warmup_steps: a float in [0, 1) is a ratio of the total steps).
-RENAMED = {"warmup_ratio": "warmup_steps"}
+# Settings keys whose names differ from GRPOConfig's: transformers 5 folds warmup_ratio into
+# warmup_steps (a float in [0, 1) is a ratio of the total steps) and renamed gradient_checkpointing
+# (the name the paper's release and most recipes use).
+RENAMED = {"warmup_ratio": "warmup_steps", "gradient_checkpointing": "activation_checkpointing"}
 
 # Keys that may change between an interrupted run and its restart without invalidating checkpoints.
 RESUMABLE_CHANGES = {"max_steps", "num_train_epochs", "save_steps", "logging_steps", "save_total_limit"}

@@ -276,7 +276,7 @@ def warm_start(split_csv: str | os.PathLike, model_dir: str | os.PathLike, setti
                         "learning_rate": scheduler.get_last_lr()[0]})
         if step % int(spec["logging_steps"]) == 0 or step == max_steps:
             log.info("warm start step %d/%d: loss %.4f, decision loss %.4f, %.2f s/step", step, max_steps,
-                     float(loss), float(decision_loss), (time.monotonic() - started) / step)
+                     history[-1]["loss"], history[-1]["decision_loss"], (time.monotonic() - started) / step)
 
     accelerator.wait_for_everyone()
     out_dir = Path(out_dir)
