@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_chat import FakeChat  # noqa: E402  (tests/ is on sys.path from here on)
 
 DEMO_CONFIGS = ["config.yaml", "workflow/configs/demo.yaml"]
+DEMO_INPUTS = ["Snakefile", "config.yaml", "workflow", "src", "envs"]  # copied from the checkout by demo_run
 FAKE_API_KEY = "sk-adfm-demo-5eCr3t-0c8d9f1a2b3c"
 FAKE_API_CONFIG = "fake_api.yaml"  # written into the demo's folder: the fake server's address
 # per workdir: the config files and environment every snakemake call on it gets
@@ -41,10 +42,21 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{number:>8}  {kind}")
 
 
+def run_setup(workdir: Path) -> tuple[list[str], dict[str, str]]:
+    return RUN_SETUP.get(Path(workdir), (DEMO_CONFIGS, {}))
+
+
+def run_config(workdir: Path) -> dict:
+    """The merged config the snakemake calls on `workdir` get."""
+    from adfm.config import load_config
+
+    return load_config([Path(workdir) / name for name in run_setup(workdir)[0]])
+
+
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     # PYTHONPATH: the workflow's own config helpers come from the copy under test, not from the
     # editable install (which a concurrent edit of src/ would change under a running session)
-    configs, extra_env = RUN_SETUP.get(Path(workdir), (DEMO_CONFIGS, {}))
+    configs, extra_env = run_setup(workdir)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(Path(workdir).resolve() / "src"), **extra_env}
     command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", *configs, *args]
@@ -76,10 +88,11 @@ def fake_api():
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, fake_api):
     workdir = tmp_path_factory.mktemp("demo")
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(REPO / name, workdir / name)
-    for name in ("workflow", "src", "envs"):
-        shutil.copytree(REPO / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in DEMO_INPUTS:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, workdir / name)
     # GPT-4o's rows run against the fake server; the other API models' key variable stays unset,
     # so their rows show the paper's value, "not run: no API key"
     unset = {"key_env": "ADFM_DEMO_UNSET_KEY"}

@@ -11,9 +11,9 @@ import time
 import pandas as pd
 import pytest
 
-from adfm.config import datasets_tested_by, load_config
+from adfm.config import datasets_tested_by
 
-from conftest import planned_jobs, snakemake
+from conftest import planned_jobs, run_config, snakemake
 
 DEMO_TEST_IMAGES = 33  # MVTec AD: 3 categories x 14 test-split images, minus 20% (3 per category) for training
 
@@ -24,6 +24,11 @@ def cell(table: pd.DataFrame, column: str, **keys) -> pd.Series:
         mask &= table[key] == value
     assert mask.sum() == 1, (column, keys)
     return table[mask].iloc[0]
+
+
+def overall_accuracy(workdir, run: str, dataset: str) -> float:
+    metrics = pd.read_csv(workdir / f"results/metrics/{run}/{dataset}.csv")
+    return metrics[metrics.category == "all"].accuracy.iloc[0]
 
 
 def test_every_stage_produced_its_output(demo_run):
@@ -52,8 +57,7 @@ def test_tables_hold_our_values_beside_the_paper(demo_run, name, keys):
     for row_keys, run, paper_values in keys:
         ours_values = []
         for column, (dataset, position) in columns.items():
-            metrics = pd.read_csv(demo_run / f"results/metrics/{run}/{dataset}.csv")
-            ours = metrics[metrics.category == "all"].accuracy.iloc[0]
+            ours = overall_accuracy(demo_run, run, dataset)
             found = cell(table, column, **row_keys)
             assert found.status == "ok" and 0 <= found.ours <= 100
             assert found.ours == ours and found.paper == paper_values[position]
@@ -77,12 +81,11 @@ def test_table4_has_every_ablation_row(demo_run):
     table = pd.read_csv(demo_run / "results/table4.csv")
     for (reward, reasoning), run in TABLE4_RUNS.items():
         found = cell(table, "MVTec", reward=reward, reasoning=reasoning)
-        metrics = pd.read_csv(demo_run / f"results/metrics/{run}/mvtec_ad.csv")
-        assert found.status == "ok" and found.ours == metrics[metrics.category == "all"].accuracy.iloc[0], run
+        assert found.status == "ok" and found.ours == overall_accuracy(demo_run, run, "mvtec_ad"), run
 
 
 def trained_runs(workdir):
-    config = load_config([workdir / "config.yaml", workdir / "workflow/configs/demo.yaml"])
+    config = run_config(workdir)
     return config, [run for run, spec in config["runs"].items() if spec["trained"]]
 
 
@@ -122,11 +125,7 @@ def test_grpo_raises_the_reward_of_the_adfm_row(demo_run):
 
 
 def test_trained_model_beats_the_untrained_one(demo_run):
-    def accuracy(run):
-        metrics = pd.read_csv(demo_run / f"results/metrics/{run}/mvtec_ad.csv")
-        return metrics[metrics.category == "all"].accuracy.iloc[0]
-
-    assert accuracy("adfm") > accuracy("zero_shot")
+    assert overall_accuracy(demo_run, "adfm", "mvtec_ad") > overall_accuracy(demo_run, "zero_shot", "mvtec_ad")
 
 
 def test_second_run_does_nothing(demo_run):
@@ -143,8 +142,7 @@ def test_reward_edit_reruns_training_onwards_only(demo_run):
         jobs = planned_jobs(demo_run)
     finally:
         rewards.write_text(original)
-    config = load_config([demo_run / "config.yaml", demo_run / "workflow/configs/demo.yaml"])
-    trained = [run for run, spec in config["runs"].items() if spec["trained"]]
+    config, trained = trained_runs(demo_run)
     trained_predictions = sum(len(datasets_tested_by(config, run)) for run in trained)
     assert jobs["train"] == len(trained)
     assert jobs["predict"] == jobs["score"] == trained_predictions  # the untrained model's are kept

@@ -9,15 +9,10 @@ import re
 import pandas as pd
 import pytest
 
-from adfm import config as adfm_config
-from conftest import snakemake
+from conftest import run_config, snakemake
 
 CROSS = ["visa", "mpdd", "dtd_synthetic", "dagm"]
 TABLE2_MODELS = ["adfm_cross", "zero_shot_cross", "winclip", "anomalyclip", "gpt-4o_cross"]  # GPT-4o: fake API
-
-
-def demo_config(workdir):
-    return adfm_config.load_config([workdir / "config.yaml", workdir / "workflow/configs/demo.yaml"])
 
 
 def cell(table, model, column):
@@ -99,7 +94,7 @@ def test_table3_from_mmad(demo_run):
 
 
 def test_figures(demo_run):
-    config = demo_config(demo_run)
+    config = run_config(demo_run)
     for figure in ("fig3", "fig4", "fig5"):
         assert (demo_run / f"results/{figure}.png").read_bytes()[:4] == b"\x89PNG"
         assert (demo_run / f"results/{figure}.pdf").read_bytes()[:4] == b"%PDF"
@@ -134,7 +129,7 @@ def planned_outputs(workdir, *targets):
 
 
 def test_table2_plans_only_what_table2_needs(demo_run):
-    config = demo_config(demo_run)
+    config = run_config(demo_run)
     protocol = config["protocols"]["crossdataset"]
     datasets = [*protocol["train"], *protocol["test"]]
     needed = {"resources/splits/crossdataset.csv", f"resources/models/{config['model']['name']}",

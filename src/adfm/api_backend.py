@@ -236,7 +236,8 @@ def register(subparsers) -> None:
     parser.add_argument("--split", required=True, help="split CSV")
     parser.add_argument("--dataset", required=True, help="dataset name (test rows of this dataset are predicted)")
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
-    parser.add_argument("--settings", required=True, type=settings_json, help='JSON: {"prompt", "reasoning", "api": {base_url, model, '
-                        'key_env, concurrency, max_retries, backoff_s, timeout_s, max_image_side, max_tokens}}')
+    parser.add_argument("--settings", required=True, type=settings_json,
+                        help='JSON: {"prompt", "reasoning", "api": {base_url, model, key_env, concurrency, '
+                        'max_retries, backoff_s, timeout_s, max_image_side, max_tokens}}')
     parser.add_argument("--out", required=True, help="predictions JSONL")
     parser.set_defaults(func=_main)

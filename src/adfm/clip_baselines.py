@@ -424,7 +424,8 @@ def register(subparsers) -> None:
     parser.add_argument("--split", required=True, help="split CSV")
     parser.add_argument("--dataset", required=True, help="dataset name (its test rows are scored)")
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
-    parser.add_argument("--settings", required=True, type=settings_json, help='JSON: {"method": winclip|anomalyclip, "clip": {model, '
-                        'pretrained}, "batch_size", "seed", and the method\'s options}')
+    parser.add_argument("--settings", required=True, type=settings_json,
+                        help='JSON: {"method": winclip|anomalyclip, "clip": {model, pretrained}, "batch_size", '
+                        '"seed", and the method\'s options}')
     parser.add_argument("--out", required=True, help="predictions JSONL")
     parser.set_defaults(func=_main)

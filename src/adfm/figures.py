@@ -340,6 +340,7 @@ def register(subparsers) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--figure", required=True, choices=sorted(FIGURES))
     parser.add_argument("--predictions", required=True, nargs="+", type=Path)
-    parser.add_argument("--settings", default={}, type=settings_json, help="JSON: title, rewards (alpha, reasoning), paper")
+    parser.add_argument("--settings", default={}, type=settings_json,
+                        help="JSON: title, rewards (alpha, reasoning), paper")
     parser.add_argument("--out", required=True, type=Path, help="PNG path; the PDF (and CSV) go beside it")
     parser.set_defaults(func=lambda a: run_figure(a.figure, a.predictions, a.settings, a.out))

@@ -232,8 +232,9 @@ def register(subparsers) -> None:
     parser.add_argument("--model", default=None, help="model folder (Hugging Face backend)")
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder")
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
-    parser.add_argument("--settings", required=True, type=settings_json, help='JSON: {"model": {dtype, min_pixels, max_pixels}, '
-                        '"batch_size", "max_new_tokens" (128), "templates" (1), optional "api", "sources", "max_images"}')
+    parser.add_argument("--settings", required=True, type=settings_json,
+                        help='JSON: {"model": {dtype, min_pixels, max_pixels}, "batch_size", "max_new_tokens" (128), '
+                        '"templates" (1), optional "api", "sources", "max_images"}')
     parser.add_argument("--out", required=True, help="predictions JSONL")
     parser.set_defaults(func=_predict_main)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from conftest import FAKE_API_KEY, count_cases, snakemake
+from conftest import DEMO_INPUTS, FAKE_API_CONFIG, FAKE_API_KEY, count_cases, snakemake
 
-# what the run wrote (its inputs, copied from the checkout, are not outputs)
-INPUTS = {"Snakefile", "config.yaml", "fake_api.yaml", "workflow", "src", "envs"}
+# what the run wrote (its inputs, copied from the checkout or written by the fixture, are not outputs)
+INPUTS = {*DEMO_INPUTS, FAKE_API_CONFIG}
 
 
 def written_files(workdir):
