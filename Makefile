@@ -23,8 +23,23 @@ demo: $(SETUP)
 test: $(SETUP)
 	$(RUN) pytest
 
+# The demo DAG through SLURM with the slurm profile (tests/cluster/): on a one-node cluster started
+# here (root, Debian: workflow/cluster/slurm-single-node.sh), or on the cluster `sinfo` already
+# reaches. The daemons it started are stopped again, whether the test passes or not.
+CLUSTER := workflow/cluster/slurm-single-node.sh
+.PHONY: test-cluster
+test-cluster: $(SETUP)
+	$(BIN)/pip install --quiet -e '.[test,cluster]'
+	$(CLUSTER) start && ADFM_CLUSTER_TEST=1 $(RUN) pytest -raP tests/cluster; \
+		status=$$?; $(CLUSTER) stop; exit $$status
+
 dry-run: $(SETUP)
 	$(RUN) snakemake $(PROFILE) -n --cores all
+
+# envs/*.yaml's pip sections resolve with pip (dry run; needs the package index, not conda)
+.PHONY: check-envs
+check-envs: $(SETUP)
+	$(BIN)/python tests/envs/resolve_envs.py
 
 clean-demo:
 	rm -rf resources/demo resources/datasets resources/manifests resources/boxes resources/splits \

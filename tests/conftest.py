@@ -23,6 +23,10 @@ DEMO_CONFIGS = ["config.yaml", "workflow/configs/demo.yaml"]
 DEMO_INPUTS = ["Snakefile", "config.yaml", "workflow", "src", "envs"]  # copied from the checkout by demo_run
 FAKE_API_KEY = "sk-adfm-demo-5eCr3t-0c8d9f1a2b3c"
 FAKE_API_CONFIG = "fake_api.yaml"  # written into the demo's folder: the fake server's address
+# written into the demo's folder: training and prediction jobs take one of two pretend GPUs each
+# from the GPU pool (tests/test_gpu_pool.py reads what they recorded)
+GPU_POOL_CONFIG = "gpu_pool.yaml"
+PRETEND_GPUS = ["0", "1"]
 # per workdir: the config files and environment every snakemake call on it gets
 RUN_SETUP: dict[Path, tuple[list[str], dict[str, str]]] = {}
 
@@ -53,14 +57,19 @@ def run_config(workdir: Path) -> dict:
     return load_config([Path(workdir) / name for name in run_setup(workdir)[0]])
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a snakemake call on `workdir` (run it from there)."""
     # PYTHONPATH: the workflow's own config helpers come from the copy under test, not from the
     # editable install (which a concurrent edit of src/ would change under a running session)
     configs, extra_env = run_setup(workdir)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(Path(workdir).resolve() / "src"), **extra_env}
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", *configs, *args]
-    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    return [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", *configs, *args], env
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    command, env = snakemake_command(workdir, *args)
+    result = subprocess.run(command, check=False, cwd=workdir, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
@@ -85,14 +94,19 @@ def fake_api():
     server.close()
 
 
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory, fake_api):
-    workdir = tmp_path_factory.mktemp("demo")
+def copy_demo_inputs(workdir: Path) -> Path:
+    """`workdir` with the checkout's files that the demo DAG reads (DEMO_INPUTS) copied into it."""
     for name in DEMO_INPUTS:
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(REPO / name, workdir / name)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, fake_api):
+    workdir = copy_demo_inputs(tmp_path_factory.mktemp("demo"))
     # GPT-4o's rows run against the fake server; the other API models' key variable stays unset,
     # so their rows show the paper's value, "not run: no API key"
     unset = {"key_env": "ADFM_DEMO_UNSET_KEY"}
@@ -100,6 +114,10 @@ def demo_run(tmp_path_factory, fake_api):
         "api": {"enabled": True, "base_url": fake_api.url, "key_env": "ADFM_DEMO_API_KEY", "backoff_s": 0.01},
         "baselines": {name: unset for name in ("gpt-4o-mini", "gpt-4.1", "gpt-4o-mini_cross", "gpt-4.1_cross")},
     }))
-    RUN_SETUP[workdir] = ([*DEMO_CONFIGS, FAKE_API_CONFIG], {"ADFM_DEMO_API_KEY": FAKE_API_KEY})
+    one_gpu = {"gpu": 1}
+    (workdir / GPU_POOL_CONFIG).write_text(yaml.safe_dump({"resources": {
+        "gpu_devices": PRETEND_GPUS, "gpu_lock_dir": str(workdir / "gpu-locks"),
+        "train": one_gpu, "predict": one_gpu}}))
+    RUN_SETUP[workdir] = ([*DEMO_CONFIGS, FAKE_API_CONFIG, GPU_POOL_CONFIG], {"ADFM_DEMO_API_KEY": FAKE_API_KEY})
     snakemake(workdir)
     return workdir

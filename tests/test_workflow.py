@@ -9,9 +9,11 @@ import pytest
 
 from conftest import REPO
 
+from adfm.config import load_config
 
-def run_snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+def run_snakemake(workdir: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra_env}
     return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args],
                           cwd=workdir, env=env, capture_output=True, text=True)
 
@@ -28,8 +30,6 @@ def test_paper_config_plans_download_to_table_without_data(tmp_path):
 def test_paper_dry_run_shows_what_each_training_job_requests(tmp_path):
     import re
 
-    from adfm.config import load_config
-
     config = load_config([REPO / "config.yaml"])
     wanted = config["resources"]["train"]
     result = run_snakemake(tmp_path, "-n", "--cores", "all", "--configfile", str(REPO / "config.yaml"))
@@ -44,6 +44,23 @@ def test_paper_dry_run_shows_what_each_training_job_requests(tmp_path):
         for key in ("gpu", "mem_mb", "runtime"):
             assert f"{key}={wanted[key]}" in resources, (run, resources)
         assert f"slurm_partition={wanted['slurm_partition']}" in resources
+
+
+@pytest.mark.parametrize("devices, profile, cap", [("0", [], 1), ("0,1", ["--profile", "workflow/profiles/local-gpu"], 2)])
+def test_paper_plan_runs_at_most_one_gpu_job_per_card(tmp_path, devices, profile, cap):
+    profile = [word if word.startswith("-") else str(REPO / word) for word in profile]
+    result = run_snakemake(tmp_path, "-n", "-p", "--cores", "all", *profile, "--configfile", str(REPO / "config.yaml"),
+                           ADFM_GPU_DEVICES=devices)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"workflow specific profile {REPO / 'profiles/default'}" in result.stderr
+    assert f"GPU pool: {devices}; at most {cap} GPU job(s) at once" in result.stderr
+    # every job of a GPU family takes its cards from the pool before its command starts
+    config = load_config([REPO / "config.yaml"])
+    commands = [line for line in result.stdout.splitlines() if " -m adfm " in line]
+    for stage, family in [("train", "train"), ("predict", "predict"), ("predict-mmad", "predict")]:
+        wrapped = f"python -m adfm.gpu_pool --gpus {config['resources'][family]['gpu']} -- "
+        assert any(f"{wrapped}python -m adfm {stage} " in line for line in commands), stage
+    assert not any(" -m adfm train " in line and "adfm.gpu_pool" not in line for line in commands)
 
 
 @pytest.mark.parametrize("configs", [["config.yaml"], ["config.yaml", "workflow/configs/demo.yaml"]])

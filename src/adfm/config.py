@@ -98,9 +98,11 @@ def check_references(config: dict) -> list[str]:
     if grpo["per_device_train_batch_size"] % grpo["num_generations"]:
         problems.append("train.grpo.per_device_train_batch_size: must be a multiple of num_generations")
     processes = config["train"].get("launcher", {}).get("num_processes", 1)
-    if processes > 1 and config["resources"]["train"]["gpu"] < processes:
-        problems.append(f"resources.train.gpu: {config['resources']['train']['gpu']} GPU(s) for "
-                        f"train.launcher.num_processes {processes} (one process per GPU)")
+    gpus = config["resources"]["train"]["gpu"]
+    # gpu 0: the processes share the CPU (workflow/accelerate/multi_cpu.yaml)
+    if processes > 1 and gpus > 0 and gpus != processes:
+        problems.append(f"train.launcher.num_processes: {processes} processes but resources.train.gpu {gpus}: "
+                        "they must be equal (one process per GPU), or resources.train.gpu 0 to run on the CPU")
     return problems
 
 
@@ -158,7 +160,8 @@ def warm_start_settings(config: dict, protocol: str, reasoning: str) -> str:
 
 def launcher(config: dict, basedir: str | Path = ".") -> str:
     """The command that runs an `adfm` training stage: `python -m adfm`, or accelerate's launcher
-    with one process per GPU when train.launcher.num_processes > 1."""
+    with train.launcher.num_processes processes when > 1 (one per GPU, or all on the CPU with
+    workflow/accelerate/multi_cpu.yaml)."""
     spec = config["train"].get("launcher", {})
     processes = int(spec.get("num_processes", 1))
     if processes <= 1:
@@ -167,6 +170,18 @@ def launcher(config: dict, basedir: str | Path = ".") -> str:
     if not config_file.is_absolute():
         config_file = Path(basedir) / config_file
     return f"accelerate launch --config_file {shlex.quote(str(config_file))} --num_processes {processes} -m adfm"
+
+
+def gpu_job_prefix(config: dict, gpus: int) -> str:
+    """Shell prefix of a rule that may run on GPUs: the job takes `gpus` cards of its own from the
+    local pool (or those SLURM gave it) before its command starts; see adfm.gpu_pool."""
+    spec = config["resources"]
+    words = [f"python -m adfm.gpu_pool --gpus {int(gpus)}"]
+    if spec.get("gpu_devices"):
+        words.append("--devices " + ",".join(str(device) for device in spec["gpu_devices"]))
+    if spec.get("gpu_lock_dir"):
+        words.append(f"--lock-dir {shlex.quote(spec['gpu_lock_dir'])}")
+    return " ".join(words) + " --"
 
 
 def predict_settings(config: dict, run: str) -> str:

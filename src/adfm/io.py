@@ -91,8 +91,11 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
 
 
 def setup_logging(verbose: bool = False) -> None:
+    # the processes of one `accelerate launch` (torchrun) job write to the same log: name each line's rank
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = f" [rank {os.environ.get('RANK', '0')}/{world_size}]" if world_size > 1 else ""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s{rank} %(name)s: %(message)s",
         stream=sys.stderr,
     )

@@ -34,6 +34,7 @@ clipped to the frame (degenerate ones dropped) in every variant.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 
@@ -278,8 +279,13 @@ def make_format(options: dict) -> RewardFunc:
 
 
 def make_random(options: dict) -> RewardFunc:
-    """Zero-mean Gaussian noise: the reward-as-random-perturbation ablation (RRP, Table 4)."""
-    generator = np.random.default_rng(int(options["random_seed"]))
+    """Zero-mean Gaussian noise: the reward-as-random-perturbation ablation (RRP, Table 4).
+
+    Seeded with random_seed plus this process's rank (torchrun's RANK, 0 in a single process): each
+    data-parallel process scores its own completions, and one seed for all would give every process
+    the same noise sequence.
+    """
+    generator = np.random.default_rng(int(options["random_seed"]) + int(os.environ.get("RANK", "0")))
     std = float(options["random_std"])
 
     def random_reward(completions, **kwargs) -> list[float]:

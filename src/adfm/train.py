@@ -10,7 +10,7 @@ language model only (a regular expression on the module path); the vision tower 
 Outputs, in ADAPTER_DIR (written to a temporary folder and renamed into place at the end):
 - adapter_config.json, adapter_model.safetensors: the LoRA adapter (PeftModel.from_pretrained);
 - train_log.csv: one row per logging step (loss, reward, reward_std, frac_reward_zero_std, kl,
-  completions/mean_length, rewards/<fn>/mean, ...);
+  completions/mean_length, rewards/<fn>/mean, ..., world_size: the number of processes);
 - completions/completions_<step>.parquet: TRL's log_completions output (prompt, completion, each
   reward and the advantage of every completion), the raw material of Figures 4 and 5.
 
@@ -19,6 +19,11 @@ progressively rewritten train_log.csv). A restarted job resumes from the last ch
 provided the split, the model and the training settings (other than the run length and
 logging/saving cadence) are unchanged; otherwise the stale checkpoints are discarded with a warning.
 The checkpoint folder is removed once the adapter is in place.
+
+Several processes (`accelerate launch --num_processes N -m adfm train ...`, see adfm.config.launcher):
+data parallel, each process samples and scores its own prompts of every step, on its GPU, or on the
+CPU with the gloo backend where no GPU is visible (workflow/accelerate/multi_cpu.yaml). The main
+process alone writes the checkpoint stamp, train_log.csv and the adapter.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ GRPO_DEFAULTS = {
     "num_completions_to_print": 2,
     "save_total_limit": 2,
     "report_to": "none",
+    # every LoRA weight takes part in every forward pass: spare DDP its search for unused parameters
+    "ddp_find_unused_parameters": False,
 }
 
 # Settings keys whose names differ from GRPOConfig's: transformers 5 folds warmup_ratio into
@@ -222,30 +229,40 @@ def check_trainable(model) -> list[str]:
 # ------------------------------------------------------------------------------------------- logs
 
 
-def log_rows(log_history: list[dict]) -> pd.DataFrame:
-    """One row per logging step of trainer.state.log_history (the end-of-training summary excluded)."""
+def log_rows(log_history: list[dict], world_size: int) -> pd.DataFrame:
+    """One row per logging step of trainer.state.log_history (the end-of-training summary excluded),
+    with the number of processes that trained (the metrics are already averaged over them)."""
     entries = [e for e in log_history if "step" in e and ("loss" in e or "reward" in e)]
     frame = pd.DataFrame(entries)
     if frame.empty:
-        return pd.DataFrame(columns=LOG_FIRST_COLUMNS)
+        return pd.DataFrame(columns=[*LOG_FIRST_COLUMNS, "world_size"])
     frame = frame.drop_duplicates(subset="step", keep="last")
     first = [c for c in LOG_FIRST_COLUMNS if c in frame.columns]
-    return frame[first + [c for c in frame.columns if c not in first]]
+    return frame[first + [c for c in frame.columns if c not in first]].assign(world_size=world_size)
 
 
 def _progress_callback(log_csv: Path):
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
-        """Logs each step's headline metrics and keeps the checkpoint folder's train_log.csv current."""
+        """Logs each step's headline metrics and keeps the checkpoint folder's train_log.csv current.
+
+        Every process logs its start and end (each line names its rank when there are several);
+        the step lines and the log file come from the main process only, the metrics being averaged
+        over all processes."""
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.monotonic()
             self.first_step = state.global_step
-            log.info("GRPO training: step %d of %d", state.global_step, state.max_steps)
+            log.info("GRPO training: step %d of %d, world size %d", state.global_step, state.max_steps,
+                     args.world_size)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            log.info("GRPO training done: step %d of %d in %.1f s", state.global_step, state.max_steps,
+                     time.monotonic() - self.started)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "reward" not in logs:
+            if not logs or "reward" not in logs or not state.is_world_process_zero:
                 return
             done = state.global_step - self.first_step
             per_step = (time.monotonic() - self.started) / max(done, 1)
@@ -259,8 +276,7 @@ def _progress_callback(log_csv: Path):
                 100 * logs.get("frac_reward_zero_std", float("nan")),
                 per_step,
             )
-            if state.is_world_process_zero:
-                log_rows(state.log_history).to_csv(log_csv, index=False)
+            log_rows(state.log_history, args.world_size).to_csv(log_csv, index=False)
 
     return Progress()
 
@@ -320,6 +336,7 @@ def train(
 
     Returns a summary: the checkpoint resumed from (or None), the steps at start and end, max steps.
     """
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOTrainer
 
     from adfm.models import load_model_and_processor
@@ -349,8 +366,13 @@ def train(
     if reward_weights is not None and len(reward_weights) != len(reward_names):
         raise InputError(f"train settings: {len(reward_weights)} reward_weights for {len(reward_names)} rewards")
 
-    resume = prepare_checkpoint_dir(ckpt_dir, run_fingerprint(split_csv, model_dir, settings))
     args = grpo_config(settings.get("grpo", {}), output_dir=ckpt_dir, reward_weights=reward_weights)
+    # the main process discards stale checkpoints before the others look for one to resume from
+    with args.main_process_first(local=False, desc="checkpoint folder"):
+        if args.process_index == 0:
+            resume = prepare_checkpoint_dir(ckpt_dir, run_fingerprint(split_csv, model_dir, settings))
+        else:
+            resume = get_last_checkpoint(str(ckpt_dir))
     model, processor = load_model_and_processor(
         model_dir,
         dtype=model_settings.get("dtype", "auto"),
@@ -381,7 +403,7 @@ def train(
     if trainer.is_world_process_zero():
         with atomic_path(out_dir) as tmp:
             trainer.model.save_pretrained(str(tmp))
-            log_rows(trainer.state.log_history).to_csv(tmp / "train_log.csv", index=False)
+            log_rows(trainer.state.log_history, args.world_size).to_csv(tmp / "train_log.csv", index=False)
             completions = ckpt_dir / "completions"
             if completions.is_dir():
                 shutil.copytree(completions, tmp / "completions")

@@ -36,8 +36,11 @@ learnt; on merged weights the reference is the warm-started policy (as in SFT-th
 and the GRPO adapter keeps the paper's LoRA settings whatever the warm start used. The price is one
 model copy per (protocol, reasoning) pair.
 
-Multi-GPU: the loop runs under accelerate (`accelerate launch ... -m adfm warm-start ...`), each
-process drawing its own batches; bf16 autocast on GPUs when `bf16` is set.
+Several processes: the loop runs under accelerate (`accelerate launch ... -m adfm warm-start ...`, the
+launcher of the GRPO runs), each process drawing its own batches of `batch_size` (N processes see N x
+batch_size responses per step; warm_start_log.csv has the main process's losses); on GPUs, or on the
+CPU with the gloo backend where no GPU is visible (workflow/accelerate/multi_cpu.yaml); bf16 autocast
+on GPUs when `bf16` is set.
 """
 
 from __future__ import annotations
@@ -237,9 +240,10 @@ def warm_start(split_csv: str | os.PathLike, model_dir: str | os.PathLike, setti
         ids, weights = token_weights(tokenizer, target, other, float(spec["decision_weight"]))
         examples.append({"images": [str(row.reference_path), str(row.image_path)], "ids": ids, "weights": weights})
     log.info(
-        "warm start (%s): %d training responses (%d anomalous), %d steps of %d, lr %g, decision weight %g; e.g. %r",
+        "warm start (%s): %d training responses (%d anomalous), %d steps of %d per process (world size %d), lr %g, "
+        "decision weight %g; e.g. %r",
         spec["method"], len(examples), int(rows["label"].astype(int).sum()), max_steps, batch_size,
-        float(spec["learning_rate"]), float(spec["decision_weight"]), targets[0][0],
+        accelerator.num_processes, float(spec["learning_rate"]), float(spec["decision_weight"]), targets[0][0],
     )
 
     model = trainable_model(model, spec)

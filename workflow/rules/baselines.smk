@@ -10,6 +10,7 @@ rule predict_clip:
     output:
         "results/predictions/{baseline}/{dataset}.jsonl",
     params:
+        gpu_job=gpu_job,
         settings=lambda wc: adfm_config.clip_settings(config, wc.baseline),
     wildcard_constraints:
         baseline="|".join(adfm_config.baselines(config, "winclip", "anomalyclip")) or "no-clip-baseline",
@@ -23,7 +24,7 @@ rule predict_clip:
     conda:
         "../../envs/clip.yaml"
     shell:
-        "python -m adfm predict-clip --split {input.split} --dataset {wildcards.dataset}"
+        "{params.gpu_job} python -m adfm predict-clip --split {input.split} --dataset {wildcards.dataset}"
         " --run-name {wildcards.baseline} --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 
@@ -77,13 +78,14 @@ rule predict_mmad:
     output:
         "results/mmad/predictions/{name}.jsonl",
     params:
+        gpu_job=gpu_job,
         settings=lambda wc: adfm_config.mmad_settings(config, wc.name),
         model=mmad_model_args,
     wildcard_constraints:
         name="|".join([*config["runs"], *adfm_config.baselines(config, "api")]),
     threads: res("predict", "threads")
     resources:
-        **family_resources("predict"),
+        **family_resources("predict", gpu=mmad_gpus),
     log:
         "logs/predict_mmad/{name}.log",
     benchmark:
@@ -91,7 +93,7 @@ rule predict_mmad:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m adfm predict-mmad --questions {input.questions} {params.model} --run-name {wildcards.name}"
+        "{params.gpu_job} python -m adfm predict-mmad --questions {input.questions} {params.model} --run-name {wildcards.name}"
         " --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 

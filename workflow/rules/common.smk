@@ -1,6 +1,7 @@
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -44,7 +45,7 @@ def res(family, key):
     return config["resources"][family][key]
 
 
-def family_resources(family):
+def family_resources(family, **overrides):
     """Resources of a rule family from config (SLURM partition and account for the slurm profile)."""
     spec = config["resources"][family]
     return {
@@ -53,6 +54,7 @@ def family_resources(family):
         "gpu": spec["gpu"],
         "slurm_partition": spec["slurm_partition"],
         "slurm_account": config["resources"]["slurm_account"],
+        **overrides,
     }
 
 
@@ -68,6 +70,10 @@ def run_model(run):
 
 # `python -m adfm`, or `accelerate launch ... -m adfm` with train.launcher.num_processes > 1
 LAUNCHER = adfm_config.launcher(config, workflow.basedir)
+def gpu_job(wildcards, resources):
+    """`params.gpu_job`, put before the commands that may use GPUs. It gives the job cards of its
+    own from the local pool, or those SLURM gave it."""
+    return adfm_config.gpu_job_prefix(config, resources.gpu)
 
 
 def dataset_inputs(wildcards):
@@ -143,6 +149,11 @@ def mmad_model_inputs(wildcards):
     return inputs
 
 
+def mmad_gpus(wildcards):
+    """A chat model behind an API needs no GPU: its MMAD job neither waits for nor holds one."""
+    return 0 if wildcards.name in config.get("baselines", {}) else res("predict", "gpu")
+
+
 def mmad_model_args(wildcards, input):
     args = f"--model {input.model}" if "model" in input.keys() else ""
     return args + (f" --adapter {input.adapter}" if "adapter" in input.keys() else "")
@@ -171,3 +182,23 @@ def figure_inputs(wildcards):
     else:
         predictions = f"results/samples/{wildcards.figure}.jsonl"
     return {"predictions": predictions, "code": code("figures.py", "rewards.py", "tables.py", "paper/*.csv")}
+
+
+def cap_local_gpu_jobs():
+    """Locally, no more GPU jobs at once than the pool has cards (a user's --resources gpu=N wins).
+    The pool alone keeps jobs off each other's cards; the cap keeps waiting jobs from holding
+    Snakemake's job slots. Cluster runs (--jobs, SLURM) are left to the scheduler."""
+    local = workflow.is_main_process and workflow.resource_settings.nodes is None
+    if not local or "gpu" in workflow.global_resources:
+        return
+    from adfm.gpu_pool import pool_devices
+
+    configured = ",".join(str(device) for device in config["resources"]["gpu_devices"])
+    devices = pool_devices(configured or None, dict(os.environ))
+    cap = max(len(devices), 1)
+    workflow.register_resource("gpu", cap)
+    found = ",".join(devices) or "none found"
+    print(f"GPU pool: {found}; at most {cap} GPU job(s) at once", file=sys.stderr)
+
+
+cap_local_gpu_jobs()

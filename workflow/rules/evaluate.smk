@@ -4,6 +4,7 @@ rule predict:
     output:
         "results/predictions/{run}/{dataset}.jsonl",
     params:
+        gpu_job=gpu_job,
         settings=lambda wc: adfm_config.predict_settings(config, wc.run),
         adapter=lambda wc, input: f"--adapter {input.adapter}" if "adapter" in input.keys() else "",
     threads: res("predict", "threads")
@@ -16,7 +17,7 @@ rule predict:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m adfm predict --split {input.split} --dataset {wildcards.dataset} --model {input.model}"
+        "{params.gpu_job} python -m adfm predict --split {input.split} --dataset {wildcards.dataset} --model {input.model}"
         " {params.adapter} --run-name {wildcards.run} --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 

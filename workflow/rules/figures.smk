@@ -8,6 +8,7 @@ rule sample_responses:
     output:
         "results/samples/{figure}.jsonl",
     params:
+        gpu_job=gpu_job,
         dataset=lambda wc: config["figures"][wc.figure]["dataset"],
         run=lambda wc: config["figures"][wc.figure]["run"],
         settings=lambda wc: adfm_config.sample_settings(config, wc.figure),
@@ -24,7 +25,7 @@ rule sample_responses:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m adfm predict --split {input.split} --dataset {params.dataset} --model {input.model}"
+        "{params.gpu_job} python -m adfm predict --split {input.split} --dataset {params.dataset} --model {input.model}"
         " {params.adapter} --run-name {params.run} --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 

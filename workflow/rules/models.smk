@@ -25,6 +25,7 @@ rule warm_start:
     output:
         directory("resources/warm_start/{protocol}/{reasoning}"),
     params:
+        gpu_job=gpu_job,
         settings=lambda wc: adfm_config.warm_start_settings(config, wc.protocol, wc.reasoning),
         launcher=LAUNCHER,
     threads: res("train", "threads")
@@ -37,7 +38,7 @@ rule warm_start:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launcher} warm-start --split {input.split} --model {input.model} --settings {params.settings:q}"
+        "{params.gpu_job} {params.launcher} warm-start --split {input.split} --model {input.model} --settings {params.settings:q}"
         " --out {output} > {log} 2>&1"
 
 
@@ -49,6 +50,7 @@ rule train:
     output:
         directory("resources/adapters/{run}"),
     params:
+        gpu_job=gpu_job,
         settings=lambda wc: adfm_config.train_settings(config, wc.run),
         launcher=LAUNCHER,
     threads: res("train", "threads")
@@ -61,5 +63,5 @@ rule train:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launcher} train --split {input.split} --model {input.model} --settings {params.settings:q}"
+        "{params.gpu_job} {params.launcher} train --split {input.split} --model {input.model} --settings {params.settings:q}"
         " --out {output} > {log} 2>&1"
