@@ -30,7 +30,7 @@ CLUSTER := workflow/cluster/slurm-single-node.sh
 .PHONY: test-cluster
 test-cluster: $(SETUP)
 	$(BIN)/pip install --quiet -e '.[test,cluster]'
-	$(CLUSTER) start && ADFM_CLUSTER_TEST=1 $(RUN) pytest -raP tests/cluster; \
+	$(CLUSTER) start && ADFM_CLUSTER_TEST=1 $(RUN) pytest -raP --basetemp=/tmp/adfm-test-cluster tests/cluster; \
 		status=$$?; $(CLUSTER) stop; exit $$status
 
 dry-run: $(SETUP)

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from adfm.boxes import from_model_frame, giou, iou, mask_to_boxes, model_frame_size, sanitize, to_model_frame
+from adfm.boxes import (
+    from_model_frame,
+    giou,
+    iou,
+    mask_to_boxes,
+    model_frame_size,
+    sanitize,
+    to_model_frame,
+)
 
 
 def blank(h=100, w=120):
@@ -75,3 +83,79 @@ def test_sanitize():
     assert sanitize([float("nan"), 0, 1, 1]) is None
     assert sanitize([1, 2, 3]) is None
     assert sanitize([50, 50, 60, 60], (40, 40)) is None
+
+
+# ---- sizes relative to the image (config boxes.reference_side), box of the dilated component, statistics
+
+
+def test_sizes_scale_with_the_shorter_side():
+    from adfm.boxes import scaled_sizes
+
+    sizes = {"dilation_kernel": 15, "min_area": 16, "reference_side": 512}
+    assert scaled_sizes(512, 512, **sizes) == (15, 16)
+    assert scaled_sizes(1536, 1024, **sizes) == (31, 64)  # shorter side 1024: twice the kernel, 4x the area
+    assert scaled_sizes(3000, 3000, **sizes) == (87, 549)  # 15 * 5.86 = 87.9 -> nearest odd 87
+    assert scaled_sizes(112, 112, **sizes) == (3, 1)
+    assert scaled_sizes(3000, 3000, dilation_kernel=15, min_area=16, reference_side=None) == (15, 16)
+    assert scaled_sizes(3000, 3000, dilation_kernel=1, min_area=16, reference_side=512)[0] == 1  # no dilation stays
+
+
+def test_relative_kernel_merges_fragments_alike_at_any_resolution():
+    from adfm.boxes import scaled_sizes
+
+    def two_fragments(side):
+        # two 4 x 4 fragments 12 px apart on a 512-px image, the same drawing scaled to `side`
+        s = side / 512
+        mask = np.zeros((side, side), np.uint8)
+        for x in (100, 116):
+            mask[int(100 * s):int(104 * s), int(x * s):int((x + 4) * s)] = 1
+        return mask
+
+    for side in (512, 2048):
+        mask = two_fragments(side)
+        kernel, area = scaled_sizes(side, side, dilation_kernel=15, min_area=16, reference_side=512)
+        assert len(mask_to_boxes(mask, dilation_kernel=kernel, min_area=area)) == 1
+    # absolute 15 px on the 2048-px image: the same fragments lie 48 px apart and stay two boxes
+    assert len(mask_to_boxes(two_fragments(2048), dilation_kernel=15, min_area=16)) == 2
+
+
+def test_box_of_the_dilated_component():
+    mask = blank()
+    mask[40:50, 40:50] = 1
+    assert mask_to_boxes(mask, dilation_kernel=5, min_area=1) == [[40, 40, 50, 50]]
+    assert mask_to_boxes(mask, dilation_kernel=5, min_area=1, box_of="dilated") == [[38, 38, 52, 52]]
+    mask[0:3, 0:3] = 1  # at the border the dilated box is clipped to the image
+    assert mask_to_boxes(mask, dilation_kernel=5, min_area=1, box_of="dilated")[0] == [0, 0, 5, 5]
+    with pytest.raises(ValueError, match="box_of"):
+        mask_to_boxes(mask, dilation_kernel=5, min_area=1, box_of="hull")
+
+
+def test_boxes_stage_writes_box_count_statistics(tmp_path, caplog):
+    import logging
+
+    import cv2
+    import pandas as pd
+
+    from adfm.boxes import box_summary, boxes_table
+
+    rows = []
+    for name, rects in {"one": [(10, 10, 20, 20)], "two": [(10, 10, 20, 20), (60, 60, 70, 70)], "none": [],
+                        "good": None}.items():
+        mask_path = ""
+        if rects is not None:
+            mask = np.zeros((100, 100), np.uint8)
+            for x1, y1, x2, y2 in rects:
+                mask[y1:y2, x1:x2] = 255
+            cv2.imwrite(str(tmp_path / f"{name}.png"), mask)
+            mask_path = str(tmp_path / f"{name}.png")
+        rows.append({"dataset": "toy", "image_path": f"{name}.png", "label": int(rects is not None),
+                     "mask_paths": [mask_path] if mask_path else [], "width": 200, "height": 100})
+    frame = pd.DataFrame(rows)
+    with caplog.at_level(logging.WARNING):
+        table = boxes_table(frame, dilation_kernel=3, min_area=1, reference_side=50)
+    assert "none.png: anomalous image whose mask yields no box" in caplog.text
+    assert table["kernel_px"].tolist() == [7] * 4 and table["min_area_px"].tolist() == [4] * 4
+    summary = box_summary("toy", frame, table).iloc[0]
+    assert (summary["images"], summary["anomalous"], summary["anomalous_without_box"]) == (4, 3, 1)
+    assert (summary["anomalous_with_1"], summary["anomalous_with_2"], summary["boxes_per_anomalous_max"]) == (1, 1, 2)
+    assert summary["boxes_per_anomalous_mean"] == 1.0

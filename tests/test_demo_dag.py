@@ -16,6 +16,8 @@ from adfm.config import datasets_tested_by
 from conftest import planned_jobs, run_config, snakemake
 
 DEMO_TEST_IMAGES = 33  # MVTec AD: 3 categories x 14 test-split images, minus 20% (3 per category) for training
+# the untrained run is scored on every row, MVTec AD's whole test split (runs.zero_shot.eval_rows: all)
+DEMO_IMAGES = {"zero_shot": 42, "adfm": DEMO_TEST_IMAGES}
 
 
 def cell(table: pd.DataFrame, column: str, **keys) -> pd.Series:
@@ -37,10 +39,10 @@ def test_every_stage_produced_its_output(demo_run):
                  "resources/models/tiny-qwen2.5-vl/config.json", "resources/adapters/adfm/adapter_config.json",
                  "resources/adapters/adfm/train_log.csv"]:
         assert (demo_run / path).is_file(), path
-    for run in ("zero_shot", "adfm"):
+    for run, images in DEMO_IMAGES.items():
         lines = (demo_run / f"results/predictions/{run}/mvtec_ad.jsonl").read_text().splitlines()
         records = [json.loads(line) for line in lines]
-        assert len(records) == DEMO_TEST_IMAGES
+        assert len(records) == images
         assert {r["model"] for r in records} == {run}
         assert all(r["answer"] in ("yes", "no", None) for r in records)
 
@@ -155,5 +157,11 @@ def test_report_bundles_tables_figures_and_provenance(demo_run):
     snakemake(demo_run, "--report", "results/report.html")
     report = (demo_run / "results/report.html").read_text()
     for name in ["table1.html", "table2.html", "table3.html", "table4.html", "fig3.png", "fig4.png", "fig5.png",
-                 "provenance.yaml"]:
+                 "provenance.yaml", "settings.html"]:
         assert name in report, name
+    # every setting that changes results, with the demo's value and where the paper's value comes from
+    settings = pd.read_csv(demo_run / "results/settings.csv").set_index("setting")
+    assert settings.loc["train.lora.r", "source"].startswith("paper §4.1")
+    assert settings.loc["train.grpo.top_k", "source"].startswith("release")
+    assert settings.loc["mmad.max_pixels", "source"].startswith("MMAD")
+    assert str(settings.loc["train.grpo.max_steps", "value"]) == str(run_config(demo_run)["train"]["grpo"]["max_steps"])

@@ -93,6 +93,45 @@ def test_table3_from_mmad(demo_run):
         assert sources == {"DS-MVTec", "MVTec-LOCO", "VisA", "GoodsAD"}
 
 
+def test_table1_api_rows_follow_mmads_protocol(demo_run):
+    # GPT-4o (the fake API) fills Table 1 as MMAD did: its Anomaly Detection question, balanced accuracy
+    table = pd.read_csv(demo_run / "results/table1.csv")
+    config = run_config(demo_run)
+    metrics = pd.read_csv(demo_run / "results/mmad/metrics/gpt-4o.csv")
+    anomaly = metrics[metrics["category"] == "Anomaly Detection"].set_index("dataset")["balanced_accuracy"]
+    for column, source in config["tables"]["table1"]["mmad_sources"].items():
+        assert cell(table, "GPT-4o", column).ours == pytest.approx(anomaly[source]), column
+        assert cell(table, "GPT-4o", column).protocol.startswith("MMAD's letter prompt")
+    assert "every split row" in cell(table, "Qwen2.5-VL", "VisA").protocol
+    assert "held-out" in cell(table, "AD-FM", "VisA").protocol
+    notes = (demo_run / "results/table1.md").read_text().split("Protocol of each row:")[1]
+    assert "- GPT-4o (gpt-4o): ours: MMAD's letter prompt" in notes and "Paper: from MMAD" in notes
+    for dataset in ("mvtec_ad", "visa"):  # every metrics file has both accuracies
+        assert {"accuracy", "balanced_accuracy"} <= set(pd.read_csv(demo_run / f"results/metrics/adfm/{dataset}.csv"))
+
+
+def test_mmad_asks_the_runs_only_about_test_role_images(demo_run):
+    from adfm.datasets.mmad import source_image
+
+    config = run_config(demo_run)
+    split = pd.read_csv(demo_run / "resources/splits/multidomain.csv", keep_default_na=False)
+    layouts = {name: config["datasets"][name]["layout"] for name in split["dataset"].unique()}
+    roles = {source_image(layouts[r.dataset], r.category, r.label, r.image_path): r.role for r in split.itertuples()}
+    questions = pd.read_csv(demo_run / "resources/splits/mmad_questions.csv", keep_default_na=False)
+    role = questions["source_image"].map(roles)
+    assert set(role) == {"train", "test"}  # the demo MMAD holds the demo datasets' test images
+    assert (questions["drop_reason"] == role.map({"train": "training", "test": ""})).all()
+    training = questions[role == "train"]
+    for run, filtered in (("zero_shot", True), ("adfm", True), ("gpt-4o", False)):
+        asked = {r["image_path"] for r in map(json.loads, (demo_run / f"results/mmad/predictions/{run}.jsonl")
+                                              .read_text().splitlines())}
+        assert asked.isdisjoint(training["image_path"]) == filtered, run
+        metrics = pd.read_csv(demo_run / f"results/mmad/metrics/{run}.csv").set_index(["dataset", "category"])
+        assert metrics.loc[("all", "Average"), "dropped_training"] == (len(training) if filtered else 0), run
+    log = (demo_run / "logs/mmad_questions.log").read_text()
+    assert "not asked under resources/splits/multidomain.csv" in log
+
+
 def test_figures(demo_run):
     config = run_config(demo_run)
     for figure in ("fig3", "fig4", "fig5"):
@@ -106,8 +145,8 @@ def test_figures(demo_run):
     assert fig5["reward"].tolist() == ["r_cls", "r_cls + r_count", "r_cls + r_loc"]
     assert fig5["paper_pct"].tolist() == [41.25, 15.25, 11.0]
     split = pd.read_csv(demo_run / "resources/splits/multidomain.csv")
-    training = ((split["role"] == "train") & (split["dataset"] == config["figures"]["fig5"]["dataset"])).sum()
-    assert (fig5["images"] == min(config["figures"]["fig5"]["images"], training)).all()
+    rows = (split["dataset"] == config["figures"]["fig5"]["dataset"]).sum()  # figures.fig5.rows: all
+    assert (fig5["images"] == min(config["figures"]["fig5"]["images"], rows)).all()
     assert (fig5["responses_per_image"] == config["figures"]["fig5"]["num_generations"]).all()
     samples = [json.loads(line) for line in (demo_run / "results/samples/fig5.jsonl").read_text().splitlines()]
     assert {r["model"] for r in samples} == {config["figures"]["fig5"]["run"]}
@@ -138,7 +177,8 @@ def test_table2_plans_only_what_table2_needs(demo_run):
         spec = config["datasets"][dataset]
         archive = spec["url"].removeprefix("file:")
         needed |= {archive, spec["checksum_file"], f"resources/datasets/{dataset}",
-                   f"resources/manifests/{dataset}.csv", f"resources/boxes/{dataset}.csv"}
+                   f"resources/manifests/{dataset}.csv", f"resources/boxes/{dataset}.csv",
+                   f"resources/boxes/{dataset}.summary.csv"}
     for model in TABLE2_MODELS:
         for dataset in protocol["test"]:
             needed |= {f"results/predictions/{model}/{dataset}.jsonl", f"results/metrics/{model}/{dataset}.csv"}

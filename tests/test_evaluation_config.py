@@ -37,15 +37,19 @@ def test_missing_clip_weights_mark_the_rows_not_run(paper, demo):
 
 def test_table_inputs_and_spec_follow_availability(paper, monkeypatch):
     without = adfm_config.table_inputs(paper, "table2", {})
-    assert "results/metrics/adfm_cross/visa.csv" in without
-    assert not any("gpt" in p or "clip" in p for p in without)
+    assert "results/metrics/adfm_cross/visa.csv" in without["metrics"] and without["mmad_metrics"] == []
+    assert not any("gpt" in p or "clip" in p for p in without["metrics"])
     keyed = adfm_config.table_inputs(paper, "table2", {"OPENAI_API_KEY": "sk-x"})
-    assert "results/metrics/gpt-4o_cross/dagm.csv" in keyed
+    assert "results/metrics/gpt-4o_cross/dagm.csv" in keyed["metrics"]
     spec = json.loads(adfm_config.table_spec(paper, "table2", {}))
     skipped = {row["run"]: row.get("skip") for row in spec["rows"]}
     assert skipped["gpt-4o_cross"].startswith("not run") and skipped["adfm_cross"] is None
-    assert adfm_config.table_inputs(paper, "table3", {}) == ["results/mmad/metrics/zero_shot.csv",
-                                                            "results/mmad/metrics/adfm.csv"]
+    assert adfm_config.table_inputs(paper, "table3", {}) == {
+        "metrics": [], "mmad_metrics": ["results/mmad/metrics/zero_shot.csv", "results/mmad/metrics/adfm.csv"]}
+    # Table 1's GPT-4o(-mini) rows: MMAD's Anomaly Detection question, not a rerun on the split
+    table1 = adfm_config.table_inputs(paper, "table1", {"OPENAI_API_KEY": "sk-x"})
+    assert table1["mmad_metrics"] == ["results/mmad/metrics/gpt-4o-mini.csv", "results/mmad/metrics/gpt-4o.csv"]
+    assert "results/metrics/gpt-4.1/visa.csv" in table1["metrics"]
 
 
 def test_settings_never_hold_the_key(paper, monkeypatch):
@@ -59,7 +63,7 @@ def test_settings_never_hold_the_key(paper, monkeypatch):
 
 def test_sampling_settings_of_the_figures(paper, demo):
     fig5 = json.loads(adfm_config.sample_settings(paper, "fig5"))
-    assert (fig5["num_samples"], fig5["temperature"], fig5["max_images"], fig5["role"]) == (6, 0.9, 500, "train")
+    assert (fig5["num_samples"], fig5["temperature"], fig5["max_images"], fig5["role"]) == (6, 0.9, 500, "all")
     assert fig5["max_new_tokens"] == paper["train"]["grpo"]["max_completion_length"]
     fig4 = json.loads(adfm_config.sample_settings(demo, "fig4"))
     assert (fig4["label"], fig4["max_images"]) == (1, 1)

@@ -96,3 +96,13 @@ def test_figures_are_written_as_png_pdf_and_csv(figure, image, tmp_path):
         assert len(table) == 6 and sorted(table["shown"].dropna()) == ["a", "b", "c", "d"]
     else:
         assert len(table) == 4
+
+
+def test_figure4_weighs_r_count_by_alpha_and_figure5_does_not(image):
+    # alpha = 2 ties a right answer one box off (1 + 2 * 0.5) with a wrong one of the right count (0 + 2 * 1)
+    records = [rec(image, 0, boxes=[]), rec(image, 1, boxes=GT, answer="no")]
+    options = {"alpha": 2.0, "reasoning": "multi_stage"}
+    assert scheme_rewards(records, options)["r_cls + r_count"].tolist() == [2.0, 2.0]  # Figure 4: alpha * r_count
+    assert scheme_rewards(records, options, count_weight=1.0)["r_cls + r_count"].tolist() == [1.5, 1.0]
+    table = zero_variance([r | {"image_path": "x.png"} for r in records], options).set_index("reward")
+    assert table.loc["r_cls + r_count", "zero_variance_pct"] == 0.0  # Figure 5: r_count itself, no tie

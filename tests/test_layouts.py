@@ -49,9 +49,9 @@ def expected_counts(layout: str, category: str) -> dict:
         "dtd_synthetic": 1, "mvtec_loco": 2,
     }.get(layout, len(DEFECT_KINDS))
     train = 3 + (1 if layout == "mvtec_loco" else 0)  # LOCO: validation/good is on the train side
-    if layout == "mmad":
-        source = category.split("/")[0]
-        defect_types = {"VisA": 1}.get(source, 2)
+    if layout == "mmad":  # the test images of its source demo dataset; templates from its train/good
+        source, _, name = category.partition("/")
+        return {**expected_counts(mmad.SOURCE_LAYOUTS[source], name), ("train", 0): 3}
     counts = {("train", 0): train, ("test", 0): 2, ("test", 1): per_type * defect_types}
     if layout == "dagm":  # DAGM's Train holds defective images too
         counts[("train", 1)] = per_type * len(DEFECT_KINDS)

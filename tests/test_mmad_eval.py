@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,19 @@ from model_fixtures import MAX_PIXELS, MIN_PIXELS, tiny_model_dir  # noqa: F401 
 from PIL import Image
 
 from adfm.io import InputError, read_jsonl
-from adfm.mmad_eval import INSTRUCTION, mmad_table, parse_choice, predict_mmad, prompt_parts, question_text
+from adfm.mmad_eval import (
+    INSPECTOR,
+    INSTRUCTION,
+    generation_config,
+    mmad_table,
+    parse_choice,
+    parse_reply,
+    predict_mmad,
+    prompt_parts,
+    question_rows,
+    question_text,
+    split_drop_reasons,
+)
 
 YES_NO = {"A": "Yes.", "B": "No."}
 FOUR = {"A": "scratch", "B": "crack", "C": "stain", "D": "blob"}
@@ -32,11 +45,13 @@ def write_questions(root, sources=("DS-MVTec", "VisA")):
             rows.append({"image_path": str(image), "dataset": source, "category": "bottle",
                          "question": "Is there any defect in the object?", "options": json.dumps(YES_NO),
                          "answer": "A" if label else "B", "type": "Anomaly Detection", "reference_path": str(template),
-                         "label": label, "width": 64, "height": 64})
+                         "templates": json.dumps([str(template)]), "drop_reason": "", "label": label, "width": 64,
+                         "height": 64})
             rows.append({"image_path": str(image), "dataset": source, "category": "bottle",
                          "question": "What kind of product is in the image?", "options": json.dumps(FOUR),
-                         "answer": "C", "type": "Object Structure", "reference_path": str(template), "label": label,
-                         "width": 64, "height": 64})
+                         "answer": "C", "type": "Object Structure", "reference_path": str(template),
+                         "templates": json.dumps([str(template)]), "drop_reason": "", "label": label, "width": 64,
+                         "height": 64})
     path = root / "mmad_questions.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
@@ -102,7 +117,7 @@ def test_scores_merge_object_types_balance_detection_and_average_sources():
     assert "Object Structure" not in table.index.get_level_values("category")
 
 
-def test_tiny_model_answers_every_question_and_resumes(tiny_model_dir, tmp_path, monkeypatch):
+def test_tiny_model_answers_every_question_and_resumes(tiny_model_dir, tmp_path, monkeypatch):  # noqa: F811
     questions = write_questions(tmp_path)
     settings = {"model": {"dtype": "float32", "min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS},
                 "max_new_tokens": 6, "batch_size": 3, "templates": 1}
@@ -127,3 +142,139 @@ def test_question_table_must_have_its_columns(tmp_path):
     (tmp_path / "q.csv").write_text("image_path,question\nx.png,why\n")
     with pytest.raises(InputError, match="lacks columns"):
         predict_mmad(tmp_path / "q.csv", "m", {}, tmp_path / "p.jsonl")
+
+
+# ---- issue 13: reasoning runs, MMAD's decoding and templates, the leakage filter ----------------
+
+@pytest.mark.parametrize("response, expected", [
+    ("<think>A small scratch at the top.</think><rethink>B is wrong.</rethink><answer>C</answer>", ("C", "answer")),
+    ("<think>Looks fine</think><answer> b. </answer>", ("B", "answer")),  # the release writes lower case
+    ("<think>A small scratch near the top", ("A", "mmad")),  # truncated before <answer>: MMAD's rule
+    ("<think>x</think><answer>E</answer>", ("E", "mmad")),  # not an option: MMAD's rule (E, scored wrong)
+])
+def test_reasoning_replies_are_read_from_the_answer_tag_first(response, expected):
+    assert parse_reply(response, FOUR, "answer_tag") == expected
+
+
+def test_letter_runs_keep_mmads_rule_even_with_an_answer_tag():
+    reply = "<think>A crack? No.</think><answer>B</answer> D"
+    assert parse_reply(reply, FOUR, "letter") == ("D", "mmad") == (parse_choice(reply, FOUR), "mmad")
+
+
+def test_reasoning_prompt_replaces_only_mmads_letter_instructions():
+    letter = prompt_parts("q.png", ["t.png"], "Why?", YES_NO)
+    reasoning = prompt_parts("q.png", ["t.png"], "Why?", YES_NO, "Think, then answer in <answer></answer>.")
+    assert reasoning[:2] == [("text", INSPECTOR), ("text", "Think, then answer in <answer></answer>.")]
+    assert "letter" not in reasoning[0][1] and "letter" in letter[0][1] + letter[1][1]
+    assert reasoning[2:] == letter[2:]
+
+
+def test_model_generation_config_is_mmads_and_greedy_is_plain():
+    from transformers import GenerationConfig
+
+    class Model:
+        generation_config = GenerationConfig(do_sample=True, top_k=1, top_p=0.001, repetition_penalty=1.05,
+                                             eos_token_id=[7, 8])
+
+    mmad = generation_config(Model(), {"generation": "model", "max_new_tokens": 512})
+    assert (mmad.repetition_penalty, mmad.top_k, mmad.max_new_tokens, mmad.pad_token_id) == (1.05, 1, 512, 7)
+    greedy = generation_config(Model(), {"generation": "greedy", "max_new_tokens": 128})
+    assert (greedy.do_sample, greedy.repetition_penalty, greedy.max_new_tokens) == (False, 1.0, 128)
+    assert Model.generation_config.max_new_tokens != 512  # the model's own config is left alone
+    with pytest.raises(InputError, match="unknown MMAD generation"):
+        generation_config(Model(), {"generation": "beam"})
+
+
+def test_templates_above_one_show_that_many(tmp_path, monkeypatch):
+    import adfm.models
+    import adfm.predict
+
+    questions = write_questions(tmp_path, sources=("VisA",))
+    table = pd.read_csv(questions)
+    extra = []
+    for n in range(2):
+        path = tmp_path / f"extra{n}.png"
+        Image.new("RGB", (32, 32)).save(path)
+        extra.append(str(path))
+    table["templates"] = [json.dumps([t, *extra]) for t in table["reference_path"]]
+    table.to_csv(questions, index=False)
+    seen = []
+    monkeypatch.setattr(adfm.models, "load_model_and_processor", lambda *a, **k: (None, None))
+    monkeypatch.setattr(adfm.predict, "generate_conversations",
+                        lambda model, processor, conversations, config, **k: seen.extend(conversations)
+                        or [["A"] for _ in conversations])
+    monkeypatch.setattr("adfm.mmad_eval.generation_config", lambda model, settings: None)
+    settings = {"model": {"min_pixels": 1, "max_pixels": 2}, "templates": 3}
+    predict_mmad(questions, "m", settings, tmp_path / "p.jsonl", model_dir=tmp_path)
+    images = [value for kind, value in seen[0] if kind == "image"]
+    assert images == [table["reference_path"][0], *extra, table["image_path"][0]]
+    assert "Following is/are 3 image of normal sample" in seen[0][2][1]
+    with pytest.raises(InputError, match="mmad.templates is 4 but MMAD lists 3"):
+        predict_mmad(questions, "m", {**settings, "templates": 4}, tmp_path / "p4.jsonl", model_dir=tmp_path)
+    Path(extra[1]).unlink()
+    with pytest.raises(InputError, match=r"extra1.png: template of .* not found"):
+        predict_mmad(questions, "m", settings, tmp_path / "p3.jsonl", model_dir=tmp_path)
+
+
+def test_filtered_questions_are_not_asked_and_are_counted(tmp_path):
+    questions = write_questions(tmp_path)
+    table = pd.read_csv(questions, keep_default_na=False)
+    train_image = table["image_path"][0]  # DS-MVTec's good image
+    table.loc[table["image_path"] == train_image, "drop_reason"] = "training"
+    table.loc[(table["dataset"] == "VisA") & (table["label"] == 1), "drop_reason"] = "not_in_split"
+    table.to_csv(questions, index=False)
+    asked = question_rows(questions, {})
+    assert train_image not in set(asked["image_path"]) and len(asked) == 4
+    assert len(question_rows(questions, {"filter": False})) == 8
+    records = [record(r.dataset, r.type, r.answer, r.answer, int(r.label), r.image_path) for r in asked.itertuples()]
+    metrics = mmad_table(records, pd.read_csv(questions, keep_default_na=False, dtype=str)).set_index(
+        ["dataset", "category"])
+    assert metrics.loc[("DS-MVTec", "Anomaly Detection"), "dropped_training"] == 1
+    assert metrics.loc[("DS-MVTec", "Object Analysis"), "dropped_training"] == 1
+    assert metrics.loc[("VisA", "Average"), "dropped_not_in_split"] == 2
+    assert metrics.loc[("all", "Average"), ["dropped_training", "dropped_not_in_split"]].tolist() == [2, 2]
+    assert metrics.loc[("VisA", "Anomaly Detection"), "dropped_training"] == 0
+    assert mmad_table(records)[["dropped_training", "dropped_not_in_split"]].sum().sum() == 0
+
+
+def test_drop_reasons_map_mmad_images_to_the_split():
+    from adfm.datasets.mmad import query_source_image
+
+    keys = ["DS-MVTec/bottle/image/broken_large/000.png", "DS-MVTec/bottle/image/good/001.png",
+            "VisA/candle/test/bad/002.JPG", "VisA/candle/test/good/0105.JPG", "GoodsAD/drink_can/test/good/7.jpg"]
+    questions = pd.DataFrame({"source_image": [query_source_image(k) for k in keys]})
+    split = pd.DataFrame([
+        ("mvtec", "bottle", "train", "data/mvtec/bottle/test/broken_large/000.png", 1),
+        ("mvtec", "bottle", "test", "data/mvtec/bottle/test/good/001.png", 0),
+        ("mvtec", "bottle", "test", "data/mvtec/bottle/test/broken_small/000.png", 1),
+        ("visa", "candle", "test", "data/visa/candle/Data/Images/Anomaly/002.JPG", 1),
+        ("visa", "candle", "train", "data/visa/candle/Data/Images/Normal/0105.JPG", 0),
+    ], columns=["dataset", "category", "role", "image_path", "label"])
+    reasons = split_drop_reasons(questions, split, {"mvtec": "mvtec_ad", "visa": "visa"})
+    assert reasons.tolist() == ["training", "", "", "training", "not_in_split"]
+
+
+def test_config_decodes_each_run_kind_as_mmad_says_and_filters_runs_only():
+    import copy
+
+    from conftest import REPO
+
+    from adfm import config as adfm_config
+
+    paper = adfm_config.load_config([REPO / "config.yaml"])
+    trained, base = (json.loads(adfm_config.mmad_settings(paper, name)) for name in ("adfm", "zero_shot"))
+    assert (base["instruction"], base["max_new_tokens"], base["parse"]) == ("letter", 128, "letter")  # MMAD
+    assert (trained["instruction"], trained["max_new_tokens"], trained["parse"]) == ("reasoning", 512, "answer_tag")
+    assert trained["reasoning_instruction"] == paper["mmad"]["reasoning_instructions"]["multi_stage"]
+    assert "reasoning_instruction" not in base
+    for settings in (trained, base):
+        assert (settings["model"]["min_pixels"], settings["model"]["max_pixels"]) == (64 * 28 * 28, 1280 * 28 * 28)
+        assert settings["generation"] == "model" and settings["templates"] == 1 and settings["filter"] is True
+    assert json.loads(adfm_config.mmad_settings(paper, "gpt-4o"))["filter"] is False  # MMAD's whole question set
+    assert adfm_config.mmad_split_filter(paper) == {"split": "resources/splits/multidomain.csv"}
+    assert "--layouts" in adfm_config.mmad_question_args(paper)
+    config = copy.deepcopy(paper)
+    config["mmad"]["split_filter"] = None
+    assert adfm_config.mmad_split_filter(config) == {} and adfm_config.mmad_question_args(config) == ""
+    config["mmad"]["split_filter"] = "nowhere"
+    assert "mmad.split_filter: unknown protocol 'nowhere'" in adfm_config.check_references(config)

@@ -200,3 +200,21 @@ def test_writer_keys_include_the_question(tmp_path):
     resumed = PredictionWriter(tmp_path / "p.jsonl")
     assert ("m", "mmad", "a.png", 0, 0) in resumed.done
     assert resumed.finish().is_file() and not (tmp_path / "p.jsonl.partial").exists()
+
+
+def test_sampling_config_truncates_as_grpo_does(tiny_model_dir):
+    # Figures 4 and 5 sample as GRPO does: train.grpo's top_k / top_p (the release's 50 / 0.9)
+    import json
+
+    from conftest import REPO
+
+    from adfm import config as adfm_config
+    from adfm.models import load_model_and_processor
+    from adfm.predict import sampling_config
+
+    settings = json.loads(adfm_config.sample_settings(adfm_config.load_config([REPO / "config.yaml"]), "fig5"))
+    assert (settings["top_k"], settings["top_p"]) == (50, 0.9)
+    model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    config = sampling_config(model, max_new_tokens=5, temperature=0.9, top_k=settings["top_k"], top_p=settings["top_p"])
+    resolved, _ = model._prepare_generation_config(config)
+    assert (resolved.top_k, resolved.top_p, resolved.temperature) == (50, 0.9, 0.9)

@@ -1,3 +1,5 @@
+import pytest
+
 from adfm.protocol import build_prompt, completion_text, format_response, parse_response
 
 GOOD = (
@@ -76,3 +78,63 @@ def test_letter_answers_normalise_to_yes_no():
     assert parse_response(format_response([], "no"), answer_format="letter").answer is None
     assert not parse_response(text).well_formed and parse_response(text).answer is None
     assert parse_response("<answer>c</answer>", answer_format="letter").answer is None
+
+
+# ---- the prompt switch (config prompts.answer_format), end to end: prompt, parsing, r_cls, prediction, scoring
+
+
+@pytest.mark.parametrize("answer_format", ["letter", "yes_no"])
+def test_prompt_switch_end_to_end(answer_format):
+    import json
+    from types import SimpleNamespace
+
+    from conftest import REPO
+
+    from adfm import config as adfm_config
+    from adfm.predict import response_record
+    from adfm.protocol import answer_word
+    from adfm.rewards import make_reward_funcs
+    from adfm.score import accuracy_table
+
+    config = adfm_config.load_config([REPO / "config.yaml"])
+    config["prompts"]["answer_format"] = answer_format
+    assert adfm_config.config_problems(config) == []
+    train = json.loads(adfm_config.train_settings(config, "adfm"))
+    predict = json.loads(adfm_config.predict_settings(config, "adfm"))
+    warm = json.loads(adfm_config.warm_start_settings(config, "multidomain", "multi_stage"))
+    # the prompt of the chosen pair, everywhere
+    assert train["prompt"] == predict["prompt"] == warm["prompt"] == config["prompts"][answer_format]["multi_stage"]
+    asks = {"letter": "write only the letter of the correct option: a or b", "yes_no": "answer yes if"}
+    assert asks[answer_format] in train["prompt"]
+    assert predict["answer_format"] == warm["answer_format"] == answer_format
+
+    # a right and a wrong response in this format; the other format's words are not answers
+    other = "yes_no" if answer_format == "letter" else "letter"
+    right, wrong = (format_response([[10, 10, 40, 40]], answer_word(label, answer_format)) for label in (1, 0))
+    foreign = format_response([[10, 10, 40, 40]], answer_word(1, other))
+    cls, fmt = make_reward_funcs(["cls", "format"], train["reward_options"])
+    completions = [[{"role": "assistant", "content": t}] for t in (right, wrong, foreign)]
+    assert cls(completions, label=[1, 1, 1]) == [1.0, 0.0, 0.0]
+    assert fmt(completions) == [1.0, 1.0, 0.0]
+
+    row = SimpleNamespace(category="bottle", image_path="q.png", reference_path="r.png", label=1)
+    records = [
+        response_record(row, "adfm", "mvtec_ad", 0, text, predict["reasoning"], lambda r: ([], (100, 100)),
+                        predict["answer_format"])
+        for text in (right, wrong, foreign)
+    ]
+    assert [r["answer"] for r in records] == ["yes", "no", None]
+    for i, record in enumerate(records):
+        record["image_path"] = f"q{i}.png"
+    table = accuracy_table(records)
+    overall = table[table["category"] == "all"].iloc[0]
+    assert (overall["n"], overall["correct"], overall["answered"]) == (3, 1, 2)
+
+
+def test_prompt_pair_lookup_errors_name_the_key():
+    from adfm.protocol import prompt_template
+
+    with pytest.raises(ValueError, match="prompts.answer_format"):
+        prompt_template({"answer_format": "emoji"}, "multi_stage")
+    with pytest.raises(ValueError, match="prompts.letter.multi_stage"):
+        prompt_template({"answer_format": "letter", "letter": {}}, "multi_stage")

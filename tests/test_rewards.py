@@ -3,7 +3,14 @@ import math
 import pytest
 
 from adfm.protocol import format_response
-from adfm.rewards import REWARDS, make_reward_funcs, matched_mean_giou, r_count, r_focus
+from adfm.rewards import (
+    DEFAULT_OPTIONS,
+    REWARDS,
+    make_reward_funcs,
+    matched_mean_giou,
+    r_count,
+    r_focus,
+)
 
 ALPHA = 0.3
 
@@ -239,3 +246,30 @@ def test_bad_reward_options_are_clear_errors():
         make_reward_funcs(["loc"], {"giou_mean": "all"})
     with pytest.raises(ValueError, match="cls_partial_credit"):
         make_reward_funcs(["cls"], {"cls_partial_credit": 1.5})
+
+
+def test_anomalous_image_without_ground_truth_box_as_normal():
+    # the release: an anomalous image whose mask gave no box is scored like a normal image (r_focus)
+    texts = [format_response([], "yes"), format_response([[10, 10, 20, 20]], "yes"),
+             format_response([[10, 10, 20, 20], [30, 30, 40, 40]], "yes")]
+    release = reward("loc", texts, [1] * 3, [[]] * 3, loc_no_gt_as_normal=True)
+    assert release == [r_focus(0), r_focus(1), r_focus(2)] == [0.0, 0.5, -0.1]
+    ours = reward("loc", texts, [1] * 3, [[]] * 3)
+    assert ours == pytest.approx([ALPHA * r_count(0, 0), ALPHA * r_count(1, 0), ALPHA * r_count(2, 0)])
+    # images with boxes are untouched, and Figure 5's count scheme follows the same option
+    boxed = reward("loc", texts[1:2], [1], [[[10, 10, 20, 20]]], loc_no_gt_as_normal=True)
+    assert boxed == pytest.approx([1.0 + ALPHA])
+    assert reward("count", texts, [1] * 3, [[]] * 3, loc_no_gt_as_normal=True) == [0.0, 0.5, -0.1]
+
+
+def test_random_reward_default_spread_is_below_r_cls():
+    # rewards.random_std (0.2, r_loc's within-group spread on the demo) must not drown r_cls (std <= 0.5)
+    from conftest import REPO
+
+    from adfm.config import load_config
+
+    config = load_config([REPO / "config.yaml"])
+    assert config["rewards"]["random_std"] == DEFAULT_OPTIONS["random_std"] == 0.2
+    noise = reward("random", ["x"] * 4000, [1] * 4000, [[]] * 4000, random_seed=1)
+    mean = sum(noise) / len(noise)
+    assert abs(math.sqrt(sum((v - mean) ** 2 for v in noise) / len(noise)) - 0.2) < 0.02

@@ -7,8 +7,8 @@ from jsonschema import Draft202012Validator
 
 from adfm.config import check_references, load_config
 from adfm.io import InputError
-from adfm.score import accuracy_table
-from adfm.tables import build_table, to_markdown
+from adfm.score import accuracy_table, balanced_accuracy
+from adfm.tables import build_table, row_protocol, to_markdown
 
 from conftest import REPO
 
@@ -188,8 +188,99 @@ def test_table3_selects_question_types_averaged_over_mmad_sources():
             "rows": [{"match": {"model": "AD-FM", "scale": "7B"}, "run": "adfm"}]}
     metrics = pd.DataFrame([dict(model="adfm", dataset=d, category=t, accuracy=a)
                             for t in TYPES for d, a in (("all", 60.0), ("VisA", 10.0))])
-    table = build_table(spec, metrics)
+    table = build_table(spec, pd.DataFrame(columns=["model", "dataset", "category", "accuracy"]), metrics)
     row = table[table.model == "AD-FM"].set_index("column")
     assert row.loc["Object Analysis", "ours"] == 60.0 and row.loc["Object Analysis", "paper"] == 86.67
     assert row.loc["Avg", "ours"] == 60.0 and row.loc["Avg", "paper"] == 83.56
     assert len(row) == 7  # six question types and the average
+    assert (row["protocol"] == row_protocol({}, "question_type")).all() and "MMAD's letter prompt" in row["protocol"].iloc[0]
+
+
+# ---- plain and balanced accuracy; rows filled with the protocol of the paper's number
+
+
+def test_balanced_accuracy_by_hand():
+    # category a: 3 anomalous (2 judged right), 1 normal (judged wrong); b: 1 normal right, 1 anomalous unanswered
+    records = [record("m", "a", 1, "yes"), record("m", "a", 1, "yes") | {"image_path": "a2"},
+               record("m", "a", 1, "no"), record("m", "a", 0, "yes"), record("m", "b", 0, "no"),
+               record("m", "b", 1, None)]
+    table = accuracy_table(records).set_index("category")
+    assert table.loc["a", "accuracy"] == 50.0 and table.loc["a", "balanced_accuracy"] == round(100 * (2 / 3 + 0) / 2, 2)
+    assert table.loc["b", "balanced_accuracy"] == 50.0  # (1/1 + 0/1) / 2: unanswered counts as wrong
+    # all: anomalous 2 of 4 right, normal 1 of 2 right -> (0.5 + 0.5) / 2
+    assert table.loc["all", "accuracy"] == 50.0 and table.loc["all", "balanced_accuracy"] == 50.0
+    assert list(table.columns[-2:]) == ["accuracy", "balanced_accuracy"]
+    assert balanced_accuracy([True, False, True], [1, 1, 1]) == pytest.approx(200 / 3)  # one class: its share
+
+
+def test_balanced_accuracy_of_scores_at_both_thresholds():
+    records = [scored("clip", "visa", "a", 1, s) for s in (0.9, 0.4)] + [
+        scored("clip", "visa", "a", 0, s) for s in (0.3, 0.6, 0.1)]
+    row = accuracy_table(records).set_index("category").loc["all"]
+    # tau 0.5: anomalous 1/2, normal 2/3; Youden (0.4): anomalous 2/2, normal 2/3
+    assert row["accuracy"] == 60.0 and row["balanced_accuracy"] == round(100 * (1 / 2 + 2 / 3) / 2, 2)
+    assert row["threshold_youden"] == 0.4
+    assert row["accuracy_youden"] == 80.0 and row["balanced_accuracy_youden"] == round(100 * (1 + 2 / 3) / 2, 2)
+
+
+TABLE1_MMAD = {**TABLE1, "mmad_sources": {"MVTec": "DS-MVTec", "VisA": "VisA", "MVTec-LOCO": "MVTec-LOCO",
+                                          "GoodsAD": "GoodsAD"},
+               "rows": [{"match": {"model": "Qwen2.5-VL", "scale": "7B"}, "run": "zero_shot", "eval_rows": "all",
+                         "reasoning": "multi_stage", "paper_protocol": "plain accuracy, full test split"},
+                        {"match": {"model": "GPT-4o-mini"}, "run": "gpt-4o-mini", "prompt": "mmad",
+                         "metric": "balanced_accuracy", "paper_protocol": "from MMAD"}]}
+SOURCES = {"DS-MVTec": 80.0, "VisA": 70.0, "MVTec-LOCO": 60.0, "GoodsAD": 50.0}
+
+
+def mmad_metrics(**extra):
+    rows = [{"model": "gpt-4o-mini", "dataset": source, "category": "Anomaly Detection", "accuracy": value - 5,
+             "balanced_accuracy": value, **extra} for source, value in SOURCES.items()]
+    rows.append({"model": "gpt-4o-mini", "dataset": "all", "category": "Anomaly Detection", "accuracy": 0.0,
+                 "balanced_accuracy": 0.0, **extra})
+    return pd.DataFrame(rows)
+
+
+def test_api_rows_of_table1_take_mmads_balanced_anomaly_detection_accuracy():
+    split = pd.DataFrame([{"model": "zero_shot", "dataset": d, "category": "all", "accuracy": 55.5,
+                           "balanced_accuracy": 50.0} for d in TABLE1["columns"].values()])
+    table = build_table(TABLE1_MMAD, split, mmad_metrics())
+    gpt = table[table.model == "GPT-4o-mini"].set_index("column")
+    assert gpt.loc["MVTec", "ours"] == 80.0 and gpt.loc["GoodsAD", "ours"] == 50.0
+    assert gpt.loc["Avg", "ours"] == 65.0 and gpt.loc["Avg", "diff"] == round(65.0 - 64.33, 2)
+    assert gpt.loc["MVTec", "protocol"].startswith("MMAD's letter prompt, its Anomaly Detection question; balanced")
+    qwen = table[table.model == "Qwen2.5-VL"].set_index("column")
+    assert qwen.loc["VisA", "ours"] == 55.5  # plain accuracy, the default metric
+    assert qwen.loc["VisA", "protocol"] == ("our multi_stage prompt; plain accuracy; every split row of each dataset "
+                                            "(the full test split under the multi-domain protocol)")
+    markdown = to_markdown(table, TABLE1["keys"], TABLE1_MMAD)
+    assert "- GPT-4o-mini (gpt-4o-mini): ours: MMAD's letter prompt" in markdown and "Paper: from MMAD" in markdown
+    assert "- Qwen2.5-VL 7B (zero_shot): ours: our multi_stage prompt; plain accuracy; every split row" in markdown
+
+
+def test_mmad_rows_name_what_is_missing():
+    spec = {**TABLE1_MMAD, "mmad_sources": {"MVTec": "DS-MVTec"}}
+    with pytest.raises(InputError, match="mmad_sources"):
+        build_table(spec, metrics(mvtec_ad=80.0), mmad_metrics())
+    without = mmad_metrics(path="results/mmad/metrics/gpt-4o-mini.csv").drop(columns="balanced_accuracy")
+    with pytest.raises(InputError, match="no 'balanced_accuracy' in results/mmad/metrics/gpt-4o-mini.csv"):
+        build_table(TABLE1_MMAD, metrics(mvtec_ad=80.0), without)
+
+
+def test_shipped_tables_fill_each_row_with_its_papers_protocol():
+    config = load_config([REPO / "config.yaml"])
+    rows = {row["run"]: row for row in config["tables"]["table1"]["rows"]}
+    for run in ("gpt-4o-mini", "gpt-4o"):
+        assert (rows[run]["prompt"], rows[run]["metric"]) == ("mmad", "balanced_accuracy")
+    for run in ("zero_shot", "adfm", "gpt-4.1"):
+        assert rows[run].get("prompt", "reasoning") == "reasoning" and rows[run].get("metric", "accuracy") == "accuracy"
+    assert all(row.get("paper_protocol") for table in config["tables"].values() for row in table["rows"])
+
+
+def test_protocol_reference_checks():
+    config = load("config.yaml")
+    config["tables"]["table1"].pop("mmad_sources")
+    config["tables"]["table3"]["rows"][0]["prompt"] = "reasoning"
+    config["tables"]["table2"]["rows"][2]["prompt"] = "mmad"  # WinCLIP
+    problems = check_references(config)
+    assert any(p.startswith("tables.table1.mmad_sources: prompt mmad rows need") for p in problems)
+    assert any(p.startswith("tables.table3.rows: MMAD's question types are asked with MMAD's prompt") for p in problems)

@@ -204,3 +204,20 @@ def test_accelerate_config_is_multi_gpu():
 
     spec = yaml.safe_load((REPO / "workflow/accelerate/multi_gpu.yaml").read_text())
     assert spec["distributed_type"] == "MULTI_GPU" and not spec["use_cpu"]
+
+
+def test_grpo_config_receives_the_release_sampling_and_optimiser(tmp_path):
+    # config.yaml's train.grpo: the release's (ms-swift) values where the paper is silent, not TRL's defaults
+    from conftest import REPO
+
+    from adfm.config import load_config
+
+    grpo = load_config([REPO / "config.yaml"])["train"]["grpo"]
+    args = grpo_config(grpo, output_dir=tmp_path, reward_weights=None)
+    assert (args.top_k, args.top_p) == (50, 0.9)
+    assert args.lr_scheduler_type == "cosine"
+    assert (args.weight_decay, args.adam_beta2) == (0.1, 0.95)
+    # TRL's values stay one setting away
+    trl = grpo_config({**grpo, "top_k": 0, "top_p": 1.0, "lr_scheduler_type": "linear", "weight_decay": 0.0},
+                      output_dir=tmp_path, reward_weights=None)
+    assert (trl.top_k, trl.top_p, trl.weight_decay) == (0, 1.0, 0.0) and trl.lr_scheduler_type == "linear"

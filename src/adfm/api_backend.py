@@ -218,7 +218,8 @@ def predict_api(split_csv, dataset: str, run_name: str, settings: dict, out, *, 
             return sent_frame(row.boxes, int(row.width), int(row.height), max_side)
 
         def record(row, texts):
-            writer.write([response_record(row, run_name, dataset, 0, texts[0], reasoning, frame_of_row)])
+            writer.write([response_record(row, run_name, dataset, 0, texts[0], reasoning, frame_of_row,
+                                          settings.get("answer_format", "yes_no"))])
 
         with writer:
             run_requests(client, todo, content, record, concurrency=api["concurrency"], max_tokens=api["max_tokens"],

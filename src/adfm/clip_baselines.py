@@ -17,8 +17,8 @@ WinCLIP (Jeong et al. 2023; written after anomalib's WinClipModel):
   patch token and window embedding of the query scores min over the memory of (1 - cos) / 2, the
   maps are averaged over scales, and the image score is the mean of the zero-shot image score and
   the maximum of the few-shot map.
-Deliberate difference from anomalib: window masks index the patch tokens after the class token
-(anomalib's index the token sequence including it, shifting every window by one token).
+Window masks index the patch tokens after the class token, as anomalib's do (its masks are offset
+by one for the class token).
 
 AnomalyCLIP (Zhou et al. 2024; written after the authors' repository zqhang/AnomalyCLIP):
 - object-agnostic prompts "[V1..Vn] object." and "[W1..Wn] damaged object." whose n context

@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from adfm.io import InputError
+from adfm.protocol import prompt_answer_format, prompt_template
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -115,11 +116,12 @@ def train_settings(config: dict, run: str) -> str:
     """JSON settings of `adfm train` for one run."""
     spec = config["runs"][run]
     return json.dumps({
-        "prompt": config["prompts"][spec["reasoning"]],
+        "prompt": prompt_template(config["prompts"], spec["reasoning"]),
         "model": model_settings(config),
         "rewards": spec["rewards"],
         "reward_weights": spec.get("reward_weights") or [1.0] * len(spec["rewards"]),
-        "reward_options": {**config["rewards"], "reasoning": spec["reasoning"], "random_seed": config["seed"]},
+        "reward_options": {**config["rewards"], "answer_format": prompt_answer_format(config["prompts"]),
+                           "reasoning": spec["reasoning"], "random_seed": config["seed"]},
         "grpo": {**config["train"]["grpo"], "seed": config["seed"]},
         "lora": config["train"]["lora"],
     })
@@ -149,9 +151,9 @@ def warm_start_settings(config: dict, protocol: str, reasoning: str) -> str:
     spec["lora"] = {**config["train"]["lora"], **spec.get("lora", {})}
     spec.setdefault("bf16", config["train"]["grpo"].get("bf16", True))
     return json.dumps({
-        "prompt": config["prompts"][reasoning],
+        "prompt": prompt_template(config["prompts"], reasoning),
         "reasoning": reasoning,
-        "answer_format": config["rewards"].get("answer_format", "yes_no"),
+        "answer_format": prompt_answer_format(config["prompts"]),
         "model": model_settings(config),
         "seed": config["seed"],
         "warm_start": spec,
@@ -188,10 +190,11 @@ def predict_settings(config: dict, run: str) -> str:
     """JSON settings of `adfm predict` for one run."""
     spec = config["runs"][run]
     return json.dumps({
-        "prompt": config["prompts"][spec["reasoning"]],
+        "prompt": prompt_template(config["prompts"], spec["reasoning"]),
         "reasoning": spec["reasoning"],
-        "answer_format": config["rewards"].get("answer_format", "yes_no"),
+        "answer_format": prompt_answer_format(config["prompts"]),
         "model": model_settings(config),
+        "role": eval_rows(config, run),
         **config["predict"],
     })
 
@@ -207,6 +210,12 @@ def datasets_tested_by(config: dict, run: str) -> list[str]:
     return protocol["datasets"] if protocol["kind"] == "holdout" else protocol["test"]
 
 
+def eval_rows(config: dict, name: str) -> str:
+    """The split rows a run or baseline is evaluated on (`adfm predict`'s role): "test", the held-out
+    rows, or "all", every row of a tested dataset (under the holdout protocol, its whole test split)."""
+    return evaluated_models(config)[name].get("eval_rows", "test")
+
+
 def protocol_datasets(config: dict, protocol: str) -> list[str]:
     spec = config["protocols"][protocol]
     return spec["datasets"] if spec["kind"] == "holdout" else [*spec["train"], *spec["test"]]
@@ -220,7 +229,7 @@ CLIP_OPTIONS = {"winclip": ("scales", "shots", "image_size", "batch_size"),
                                 "batch_size")}
 API_OPTIONS = ("base_url", "key_env", "concurrency", "max_retries", "backoff_s", "timeout_s", "max_image_side",
                "max_tokens")
-SCORE_METRICS = ("accuracy_youden",)  # metrics only continuous-score predictions have
+SCORE_METRICS = ("accuracy_youden", "balanced_accuracy_youden")  # metrics only continuous-score predictions have
 
 
 def evaluated_models(config: dict) -> dict:
@@ -282,6 +291,9 @@ def evaluation_problems(config: dict) -> list[str]:
             allowed = set(CLIP_OPTIONS[spec["backend"]]) | {"backend", "protocol", "clip"}
             for key in sorted(set(spec) - allowed):
                 problems.append(f"baselines.{name}.{key}: not an option of backend {spec['backend']}")
+    for name, run in runs.items():
+        if run["trained"] and run.get("eval_rows") == "all":
+            problems.append(f"runs.{name}.eval_rows: 'all' would score a trained run on its own training images")
     models = evaluated_models(config)
     for name, table in config["tables"].items():
         select = table.get("select", "dataset")
@@ -295,11 +307,25 @@ def evaluation_problems(config: dict) -> list[str]:
                                 f"not {row['run']!r}")
             if select == "question_type" and "mmad" not in config:
                 problems.append(f"tables.{name}: select question_type needs the mmad section")
+            if row.get("prompt") == "reasoning" and select == "question_type":
+                problems.append(f"tables.{name}.rows: MMAD's question types are asked with MMAD's prompt, "
+                                f"not prompt 'reasoning' ({row['run']!r})")
+            if row.get("prompt") == "mmad" and select == "dataset":
+                if "mmad" not in config:
+                    problems.append(f"tables.{name}.rows: prompt mmad needs the mmad section")
+                if model.get("backend") in CLIP_BACKENDS:
+                    problems.append(f"tables.{name}.rows: {row['run']!r} cannot answer MMAD's questions")
+                missing = [c for c in table["columns"] if c not in table.get("mmad_sources", {})]
+                if missing:
+                    problems.append(f"tables.{name}.mmad_sources: prompt mmad rows need the MMAD source dataset "
+                                    f"of column(s) {missing}")
             if select == "question_type" and config.get("baselines", {}).get(row["run"], {}).get(
                     "backend") in CLIP_BACKENDS:
                 problems.append(f"tables.{name}.rows: {row['run']!r} cannot answer MMAD's questions")
     if "mmad" in config and config["mmad"]["dataset"] not in config["datasets"]:
         problems.append(f"mmad.dataset: unknown dataset {config['mmad']['dataset']!r}")
+    if "mmad" in config and config["mmad"].get("split_filter") not in (None, *protocols):
+        problems.append(f"mmad.split_filter: unknown protocol {config['mmad']['split_filter']!r}")
     for name, figure in config.get("figures", {}).items():
         if figure["run"] not in runs:
             problems.append(f"figures.{name}.run: unknown run {figure['run']!r} (figures use Hugging Face runs)")
@@ -311,18 +337,24 @@ def evaluation_problems(config: dict) -> list[str]:
         if figure["dataset"] not in where:
             problems.append(f"figures.{name}.dataset: {figure['dataset']!r} is not in the protocol of run "
                             f"{figure['run']!r}")
-        elif name in ("fig4", "fig5") and protocol["kind"] == "transfer" and figure["dataset"] not in protocol["train"]:
+        elif ((name == "fig4" or figure.get("rows") == "train") and protocol["kind"] == "transfer"
+              and figure["dataset"] not in protocol["train"]):
             problems.append(f"figures.{name}.dataset: {figure['dataset']!r} has no training images in the protocol "
                             f"of run {figure['run']!r}")
     return problems
 
 
 def table_rows(config: dict, table: str, environ=None) -> list[dict]:
-    """A table's rows, each with `skip` (the reason) when its model cannot run here."""
+    """A table's rows, each with `skip` (the reason) when its model cannot run here, and, for its
+    notes, the split rows (`eval_rows`) and the prompt mode (`reasoning`; none for a CLIP scorer)
+    of its run."""
     rows = []
     for row in config["tables"][table]["rows"]:
+        model = evaluated_models(config)[row["run"]]
+        described = {"eval_rows": eval_rows(config, row["run"]),
+                     "reasoning": None if model.get("backend") in CLIP_BACKENDS else model.get("reasoning", "multi_stage")}
         reason = unavailable_reason(config, row["run"], environ)
-        rows.append({**row, "skip": reason} if reason else dict(row))
+        rows.append({**row, **described, **({"skip": reason} if reason else {})})
     return rows
 
 
@@ -331,26 +363,30 @@ def table_spec(config: dict, table: str, environ=None) -> str:
     return json.dumps({**config["tables"][table], "rows": table_rows(config, table, environ)})
 
 
-def table_inputs(config: dict, table: str, environ=None) -> list[str]:
-    """The metrics files a table needs: per row that can run, its run's metrics on the table's columns."""
+def table_inputs(config: dict, table: str, environ=None) -> dict[str, list[str]]:
+    """The metrics files a table needs, per row that can run: its run's metrics on the table's columns
+    (`metrics`), or its answers to MMAD's questions (`mmad_metrics`: a question-type table, or a row
+    asked with MMAD's prompt)."""
     spec = config["tables"][table]
-    paths = []
+    paths: dict[str, list[str]] = {"metrics": [], "mmad_metrics": []}
     for row in table_rows(config, table, environ):
         if row.get("skip"):
             continue
-        if spec.get("select", "dataset") == "question_type":
-            paths.append(f"results/mmad/metrics/{row['run']}.csv")
+        if spec.get("select", "dataset") == "question_type" or row.get("prompt") == "mmad":
+            paths["mmad_metrics"].append(f"results/mmad/metrics/{row['run']}.csv")
             continue
         wanted = set(evaluated_datasets(config, table))
-        paths += [f"results/metrics/{row['run']}/{d}.csv" for d in datasets_tested_by(config, row["run"]) if d in wanted]
-    return list(dict.fromkeys(paths))
+        paths["metrics"] += [f"results/metrics/{row['run']}/{d}.csv" for d in datasets_tested_by(config, row["run"])
+                             if d in wanted]
+    return {kind: list(dict.fromkeys(found)) for kind, found in paths.items()}
 
 
 def clip_settings(config: dict, name: str) -> str:
     """JSON settings of `adfm predict-clip` for a CLIP baseline."""
     spec = config["baselines"][name]
     options = {k: spec[k] for k in CLIP_OPTIONS[spec["backend"]] if k in spec and spec[k] is not None}
-    return json.dumps({"method": spec["backend"], "clip": spec["clip"], "seed": config["seed"], **options})
+    return json.dumps({"method": spec["backend"], "clip": spec["clip"], "seed": config["seed"],
+                       "role": eval_rows(config, name), **options})
 
 
 def api_settings(config: dict, name: str) -> str:
@@ -359,15 +395,49 @@ def api_settings(config: dict, name: str) -> str:
     api = {k: v for k, v in config["api"].items() if k != "enabled"}
     api.update({k: spec[k] for k in API_OPTIONS if k in spec})
     reasoning = spec.get("reasoning", "multi_stage")
-    return json.dumps({"prompt": config["prompts"][reasoning], "reasoning": reasoning,
+    return json.dumps({"prompt": prompt_template(config["prompts"], reasoning), "reasoning": reasoning,
+                       "answer_format": prompt_answer_format(config["prompts"]), "role": eval_rows(config, name),
                        "api": {**api, "model": spec["model"]}})
 
 
+def mmad_split_filter(config: dict) -> dict:
+    """The split the MMAD question table marks leakage against (`mmad.split_filter`), as the inputs
+    of the `mmad_questions` rule: {} when the filter is off, else {"split": path}."""
+    protocol = config["mmad"].get("split_filter")
+    return {"split": f"resources/splits/{protocol}.csv"} if protocol else {}
+
+
+def mmad_question_args(config: dict) -> str:
+    """`adfm mmad-questions` options of the leakage filter: the split's datasets and their layouts."""
+    protocol = config["mmad"].get("split_filter")
+    if not protocol:
+        return ""
+    layouts = {d: config["datasets"][d]["layout"] for d in protocol_datasets(config, protocol) if d in config["datasets"]}
+    return f"--split resources/splits/{protocol}.csv --layouts {shlex.quote(json.dumps(layouts))}"
+
+
+def mmad_filtered(config: dict, name: str) -> bool:
+    """Whether a model is held to MMAD's leakage filter: the runs are, an API baseline is not (the
+    paper's numbers for it are MMAD's, over MMAD's whole question set)."""
+    return name in config["runs"]
+
+
 def mmad_settings(config: dict, name: str) -> str:
-    """JSON settings of `adfm predict-mmad` for a run (Hugging Face) or an API baseline."""
+    """JSON settings of `adfm predict-mmad` for a run (Hugging Face) or an API baseline.
+
+    A trained run is decoded as `mmad.decoding.trained` says, every other model as
+    `mmad.decoding.untrained`; `filter` says `mmad_filtered`."""
     mmad = config["mmad"]
-    settings = {"model": model_settings(config), "max_new_tokens": mmad["max_new_tokens"],
-                "templates": mmad["templates"], "batch_size": mmad.get("batch_size") or config["predict"]["batch_size"]}
+    run = config["runs"].get(name)
+    decoding = mmad["decoding"]["trained" if run is not None and run["trained"] else "untrained"]
+    model = {**model_settings(config), "min_pixels": mmad["min_pixels"], "max_pixels": mmad["max_pixels"]}
+    settings = {"model": model, "templates": mmad["templates"], "generation": mmad["generation"],
+                "instruction": decoding["instruction"], "max_new_tokens": decoding["max_new_tokens"],
+                "parse": decoding["parse"], "filter": mmad_filtered(config, name),
+                "batch_size": mmad.get("batch_size") or config["predict"]["batch_size"]}
+    if decoding["instruction"] == "reasoning":
+        reasoning = evaluated_models(config)[name].get("reasoning", "multi_stage")
+        settings["reasoning_instruction"] = mmad["reasoning_instructions"][reasoning]
     if mmad.get("max_images"):
         settings["max_images"] = mmad["max_images"]
     spec = config.get("baselines", {}).get(name)
@@ -381,10 +451,14 @@ def sample_settings(config: dict, figure: str) -> str:
     spec = config["figures"][figure]
     run = config["runs"][spec["run"]]
     settings = {
-        "prompt": config["prompts"][run["reasoning"]], "reasoning": run["reasoning"], "model": model_settings(config),
+        "prompt": prompt_template(config["prompts"], run["reasoning"]), "reasoning": run["reasoning"],
+        "answer_format": prompt_answer_format(config["prompts"]), "model": model_settings(config),
         "batch_size": config["predict"]["batch_size"], "max_new_tokens": config["train"]["grpo"]["max_completion_length"],
         "num_samples": spec["num_generations"], "temperature": spec["temperature"], "seed": config["seed"],
-        "role": "train",
+        # truncated as GRPO samples (train.grpo's top_k / top_p, when set)
+        **{key: config["train"]["grpo"][key] for key in ("top_k", "top_p") if key in config["train"]["grpo"]},
+        # Figure 4 shows "the same training sample"; Figure 5 draws from figures.fig5.rows
+        "role": "train" if figure == "fig4" else spec["rows"],
     }
     if figure == "fig4":
         settings.update({"label": 1, "max_images": 1} if not spec.get("image") else {"image": spec["image"]})
@@ -398,7 +472,10 @@ def figure_settings(config: dict, figure: str) -> str:
     spec = config["figures"][figure]
     run = config["runs"][spec["run"]]
     settings = {"title": spec.get("title") or spec["run"],
-                "rewards": {**config["rewards"], "reasoning": run["reasoning"], "random_seed": config["seed"]}}
+                "rewards": {**config["rewards"], "answer_format": prompt_answer_format(config["prompts"]),
+                            "reasoning": run["reasoning"], "random_seed": config["seed"]}}
     if spec.get("paper"):
         settings["paper"] = spec["paper"]
+    if spec.get("rows"):
+        settings["rows"] = spec["rows"]
     return json.dumps(settings)

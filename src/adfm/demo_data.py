@@ -9,6 +9,7 @@ through the same download code, checksum included, as a real dataset.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gzip
 import hashlib
@@ -103,9 +104,20 @@ def register(subparsers) -> None:
     parser.add_argument("--test-good", type=int, default=6)
     parser.add_argument("--test-defective-per-type", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sources", nargs="*", default=[], type=_source,
+                        help="MMAD only: SOURCE=ARCHIVE, the demo archive whose images MMAD's SOURCE (DS-MVTec, "
+                        "MVTec-LOCO, VisA, GoodsAD) holds; generated when absent")
     parser.set_defaults(
         func=lambda a: make_demo_archive(
             a.layout, a.out,
-            DemoSpec(tuple(a.categories), a.image_size, a.train_good, a.test_good, a.test_defective_per_type, a.seed),
+            DemoSpec(tuple(a.categories), a.image_size, a.train_good, a.test_good, a.test_defective_per_type, a.seed,
+                     tuple(a.sources)),
         )
     )
+
+
+def _source(value: str) -> tuple[str, str]:
+    source, sep, archive = value.partition("=")
+    if not sep or not source or not archive:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected SOURCE=ARCHIVE")
+    return source, archive

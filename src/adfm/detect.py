@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from adfm import boxes as box_ops
 from adfm.io import InputError, atomic_path
-from adfm.protocol import parse_response
+from adfm.protocol import parse_response, prompt_answer_format, prompt_template
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,10 @@ def detect(model_dir: Path, adapter: Path | None, reference: Path, queries: list
             raise InputError(f"{path}: image not found")
     config = load_config(config_paths)
     try:
-        prompt_text, model_cfg = config["prompts"][reasoning], config["model"]
+        prompt_text, model_cfg = prompt_template(config["prompts"], reasoning), config["model"]
+        answer_format = prompt_answer_format(config["prompts"])
         max_new_tokens = config["predict"]["max_new_tokens"]
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{' + '.join(map(str, config_paths))}: no prompts/model/predict setting {error}") from None
     model, processor = load_model_and_processor(
         model_dir, dtype=model_cfg["dtype"], min_pixels=model_cfg["min_pixels"], max_pixels=model_cfg["max_pixels"],
@@ -65,7 +66,7 @@ def detect(model_dir: Path, adapter: Path | None, reference: Path, queries: list
             width, height = image.size
         frame = box_ops.model_frame_size(width, height, min_pixels=model_cfg["min_pixels"],
                                          max_pixels=model_cfg["max_pixels"])
-        parsed = parse_response(response, reasoning)
+        parsed = parse_response(response, reasoning, answer_format)
         kept = [b for b in (box_ops.sanitize(b, frame) for b in parsed.boxes) if b is not None]
         original = [[round(v, 1) for v in b] for b in box_ops.from_model_frame(kept, frame, width, height)]
         annotated = out_dir / f"{query.stem}.annotated.png"

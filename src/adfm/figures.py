@@ -17,13 +17,17 @@ every response's rewards; fig5: the percentages beside the paper's).
 - fig4, response variance of one training sample: 4 of the sampled responses of one anomalous
   training image (spread over the range of r_cls + r_loc, ordered a-d by it), their boxes drawn,
   and their rewards under r_cls, r_cls + r_count and r_cls + r_loc (adfm.rewards), with the variance
-  of each scheme over the 4 shown and over all sampled responses.
-- fig5, zero reward variance: the percentage of sampled training images whose responses all get
-  the same reward under each of the three schemes, beside the paper's values
-  (src/adfm/paper/fig5_zero_variance.csv).
+  of each scheme over the 4 shown and over all sampled responses. Its bars split r_loc into parts,
+  so its r_count is the count term inside r_loc, alpha * r_count (alpha: rewards.alpha).
+- fig5, zero reward variance: the percentage of sampled images whose responses all get the same
+  reward under each of the three schemes, beside the paper's values
+  (src/adfm/paper/fig5_zero_variance.csv). Its "r_cls + r_count" is the paper's "adding bounding box
+  counting" (section 4.5): r_count itself, unweighted. A weight can create ties and so change the
+  share: with alpha = 2, a right answer one box off (1 + 2 * 0.5) ties a wrong one with the right
+  count (0 + 2 * 1).
 
 Settings JSON: {"title": run label, "rewards": reward options (alpha, reasoning), "paper": CSV name
-(fig5)}.
+(fig5), "rows": the split rows the images were drawn from (fig5, for the label)}.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ SCHEMES = {"r_cls": ["cls"], "r_cls + r_count": ["cls", "count"], "r_cls + r_loc
 HEDGES = re.compile(r"\b(might|may|maybe|perhaps|possibl\w*|slight\w*|unclear|uncertain\w*|normal variation|"
                     r"not sure|could be|seems?)\b", re.IGNORECASE)
 GT_COLOR, PRED_COLOR = "#1a9850", "#d73027"
+ROWS_LABEL = {"all": "all split rows", "train": "training rows", "test": "held-out test rows"}
 
 
 def _pyplot():
@@ -191,11 +196,16 @@ def figure3(records: list[dict], out: Path, settings: dict) -> None:
 # ----------------------------------------------------------------------------------- rewards
 
 
-def scheme_rewards(records: list[dict], options: dict) -> pd.DataFrame:
-    """Per record: r_cls, r_count, r_loc (adfm.rewards) and the three schemes' totals."""
+def scheme_rewards(records: list[dict], options: dict, count_weight: float | None = None) -> pd.DataFrame:
+    """Per record: r_cls, count, r_loc (adfm.rewards) and the three schemes' totals.
+
+    `count` is r_count weighted by `count_weight` on anomalous images (None: by alpha, the count term
+    inside r_loc), r_focus on normal ones.
+    """
     from adfm.rewards import make_reward_funcs
 
-    cls, count, loc = make_reward_funcs(["cls", "count", "loc"], options)
+    cls, loc = make_reward_funcs(["cls", "loc"], options)
+    (count,) = make_reward_funcs(["count"], options if count_weight is None else {**options, "alpha": count_weight})
     completions = [[{"role": "assistant", "content": r.get("response") or ""}] for r in records]
     kwargs = {"label": [int(r["label"]) for r in records], "boxes": [r.get("gt_boxes") or [] for r in records],
               "frame": [r.get("frame") for r in records]}
@@ -254,7 +264,11 @@ def figure4(records: list[dict], out: Path, settings: dict) -> pd.DataFrame:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("reward")
     ax.set_xlabel("response")
-    labels = [f"{s}: {variance_shown[s]:.4f} ({variance_all[s]:.4f})" for s in SCHEMES]
+    from adfm.rewards import DEFAULT_OPTIONS
+
+    alpha = settings.get("rewards", {}).get("alpha", DEFAULT_OPTIONS["alpha"])
+    shown_as = {"r_cls + r_count": f"r_cls + {alpha:g}·r_count"}  # the count term inside r_loc
+    labels = [f"{shown_as.get(s, s)}: {variance_shown[s]:.4f} ({variance_all[s]:.4f})" for s in SCHEMES]
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles, labels, title=f"reward: variance over the {len(picks)} shown (over all {len(rewards)})",
               fontsize=8, title_fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False)
@@ -275,8 +289,9 @@ def figure4(records: list[dict], out: Path, settings: dict) -> pd.DataFrame:
 
 
 def zero_variance(records: list[dict], options: dict) -> pd.DataFrame:
-    """Percentage of images whose sampled responses all get the same reward, per scheme."""
-    rewards = scheme_rewards(records, options)
+    """Percentage of images whose sampled responses all get the same reward, per scheme (r_count
+    unweighted, as the paper's Figure 5 adds it)."""
+    rewards = scheme_rewards(records, options, count_weight=1.0)
     groups = rewards.groupby("image_path")
     sizes = groups.size()
     if sizes.min() < 2:
@@ -302,7 +317,8 @@ def figure5(records: list[dict], out: Path, settings: dict) -> pd.DataFrame:
     table = ours.merge(paper.rename(columns={"zero_variance_pct": "paper_pct"}), on="reward", how="left")
     table["diff"] = (table["zero_variance_pct"] - table["paper_pct"]).round(2)
     long = pd.concat([
-        table.assign(source=f"ours ({int(table['images'].iloc[0])} images x {int(table['responses_per_image'].iloc[0])})",
+        table.assign(source=f"ours ({int(table['images'].iloc[0])} images x {int(table['responses_per_image'].iloc[0])}"
+                            f"{', ' + ROWS_LABEL[settings['rows']] if settings.get('rows') else ''})",
                      value=table["zero_variance_pct"]),
         table.assign(source="paper (500 images x 6)", value=table["paper_pct"]),
     ])

@@ -22,8 +22,9 @@ Settings JSON: {"prompt": template, "model": {"dtype", "min_pixels", "max_pixels
 "batch_size": 8, "max_new_tokens": 512, and optionally "reasoning" ("multi_stage" / "one_stage", for
 the parser), "answer_format" ("yes_no" / "letter", for the parser: see adfm.protocol),
 "repetition_penalty" (1.0, plain greedy, unless set), "num_samples" and "temperature"
-(sampling), "seed" (sampling seed, 0), "role" ("test"), "max_images" (a uniform, seeded subsample of
-that many rows; all when absent), "label" (only rows with this label), "image" (only this image)}.
+(sampling), "top_k" and "top_p" (sampling truncation, GRPO's: off unless set), "seed" (sampling seed, 0), "role" ("test", "train" or "all"), "max_images" (a uniform,
+seeded subsample of that many rows; all when absent), "label" (only rows with this label), "image"
+(only this image)}.
 """
 
 from __future__ import annotations
@@ -206,13 +207,16 @@ def greedy_config(model, *, max_new_tokens: int, repetition_penalty: float):
     return config
 
 
-def sampling_config(model, *, max_new_tokens: int, temperature: float, repetition_penalty: float = 1.0):
-    """Pure multinomial sampling at `temperature` (no top-k / top-p truncation), as GRPO samples."""
+def sampling_config(model, *, max_new_tokens: int, temperature: float, repetition_penalty: float = 1.0,
+                    top_k: int = 0, top_p: float = 1.0):
+    """Multinomial sampling at `temperature`, truncated by `top_k` / `top_p` as GRPO's settings say
+    (train.grpo; 0 and 1.0: no truncation)."""
     if temperature <= 0:
         raise InputError(f"sampling temperature {temperature} must be > 0")
     config = _neutral_config(model, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
     config.do_sample = True
     config.temperature = float(temperature)
+    config.top_k, config.top_p = int(top_k), float(top_p)
     return config
 
 
@@ -228,7 +232,9 @@ def select_rows(split_csv, dataset: str, settings: dict):
     from adfm.train import read_split_rows
 
     role = settings.get("role", "test")
-    rows = read_split_rows(split_csv, role, dataset)
+    # "all": every row of the dataset in the split, which under the holdout protocol is the
+    # dataset's whole test split (the paper evaluated its untrained rows on it)
+    rows = read_split_rows(split_csv, None if role == "all" else role, dataset)
     if rows.empty:
         raise InputError(f"{split_csv}: no {role} rows for dataset {dataset!r}")
     if settings.get("label") is not None:
@@ -330,7 +336,9 @@ def predict(
         if sampling:
             generation_config = sampling_config(model, max_new_tokens=max_new_tokens,
                                                 temperature=float(settings.get("temperature") or 1.0),
-                                                repetition_penalty=repetition_penalty)
+                                                repetition_penalty=repetition_penalty,
+                                                top_k=int(settings.get("top_k", 0)),
+                                                top_p=float(settings.get("top_p", 1.0)))
         else:
             generation_config = greedy_config(model, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
         prompt = build_prompt(settings["prompt"])

@@ -10,10 +10,15 @@ and one-stage responses drop `<rethink>`. Boxes are read from the `<think>` stag
 section 3.3). The parser never raises: whatever the model writes, it returns an answer of "yes",
 "no" or None, and a list of boxes (possibly empty).
 
-Answer formats (`rewards.answer_format` in config): "yes_no" (the paper: <answer>yes</answer>
-anomalous, <answer>no</answer> normal) or "letter" (the authors' released reward plugin, MMAD's
-option style: <answer>a</answer> anomalous, <answer>b</answer> normal). Either way the parsed
-answer is normalised to "yes" (anomalous) / "no" (normal); the prompt must ask for the same format.
+Answer formats: "letter" (the authors' release: its reward plugin scores <answer>a</answer> as
+anomalous and <answer>b</answer> as normal, MMAD's option letters for "Is there any defect in the
+object? A. Yes. B. No.") or "yes_no" (ours: <answer>yes</answer> anomalous, <answer>no</answer>
+normal). The paper shows no prompt and no answer format. Either way the parsed answer is normalised
+to "yes" (anomalous) / "no" (normal), so scoring never sees the format.
+
+Config: `prompts.answer_format` picks the prompt pair `prompts.<format>` (one template per
+reasoning mode) and with it the format that training, rewards, the warm start and prediction parse;
+`prompt_template` and `prompt_answer_format` are the one place that reads that choice.
 """
 
 from __future__ import annotations
@@ -41,12 +46,29 @@ _STAGES = {
 }
 _STRUCTURE = {
     (reasoning, answer_format): re.compile(
-        stages + r"<answer>\s*(?:%s)\s*\.?\s*</answer>\s*$" % "|".join(ANSWER_WORDS[answer_format]),
+        stages + r"<answer>\s*(?:" + "|".join(ANSWER_WORDS[answer_format]) + r")\s*\.?\s*</answer>\s*$",
         re.DOTALL | re.IGNORECASE,
     )
     for reasoning, stages in _STAGES.items()
     for answer_format in ANSWER_FORMATS
 }
+
+
+def prompt_answer_format(prompts: dict) -> str:
+    """The answer format of the configured prompt pair (config `prompts.answer_format`)."""
+    answer_format = prompts.get("answer_format")
+    if answer_format not in ANSWER_WORDS:
+        raise ValueError(f"prompts.answer_format: {answer_format!r}, expected one of {', '.join(ANSWER_FORMATS)}")
+    return answer_format
+
+
+def prompt_template(prompts: dict, reasoning: str) -> str:
+    """The template of a reasoning mode in the configured prompt pair (config `prompts`)."""
+    answer_format = prompt_answer_format(prompts)
+    try:
+        return prompts[answer_format][reasoning]
+    except KeyError:
+        raise ValueError(f"prompts.{answer_format}.{reasoning}: no such prompt template") from None
 
 
 @dataclass(frozen=True)
@@ -133,7 +155,7 @@ def format_response(
 ) -> str:
     """A well-formed response (for warm-start targets, tests and figures)."""
     regions = ", ".join(
-        '{"bbox_2d": [%s], "label": "defect"}' % ", ".join(str(int(round(v))) for v in box) for box in boxes
+        '{"bbox_2d": [' + ", ".join(str(round(v)) for v in box) + '], "label": "defect"}' for box in boxes
     )
     think_text = (think + " " if think else "") + f"[{regions}]"
     parts = [f"<think>{think_text}</think>"]

@@ -11,8 +11,9 @@ paper; the default 0.3 is the value in the authors' released reward plugin.
 The authors' released reward plugin (GitHub hanawall/AD-FM, scripts/grpo/plugin_adfm.py, for
 ms-swift) differs from the paper's equations in details; each difference is an option (config
 `rewards:`), off by default:
-- `answer_format: letter`: the answer is "a" (anomalous) / "b" (normal) instead of yes / no
-  (the prompts must then ask for a letter; prediction parses the same format).
+- `answer_format: letter`: the answer is "a" (anomalous) / "b" (normal) instead of yes / no. It is
+  not a reward option in config: `prompts.answer_format` picks the prompt pair and this with it
+  (adfm.protocol), so prompt, rewards and prediction cannot disagree.
 - `cls_partial_credit: 0.8`: a wrong or unparsable answer still earns this much when its text
   (inside the last <answer> block, or the whole response when there is none) has at most 10
   characters and contains the right answer word (e.g. "(a)" or "a or b" for an anomalous image).
@@ -22,6 +23,9 @@ ms-swift) differs from the paper's equations in details; each difference is an o
   boxes m (unmatched predictions count 0) instead of the number of matches min(m, n).
 - `loc_no_box_zero: true`: an anomalous image with no predicted box gets r_loc = 0 instead of the
   count term alpha * r_count(0, n).
+- `loc_no_gt_as_normal: true`: an anomalous image without ground-truth boxes (its mask gave none)
+  gets r_loc of a normal image, r_focus(m), instead of alpha * r_count(m, 0) (eq. 4 with its GIoU
+  term, undefined without boxes, left out).
 - `loc_rescale: true`: r_loc of an anomalous image is mapped to [0, 1] by (r + 0.5) / 1.5 and
   clipped (normal images keep r_focus).
 - `format_reward: graded`: partial credit for each part of the structure, at most 1.2 (see
@@ -42,7 +46,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from adfm import boxes as box_ops
-from adfm.protocol import ANSWER_WORDS, answer_text, answer_word, completion_text, parse_boxes, parse_response
+from adfm.protocol import (
+    ANSWER_WORDS,
+    answer_text,
+    answer_word,
+    completion_text,
+    parse_boxes,
+    parse_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +62,14 @@ RewardFunc = Callable[..., list[float]]
 DEFAULT_OPTIONS = {
     "alpha": 0.3,
     "reasoning": "multi_stage",
-    "random_std": 1.0,
+    "random_std": 0.2,  # r_loc's within-group spread on the demo (config.yaml rewards.random_std)
     "random_seed": 0,
     # the paper's equations; the release's values in comments
     "answer_format": "yes_no",  # letter
     "cls_partial_credit": 0.0,  # 0.8
     "giou_mean": "matched",  # predicted
     "loc_no_box_zero": False,  # True
+    "loc_no_gt_as_normal": False,  # True
     "loc_rescale": False,  # True
     "format_reward": "strict",  # graded
 }
@@ -121,13 +133,14 @@ def loc_reward(
     *,
     giou_mean: str = "matched",
     no_box_zero: bool = False,
+    no_gt_as_normal: bool = False,
     rescale: bool = False,
 ) -> float:
     """Eq. 4: matched GIoU + alpha * r_count on anomalous images, r_focus on normal ones.
 
     The keyword options are the release's variants (module docstring); their defaults are the paper.
     """
-    if int(label) != 1:
+    if int(label) != 1 or (no_gt_as_normal and not truth):
         return r_focus(len(predicted))
     if no_box_zero and not predicted:
         return 0.0
@@ -143,9 +156,10 @@ def loc_reward(
     return value
 
 
-def count_reward(predicted: list[list[float]], truth: list[list[float]], label: int, alpha: float) -> float:
+def count_reward(predicted: list[list[float]], truth: list[list[float]], label: int, alpha: float,
+                 *, no_gt_as_normal: bool = False) -> float:
     """The "r_cls + r_count" scheme of Figure 5: r_loc without its GIoU term."""
-    if int(label) == 1:
+    if int(label) == 1 and not (no_gt_as_normal and not truth):
         return alpha * r_count(len(predicted), len(truth))
     return r_focus(len(predicted))
 
@@ -208,6 +222,7 @@ def make_loc(options: dict) -> RewardFunc:
     variants = {
         "giou_mean": options["giou_mean"],
         "no_box_zero": bool(options["loc_no_box_zero"]),
+        "no_gt_as_normal": bool(options["loc_no_gt_as_normal"]),
         "rescale": bool(options["loc_rescale"]),
     }
     return _per_completion(
@@ -216,8 +231,12 @@ def make_loc(options: dict) -> RewardFunc:
 
 
 def make_count(options: dict) -> RewardFunc:
-    alpha = float(options["alpha"])
-    return _per_completion(lambda answer, pred, gt, label, text: count_reward(pred, gt, label, alpha), "count", options)
+    alpha, no_gt_as_normal = float(options["alpha"]), bool(options["loc_no_gt_as_normal"])
+    return _per_completion(
+        lambda answer, pred, gt, label, text: count_reward(pred, gt, label, alpha, no_gt_as_normal=no_gt_as_normal),
+        "count",
+        options,
+    )
 
 
 _BOX_LIST = re.compile(r"\[\s*[-+]?[\d.]+\s*,\s*[-+]?[\d.]+\s*,\s*[-+]?[\d.]+\s*,\s*[-+]?[\d.]+\s*\]")

@@ -10,9 +10,21 @@ Two kinds of predictions:
   reports it); category rows use their dataset's threshold. An image is called anomalous when its
   score is >= the threshold.
 
-Output columns: model, dataset, category, n, correct, answered, accuracy, and for scores also
-threshold (0.5), accuracy_youden, threshold_youden, auroc. Category "all" is the whole dataset.
-Only sample 0 of each image is scored (other samples are for the figures).
+Two accuracies in every metrics file, so that each table row can take the one its paper number used:
+- `accuracy`: plain accuracy, correct / n (the paper's own rows: its Qwen2.5-VL VisA 55.50 is
+  1200/2162, "anomalous" for every image of VisA's test split);
+- `balanced_accuracy`: the mean over the classes present of the share of that class judged right
+  ((normal right / normal + anomalous right / anomalous) / 2 with both classes), MMAD's metric for
+  its Anomaly Detection question (MMAD's evaluation/examples/helper/summary.py), and so the metric
+  of the paper's GPT-4o and GPT-4o-mini rows of Table 1. With one class present it is that class's
+  share judged right. An unanswered image counts as wrong in both.
+For scores, `accuracy_youden` and `balanced_accuracy_youden` are the same at the Youden threshold.
+adfm.mmad_eval's metrics use the same two column names (ACCURACY, BALANCED_ACCURACY).
+
+Output columns: model, dataset, category, n, correct, answered, accuracy, balanced_accuracy, and for
+scores also threshold (0.5), accuracy_youden, balanced_accuracy_youden, threshold_youden, auroc.
+Category "all" is the whole dataset. Only sample 0 of each image is scored (other samples are for
+the figures).
 """
 
 from __future__ import annotations
@@ -27,8 +39,9 @@ from adfm.io import InputError, read_jsonl, write_csv_atomic
 ANSWER_OF_LABEL = {1: "yes", 0: "no"}
 ALL = "all"
 FIXED_THRESHOLD = 0.5
-COLUMNS = ["model", "dataset", "category", "n", "correct", "answered", "accuracy"]
-SCORE_COLUMNS = ["threshold", "accuracy_youden", "threshold_youden", "auroc"]
+ACCURACY, BALANCED_ACCURACY = "accuracy", "balanced_accuracy"
+COLUMNS = ["model", "dataset", "category", "n", "correct", "answered", ACCURACY, BALANCED_ACCURACY]
+SCORE_COLUMNS = ["threshold", "accuracy_youden", "balanced_accuracy_youden", "threshold_youden", "auroc"]
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
@@ -40,10 +53,32 @@ def _frame(records: list[dict]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _summarise(frame: pd.DataFrame, value_columns: dict) -> pd.DataFrame:
+def balanced_accuracy(correct, labels) -> float:
+    """Balanced accuracy (%): the mean over the classes present of the share of that class judged right."""
+    correct, labels = np.asarray(correct, dtype=bool), np.asarray(labels, dtype=int)
+    if len(labels) == 0:
+        raise InputError("balanced accuracy of no images")
+    return float(100.0 * np.mean([correct[labels == value].mean() for value in np.unique(labels)]))
+
+
+def _groups(frame: pd.DataFrame):
+    """(model, dataset, category) of each category's rows, then of each dataset's as category "all"."""
+    for (model, dataset, category), group in frame.groupby(["model", "dataset", "category"]):
+        yield (model, dataset, category), group
+    for (model, dataset), group in frame.groupby(["model", "dataset"]):
+        yield (model, dataset, ALL), group
+
+
+def _summarise(frame: pd.DataFrame, value_columns: dict, balanced: dict) -> pd.DataFrame:
+    """Counts per category and dataset, with each `balanced` column's balanced accuracy of its
+    correctness column."""
     per_category = frame.groupby(["model", "dataset", "category"], as_index=False).agg(**value_columns)
     per_dataset = frame.groupby(["model", "dataset"], as_index=False).agg(**value_columns).assign(category=ALL)
-    return pd.concat([per_category, per_dataset], ignore_index=True)
+    table = pd.concat([per_category, per_dataset], ignore_index=True)
+    for name, correct in balanced.items():
+        values = {key: round(balanced_accuracy(group[correct], group["label"]), 2) for key, group in _groups(frame)}
+        table[name] = [values[key] for key in zip(table["model"], table["dataset"], table["category"])]
+    return table
 
 
 def accuracy_table(records: list[dict]) -> pd.DataFrame:
@@ -58,8 +93,8 @@ def accuracy_table(records: list[dict]) -> pd.DataFrame:
     frame["correct"] = [ANSWER_OF_LABEL[int(label)] == answer for label, answer in zip(frame["label"], frame["answer"])]
     frame["answered"] = frame["answer"].notna()
     table = _summarise(frame, {"n": ("correct", "size"), "correct": ("correct", "sum"),
-                               "answered": ("answered", "sum")})
-    table["accuracy"] = (100.0 * table["correct"] / table["n"]).round(2)
+                               "answered": ("answered", "sum")}, {BALANCED_ACCURACY: "correct"})
+    table[ACCURACY] = (100.0 * table["correct"] / table["n"]).round(2)
     return table[COLUMNS]
 
 
@@ -105,15 +140,12 @@ def score_table(records: list[dict]) -> pd.DataFrame:
     frame["answered"] = True
     table = _summarise(frame, {"n": ("correct", "size"), "correct": ("correct", "sum"), "answered": ("answered", "sum"),
                                "correct_youden": ("correct_youden", "sum"),
-                               "threshold_youden": ("threshold_youden", "first")})
-    table["accuracy"] = (100.0 * table["correct"] / table["n"]).round(2)
+                               "threshold_youden": ("threshold_youden", "first")},
+                       {BALANCED_ACCURACY: "correct", "balanced_accuracy_youden": "correct_youden"})
+    table[ACCURACY] = (100.0 * table["correct"] / table["n"]).round(2)
     table["accuracy_youden"] = (100.0 * table["correct_youden"] / table["n"]).round(2)
     table["threshold"] = FIXED_THRESHOLD
-    areas = {}
-    for key, group in frame.groupby(["model", "dataset", "category"]):
-        areas[key] = auroc(group["score"], group["label"])
-    for (model, dataset), group in frame.groupby(["model", "dataset"]):
-        areas[(model, dataset, ALL)] = auroc(group["score"], group["label"])
+    areas = {key: auroc(group["score"], group["label"]) for key, group in _groups(frame)}
     table["auroc"] = [None if areas[k] is None else round(100.0 * areas[k], 2)
                       for k in zip(table["model"], table["dataset"], table["category"])]
     return table[COLUMNS + SCORE_COLUMNS]

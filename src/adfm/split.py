@@ -108,12 +108,21 @@ def mmad_question_table(questions: pd.DataFrame, images: pd.DataFrame) -> pd.Dat
     return table.sort_values(["dataset", "category", "image_path", "type"], kind="stable").reset_index(drop=True)
 
 
-def run_mmad_questions(root: Path, manifest_path: Path, boxes_path: Path, out: Path) -> None:
+def run_mmad_questions(root: Path, manifest_path: Path, boxes_path: Path, out: Path, split_path: Path | None = None,
+                       layouts: dict | None = None) -> None:
+    """`split_path` (with `layouts`, its datasets' layouts): mark the questions about images outside
+    its test role (adfm.mmad_eval's leakage filter)."""
     from adfm.datasets import mmad
+    from adfm.mmad_eval import split_drop_reasons
 
     images = manifest.read(manifest_path).merge(pd.read_csv(boxes_path, keep_default_na=False), on="image_path")
     table = mmad_question_table(mmad.parse_questions(root), images)
+    table["drop_reason"] = "" if split_path is None else split_drop_reasons(
+        table, pd.read_csv(split_path, keep_default_na=False), layouts or {})
     log.info("MMAD questions: %s", table.groupby("type").size().to_dict())
+    if split_path is not None:
+        log.info("MMAD questions not asked under %s, per source and reason: %s", split_path,
+                 table[table["drop_reason"] != ""].groupby(["dataset", "drop_reason"]).size().to_dict())
     write_csv_atomic(table, out)
 
 
@@ -122,8 +131,12 @@ def register(subparsers) -> None:
     questions.add_argument("--root", required=True, type=Path, help="the extracted MMAD folder")
     questions.add_argument("--manifest", required=True, type=Path, help="the MMAD manifest")
     questions.add_argument("--boxes", required=True, type=Path, help="the MMAD images' boxes")
+    questions.add_argument("--split", type=Path, default=None,
+                           help="leakage filter: ask only about the source images in this split's test role")
+    questions.add_argument("--layouts", type=json.loads, default=None,
+                           help="JSON {dataset: layout} of the split's datasets (with --split)")
     questions.add_argument("--out", required=True, type=Path)
-    questions.set_defaults(func=lambda a: run_mmad_questions(a.root, a.manifest, a.boxes, a.out))
+    questions.set_defaults(func=lambda a: run_mmad_questions(a.root, a.manifest, a.boxes, a.out, a.split, a.layouts))
 
     parser = subparsers.add_parser("split", help="train/test split of a protocol, with normal references")
     parser.add_argument("--manifests", required=True, nargs="+", type=Path)

@@ -90,8 +90,9 @@ CHECKPOINT_SUFFIX = ".ckpt"
 # ----------------------------------------------------------------------------------------- dataset
 
 
-def read_split_rows(split_csv: str | os.PathLike, role: str, dataset: str | None = None) -> pd.DataFrame:
-    """Rows of a split CSV with the given role (and dataset), in file order, boxes parsed from JSON."""
+def read_split_rows(split_csv: str | os.PathLike, role: str | None, dataset: str | None = None) -> pd.DataFrame:
+    """Rows of a split CSV with the given role (None: every role) and dataset, in file order, boxes
+    parsed from JSON."""
     path = Path(split_csv)
     if not path.is_file():
         raise InputError(f"{path}: split file not found")
@@ -100,7 +101,8 @@ def read_split_rows(split_csv: str | os.PathLike, role: str, dataset: str | None
     missing = required - set(rows.columns)
     if missing:
         raise InputError(f"{path}: missing column(s) {sorted(missing)}")
-    rows = rows[rows["role"] == role]
+    if role is not None:
+        rows = rows[rows["role"] == role]
     if dataset is not None:
         rows = rows[rows["dataset"] == dataset]
     rows = rows.reset_index(drop=True)
@@ -367,6 +369,13 @@ def train(
         raise InputError(f"train settings: {len(reward_weights)} reward_weights for {len(reward_names)} rewards")
 
     args = grpo_config(settings.get("grpo", {}), output_dir=ckpt_dir, reward_weights=reward_weights)
+    # where the paper is silent these follow the release (config.yaml train.grpo): say which ran
+    log.info(
+        "GRPO: %d generations per prompt at temperature %g, top_k %d, top_p %g; lr %g (%s schedule), "
+        "weight decay %g, adam beta2 %g, KL beta %g",
+        args.num_generations, args.temperature, args.top_k, args.top_p, args.learning_rate,
+        getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type), args.weight_decay, args.adam_beta2, args.beta,
+    )
     # the main process discards stale checkpoints before the others look for one to resume from
     with args.main_process_first(local=False, desc="checkpoint folder"):
         if args.process_index == 0:

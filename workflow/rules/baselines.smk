@@ -74,7 +74,7 @@ rule predict_mmad:
     input:
         unpack(mmad_model_inputs),
         questions="resources/splits/mmad_questions.csv",
-        code=code("mmad_eval.py", "predict.py", "models.py", "api_backend.py"),
+        code=code("mmad_eval.py", "predict.py", "models.py", "api_backend.py", "protocol.py"),
     output:
         "results/mmad/predictions/{name}.jsonl",
     params:
@@ -100,9 +100,13 @@ rule predict_mmad:
 rule score_mmad:
     input:
         predictions="results/mmad/predictions/{name}.jsonl",
+        questions="resources/splits/mmad_questions.csv",
         code=code("mmad_eval.py"),
     output:
         "results/mmad/metrics/{name}.csv",
+    params:
+        # a model held to the leakage filter: the metrics count the questions it was not asked
+        questions=lambda wc, input: f"--questions {input.questions}" if adfm_config.mmad_filtered(config, wc.name) else "",
     threads: res("default", "threads")
     resources:
         **family_resources("default"),
@@ -111,4 +115,4 @@ rule score_mmad:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m adfm score-mmad --predictions {input.predictions} --out {output} > {log} 2>&1"
+        "python -m adfm score-mmad --predictions {input.predictions} {params.questions} --out {output} > {log} 2>&1"

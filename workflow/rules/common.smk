@@ -14,7 +14,8 @@ from adfm.provenance import git_commit
 
 # One message listing every problem, each naming its key; then Snakemake's own validation, which
 # also fills in the schema's defaults.
-_problems = adfm_config.config_problems(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+_problems = adfm_config.config_problems(config, SCHEMA)
 if _problems:
     raise WorkflowError("invalid config:\n  " + "\n  ".join(_problems))
 validate(config, "../schemas/config.schema.yaml")
@@ -124,7 +125,8 @@ def predict_inputs(wildcards):
 
 
 def table_metrics(wildcards):
-    """Metrics of the table's rows that can run here (an API model without its key, say, cannot)."""
+    """Metrics (`metrics`, `mmad_metrics`) of the table's rows that can run here (an API model
+    without its key, say, cannot)."""
     return adfm_config.table_inputs(config, wildcards.table)
 
 

@@ -1,10 +1,15 @@
 rule make_demo_archive:
+    input:
+        # a demo MMAD is built from the demo datasets' own archives (the images they train and test on)
+        sources=lambda wc: list(config["demo_archives"][f"resources/demo/{wc.archive}"].get("sources", {}).values()),
     output:
         archive="resources/demo/{archive}",
         checksum="resources/demo/{archive}.sha256",
     params:
         spec=lambda wc: config["demo_archives"][f"resources/demo/{wc.archive}"],
         seed=config["seed"],
+        sources=lambda wc: " ".join(f"{name}={archive}" for name, archive in config["demo_archives"][
+            f"resources/demo/{wc.archive}"].get("sources", {}).items()),
     threads: res("default", "threads")
     resources:
         **family_resources("default"),
@@ -17,7 +22,7 @@ rule make_demo_archive:
         " --image-size {params.spec[image_size]} --train-good {params.spec[train_good]}"
         " --test-good {params.spec[test_good]}"
         " --test-defective-per-type {params.spec[test_defective_per_type]}"
-        " --seed {params.seed} --out {output.archive} > {log} 2>&1"
+        " --seed {params.seed} --sources {params.sources} --out {output.archive} > {log} 2>&1"
 
 
 rule download:
@@ -71,10 +76,13 @@ rule boxes:
         manifest="resources/manifests/{dataset}.csv",
         code=code("boxes.py"),
     output:
-        "resources/boxes/{dataset}.csv",
+        boxes="resources/boxes/{dataset}.csv",
+        summary="resources/boxes/{dataset}.summary.csv",
     params:
         kernel=config["boxes"]["dilation_kernel"],
         min_area=config["boxes"]["min_area"],
+        reference_side=config["boxes"]["reference_side"],
+        box_of=config["boxes"]["box_of"],
     threads: res("default", "threads")
     resources:
         **family_resources("default"),
@@ -84,7 +92,8 @@ rule boxes:
         "../../envs/data.yaml"
     shell:
         "python -m adfm boxes --manifest {input.manifest} --dilation-kernel {params.kernel}"
-        " --min-area {params.min_area} --out {output} > {log} 2>&1"
+        " --min-area {params.min_area} --reference-side {params.reference_side} --box-of {params.box_of}"
+        " --out {output.boxes} --summary {output.summary} > {log} 2>&1"
 
 
 rule split:
@@ -110,12 +119,15 @@ rule split:
 
 rule mmad_questions:
     input:
+        unpack(lambda wc: adfm_config.mmad_split_filter(config)),
         root="resources/datasets/mmad",
         manifest="resources/manifests/mmad.csv",
         boxes="resources/boxes/mmad.csv",
-        code=code("split.py", "datasets/mmad.py"),
+        code=code("split.py", "datasets/mmad.py", "mmad_eval.py"),
     output:
         "resources/splits/mmad_questions.csv",
+    params:
+        split_filter=adfm_config.mmad_question_args(config),
     threads: res("default", "threads")
     resources:
         **family_resources("default"),
@@ -125,4 +137,4 @@ rule mmad_questions:
         "../../envs/data.yaml"
     shell:
         "python -m adfm mmad-questions --root {input.root} --manifest {input.manifest} --boxes {input.boxes}"
-        " --out {output} > {log} 2>&1"
+        " {params.split_filter} --out {output} > {log} 2>&1"

@@ -1,6 +1,10 @@
 rule provenance:
+    input:
+        schema=SCHEMA,
     output:
-        report("results/provenance.yaml", caption="../report/provenance.rst", category="Provenance"),
+        record=report("results/provenance.yaml", caption="../report/provenance.rst", category="Provenance"),
+        settings_csv="results/settings.csv",
+        settings_html=report("results/settings.html", caption="../report/settings.rst", category="Provenance"),
     params:
         config=json.dumps(config),
         commit=GIT_COMMIT,
@@ -12,4 +16,6 @@ rule provenance:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m adfm provenance --config {params.config:q} --commit {params.commit} --out {output} > {log} 2>&1"
+        "python -m adfm provenance --config {params.config:q} --commit {params.commit} --schema {input.schema}"
+        " --out {output.record} --settings-csv {output.settings_csv} --settings-html {output.settings_html}"
+        " > {log} 2>&1"

@@ -1,6 +1,6 @@
 rule table:
     input:
-        metrics=table_metrics,
+        unpack(table_metrics),
         code=code("tables.py"),
     output:
         csv="results/{table}.csv",
@@ -19,4 +19,5 @@ rule table:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m adfm table --spec {params.spec:q} --metrics {input.metrics} --out {output.csv} > {log} 2>&1"
+        "python -m adfm table --spec {params.spec:q} --metrics {input.metrics} --mmad-metrics {input.mmad_metrics}"
+        " --out {output.csv} > {log} 2>&1"

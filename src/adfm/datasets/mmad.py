@@ -1,17 +1,28 @@
-"""MMAD benchmark (Hugging Face dataset jiang-cc/MMAD): multiple-choice questions over images of
-five anomaly detection datasets.
+"""MMAD benchmark (GitHub jam-cc/MMAD, data on the Hugging Face Hub as jiang-cc/MMAD): multiple-choice
+questions over the test images of five anomaly detection datasets.
 
     mmad.json                                   {"<Dataset>/<category>/...": entry, ...}
-    DS-MVTec/<category>/...                     query images of MVTec AD's categories
-    MVTec-AD/<category>/train/good/...          their normal templates
+    DS-MVTec/<category>/image/{good,<defect>}/  MVTec AD's test images as Defect Spectrum re-annotated them
+    DS-MVTec/<category>/{mask,rbg_mask}/<defect>/   their masks (binary; coloured per defect class;
+                                                some copies spell the second `rgb_mask`)
+    MVTec-AD/<category>/train/good/...          DS-MVTec's normal templates
     MVTec-LOCO/<category>/...                   native LOCO layout (masks: a folder per image)
     VisA/<category>/{train,test}/...            VisA in its 1cls MVTec-style form (test/bad)
     GoodsAD/<category>/...                      native GoodsAD layout
 
-Each mmad.json entry has `image_path`, `mask_path` (empty or null for normal images),
+mmad.json ships in MMAD's repository (dataset/MMAD/mmad.json) and on the Hub. Each entry has
+`image_path` and `mask_path` (empty or null for normal images), both relative to
+`<Dataset>/<category>/` (e.g. `image/broken_large/000.png`, `rbg_mask/broken_large/000_rbg_mask.png`),
 `similar_templates` and `random_templates` (normal images, relative to the root) and
 `conversation`: a list of {Question, Answer (a letter), Options {A: ..., B: ...}, type, annotation}.
 An image is anomalous unless its path has a `good` folder.
+
+`mask_path` is resolved against `<Dataset>/<category>/`, then the key's first three parts (what
+MMAD's generate_metadata.py prefixes), then the root, under either spelling of DS-MVTec's
+coloured mask folder. What MMAD's own scripts never read, and so tolerate, the parser tolerates
+too: a LOCO `mask_path` naming `000.png` where the masks lie in a `000/` folder (the folder's
+masks are merged), a `.jpg` mask path whose file is `.png`, and a listed template that is missing
+(left out of the manifest with a warning; `adfm predict-mmad` stops only when it needs it).
 
 Manifest rows (`parse`): every query image (the mmad.json keys) as source_split `test`, and every
 template they name as a normal `train` row of the query's category, so the split stage draws its
@@ -20,34 +31,44 @@ category name alone repeats across datasets; DS-MVTec's queries and their MVTec-
 `DS-MVTec/<category>`. defect_type is the image's folder (`broken_large`, `logical_anomalies`,
 VisA's `bad`).
 
-Unverified (mmad.json itself is not in the owners' repository): what `mask_path` is relative to.
-MMAD's generate_metadata.py prefixes it with the key's first three path parts; the demo writes it
-relative to `<Dataset>/<category>/`. The parser tries `<Dataset>/<category>/`, the first three
-parts, then the root, and takes the first that exists; a folder (LOCO) means all the masks in it.
-DS-MVTec's inner layout is taken to be MVTec AD's, as MMAD's README says (unverified).
+Each query image is also named by its source image (`source_image`: layout, category, label,
+defect folder, file stem), so Table 3 can leave out what a model was trained on: DS-MVTec's
+`image/<defect>/000.png` is MVTec AD's `test/<defect>/000.png`; VisA's `test/bad/000.JPG` is the
+raw `Data/Images/Anomaly/000.JPG` (VisA's names are unique per category and label).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import os
+import shutil
+import tempfile
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
+import cv2
 import numpy as np
 import pandas as pd
 
 from adfm.datasets.manifest import ManifestRow, image_size
 from adfm.datasets.mvtec_ad import GOOD, images_in
-from adfm.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, jpeg_bytes, png_bytes, texture, write_file
+from adfm.datasets.synthetic import DemoSpec, write_file
 from adfm.io import InputError
+
+log = logging.getLogger(__name__)
 
 ARCHIVE_NAME = "MMAD.zip"
 JSON_NAME = "mmad.json"
 SOURCES = ("DS-MVTec", "MVTec-AD", "MVTec-LOCO", "VisA", "GoodsAD")
+# the layout (adfm.datasets) each MMAD source's images come from
+SOURCE_LAYOUTS = {"DS-MVTec": "mvtec_ad", "MVTec-AD": "mvtec_ad", "MVTec-LOCO": "mvtec_loco", "VisA": "visa",
+                  "GoodsAD": "goodsad"}
 QUESTION_TYPES = ("Anomaly Detection", "Defect Classification", "Defect Localization", "Defect Description",
                   "Defect Analysis", "Object Classification", "Object Structure", "Object Details")
 QUESTION_COLUMNS = ["image_path", "dataset", "category", "question", "options", "answer", "type", "template_path",
-                    "label"]
+                    "templates", "source_image", "label"]
 # 38 query classes: DS-MVTec's 15, LOCO's 5, VisA's 12, GoodsAD's 6 (MVTec-AD holds templates only).
 CATEGORIES = tuple(
     [f"DS-MVTec/{c}" for c in ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
@@ -89,19 +110,33 @@ def is_anomalous(key: str) -> bool:
     return GOOD not in PurePosixPath(key).parts[:-1]
 
 
+def source_image(layout: str, category: str, label: int, path: str) -> str:
+    """The name one source image has in MMAD and in its own dataset's manifest alike."""
+    where = PurePosixPath(path)
+    folder = "" if layout == "visa" else (GOOD if int(label) == 0 else where.parent.name)
+    return "/".join([layout, category, str(int(label)), folder, where.stem])
+
+
+def query_source_image(key: str) -> str:
+    """`source_image` of an mmad.json key; empty for a dataset MMAD does not take from a layout."""
+    source, category = _category(key)
+    layout = SOURCE_LAYOUTS.get(source)
+    return source_image(layout, category, int(is_anomalous(key)), key) if layout else ""
+
+
 def _templates(entry: dict) -> list[str]:
     return [t for t in [*(entry.get("random_templates") or []), *(entry.get("similar_templates") or [])] if t]
 
 
 def parse_questions(root: Path) -> pd.DataFrame:
     """One row per question: image_path, dataset, category, question, options (JSON), answer,
-    type, template_path (random_templates[0]), label (1 unless the path has a `good` folder)."""
+    type, template_path (random_templates[0]), templates (random_templates, JSON), source_image,
+    label (1 unless the path has a `good` folder)."""
     path = root / JSON_NAME
     records = []
     for key, entry in load(root).items():
         source, category = _category(key)
-        templates = entry.get("random_templates") or []
-        template = str(root / templates[0]) if templates else ""
+        templates = [str(root / t) for t in entry.get("random_templates") or [] if t]
         for number, qa in enumerate(entry["conversation"]):
             where = f"{path}: {key}: question {number}"
             if not isinstance(qa, dict) or not all(k in qa for k in ("Question", "Answer", "Options", "type")):
@@ -113,21 +148,29 @@ def parse_questions(root: Path) -> pd.DataFrame:
             records.append({
                 "image_path": str(root / key), "dataset": source, "category": category,
                 "question": qa["Question"], "options": json.dumps(options, ensure_ascii=False),
-                "answer": qa["Answer"], "type": qa["type"], "template_path": template,
+                "answer": qa["Answer"], "type": qa["type"], "template_path": templates[0] if templates else "",
+                "templates": json.dumps(templates), "source_image": query_source_image(key),
                 "label": int(is_anomalous(key)),
             })
     return pd.DataFrame.from_records(records, columns=QUESTION_COLUMNS)
 
 
+# DS-MVTec's coloured masks: `rbg_mask/` in mmad.json and Defect Spectrum's release, `rgb_mask/` in some copies
+_MASK_SPELLINGS = (("rbg_mask/", "rgb_mask/"), ("rgb_mask/", "rbg_mask/"))
+
+
 def mask_files(root: Path, key: str, mask_path: str) -> list[Path]:
     """The mask file(s) of a query: `mask_path` resolved as the module docstring says."""
     parts = PurePosixPath(key).parts
-    for base in (root.joinpath(*parts[:2]), root.joinpath(*parts[:3]), root):
-        candidate = Path(os.path.normpath(base / mask_path))
-        if candidate.is_file():
-            return [candidate]
-        if candidate.is_dir() and images_in(candidate):
-            return images_in(candidate)
+    spellings = dict.fromkeys([mask_path, *(mask_path.replace(a, b) for a, b in _MASK_SPELLINGS if a in mask_path)])
+    for base, spelling in itertools.product((root.joinpath(*parts[:2]), root.joinpath(*parts[:3]), root), spellings):
+        named = Path(os.path.normpath(base / spelling))
+        # as named; LOCO's `000.png` whose masks lie in `000/`; a `.jpg` name whose file is `.png`
+        for candidate in (named, named.with_suffix(""), named.with_suffix(".png")):
+            if candidate.is_file():
+                return [candidate]
+            if candidate.is_dir() and images_in(candidate):
+                return images_in(candidate)
     return []
 
 
@@ -140,7 +183,7 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
     missing = [c for c in wanted if c not in by_category]
     if missing:
         raise InputError(f"{root / JSON_NAME}: categories {missing} not found (present: {sorted(by_category)})")
-    rows, seen = [], set()
+    rows, seen, absent = [], set(), set()
 
     def add(image: Path, category: str, split: str, label: int, defect: str, masks: list[str]) -> None:
         if str(image) in seen:
@@ -163,29 +206,20 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
             add(image, category, "test", int(bool(masks)), PurePosixPath(key).parent.name if masks else GOOD, masks)
         for key in by_category[category]:
             for template in _templates(data[key]):
-                add(root / template, category, "train", 0, GOOD, [])
+                if (root / template).is_file():
+                    add(root / template, category, "train", 0, GOOD, [])
+                elif template not in absent:
+                    absent.add(template)
+                    log.warning("%s: template %s named in %s is missing; left out (MMAD's 1-shot setting reads "
+                                "random_templates[0] only)", root, template, JSON_NAME)
+    if absent:
+        log.warning("%s: %d listed templates missing, left out of the manifest", root, len(absent))
     return rows
 
 
 # ---- demo ------------------------------------------------------------------------------------
 
-# How each source dataset lies inside MMAD: image suffix, template folder, defect folders, mask name.
-_DEMO_LAYOUT = {
-    "DS-MVTec": (".png", "MVTec-AD", DEFECT_KINDS),
-    "MVTec-LOCO": (".png", "MVTec-LOCO", ("logical_anomalies", "structural_anomalies")),
-    "VisA": (".JPG", "VisA", ("bad",)),
-    "GoodsAD": (".jpg", "GoodsAD", ("surface_damage", "deformation")),
-}
 _DESCRIPTIONS = {True: "A bright spot on the surface.", False: "A dark spot on the surface."}
-
-
-def _mask_rel(source: str, defect: str, stem: str) -> str:
-    """mask_path relative to <Dataset>/<category>/, in each source's own naming."""
-    if source == "MVTec-LOCO":
-        return f"ground_truth/{defect}/{stem}"  # a folder: one file per region
-    if source == "DS-MVTec":
-        return f"ground_truth/{defect}/{stem}_mask.png"
-    return f"ground_truth/{defect}/{stem}.png"
 
 
 def _choice(rng: np.random.Generator, correct: str, wrong: list[str]) -> tuple[dict[str, str], str]:
@@ -198,7 +232,7 @@ def _choice(rng: np.random.Generator, correct: str, wrong: list[str]) -> tuple[d
 
 
 def _conversation(rng, category: str, defect: str | None, mask: np.ndarray | None, bright: bool,
-                  all_defects: tuple[str, ...], other_categories: list[str]) -> list[dict]:
+                  all_defects: list[str], other_categories: list[str]) -> list[dict]:
     def qa(kind: str, question: str, correct: str, wrong: list[str]) -> dict:
         options, answer = _choice(rng, correct, wrong)
         return {"Question": question, "Answer": answer, "Options": options, "type": kind, "annotation": True}
@@ -232,56 +266,114 @@ def _conversation(rng, category: str, defect: str | None, mask: np.ndarray | Non
     return items
 
 
+def _source_rows(work: Path, source: str, categories: list[str], spec: DemoSpec) -> list[ManifestRow]:
+    """The demo dataset MMAD's `source` takes its images from: the archive `spec.sources` names
+    (the very files the demo's own datasets hold), else generated here with `spec`'s sizes."""
+    from adfm.datasets import LAYOUTS
+    from adfm.download import extract
+
+    layout, root = SOURCE_LAYOUTS[source], work / source
+    archive = dict(spec.sources).get(source)
+    if archive:
+        extract(Path(archive), root)
+    else:
+        LAYOUTS[layout].make_demo(root, replace(spec, categories=tuple(categories), sources=()))
+    return LAYOUTS[layout].parse(root, layout, categories)
+
+
+def _copy(source: str | Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+
+
+def _union(masks: list[str]) -> np.ndarray:
+    union = None
+    for path in masks:
+        mask = cv2.imread(path, cv2.IMREAD_GRAYSCALE) > 0
+        union = mask if union is None else union | mask
+    return union.astype(np.uint8) * 255
+
+
+def _place_query(out_dir: Path, source: str, category: str, row: ManifestRow) -> tuple[str, str]:
+    """Copy a query image (and its masks) where MMAD keeps it; (key, mask_path)."""
+    name = Path(row.image_path).name
+    stem = Path(name).stem
+    base = out_dir / source / category
+    if row.label == 0:
+        rel = f"image/{GOOD}/{name}" if source == "DS-MVTec" else f"test/{GOOD}/{name}"
+        _copy(row.image_path, base / rel)
+        return f"{source}/{category}/{rel}", ""
+    folder = "bad" if source == "VisA" else Path(row.image_path).parent.name
+    if source == "DS-MVTec":  # Defect Spectrum's layout: binary and coloured masks side by side
+        rel = f"image/{folder}/{name}"
+        union = _union(row.mask_paths)
+        write_file(base / f"mask/{folder}/{stem}_mask.png", cv2.imencode(".png", union)[1].tobytes())
+        coloured = np.zeros((*union.shape, 3), np.uint8)
+        coloured[union > 0] = (0, 0, 255)
+        mask_path = f"rbg_mask/{folder}/{stem}_rbg_mask.png"
+        write_file(base / mask_path, cv2.imencode(".png", coloured)[1].tobytes())
+    elif source == "MVTec-LOCO":  # mask_path names `<stem>.png`; the region masks lie in `<stem>/`
+        rel = f"test/{folder}/{name}"
+        for mask in row.mask_paths:
+            _copy(mask, base / f"ground_truth/{folder}/{stem}/{Path(mask).name}")
+        mask_path = f"ground_truth/{folder}/{stem}.png"
+    else:
+        rel = f"test/{folder}/{name}"
+        mask_path = f"ground_truth/{folder}/{stem}.png"
+        write_file(base / mask_path, cv2.imencode(".png", _union(row.mask_paths))[1].tobytes())
+    _copy(row.image_path, base / rel)
+    return f"{source}/{category}/{rel}", mask_path
+
+
 def make_demo(out_dir: Path, spec: DemoSpec) -> None:
     """`spec.categories` are `<Dataset>/<category>` names, Dataset one of DS-MVTec, MVTec-LOCO, VisA,
-    GoodsAD. Per category: train_good templates, test_good normal queries and
-    test_defective_per_type anomalous queries per defect folder (LOCO's with one or two mask files),
-    and an mmad.json with every question type (the defect questions for anomalous images only)."""
+    GoodsAD. MMAD holds the test images of its source datasets: per category every test image of the
+    source demo dataset (`spec.sources`: MMAD source -> that dataset's demo archive, so MMAD asks about
+    the very images the demo trains and tests on; generated with `spec`'s sizes when absent), every
+    normal training image as a template, and an mmad.json with every question type (the defect
+    questions for anomalous images only)."""
     rng = np.random.default_rng(spec.seed)
-    entries = {}
-    names = [c.split("/", 1)[-1] for c in spec.categories]
-    for index, full in enumerate(spec.categories):
+    wanted: dict[str, list[str]] = {}
+    for full in spec.categories:
         source, _, category = full.partition("/")
-        if source not in _DEMO_LAYOUT or not category:
+        if source not in SOURCE_LAYOUTS or source == "MVTec-AD" or not category:
             raise InputError(f"MMAD demo category {full!r}: expected <Dataset>/<category>, Dataset one of "
-                             f"{sorted(_DEMO_LAYOUT)}")
-        ext, template_source, defects = _DEMO_LAYOUT[source]
-        encode = jpeg_bytes if ext.lower() == ".jpg" else png_bytes
-        width = 4 if source == "VisA" else 3  # VisA's normal images have 4-digit names
-        templates = []
-        for n in range(spec.train_good):
-            rel = f"{template_source}/{category}/train/good/{n:0{width}d}{ext}"
-            write_file(out_dir / rel, encode(texture(rng, index, spec.image_size)))
-            templates.append(rel)
-        base = f"{source}/{category}"
-        queries = []
-        for n in range(spec.test_good):
-            serial = spec.train_good + n if source == "VisA" else n  # VisA keeps its unique original names
-            rel = f"{base}/test/good/{serial:0{width}d}{ext}"
-            write_file(out_dir / rel, encode(texture(rng, index, spec.image_size)))
-            queries.append((rel, None, None, None, False))
-        for number, defect in enumerate(defects):
-            for n in range(spec.test_defective_per_type):
-                image, stem = texture(rng, index, spec.image_size), f"{n:03d}"
-                regions = 1 + n % 2 if source == "MVTec-LOCO" else 1
-                union = np.zeros(image.shape[:2], np.uint8)
-                for region in range(regions):
-                    mask = draw_defect(image, rng, DEFECT_KINDS[(number + region) % len(DEFECT_KINDS)])
-                    union |= mask
-                    mask_file = _mask_rel(source, defect, stem) + (f"/{region:03d}.png" if source == "MVTec-LOCO" else "")
-                    write_file(out_dir / base / mask_file, png_bytes(mask))
-                bright = bool(image[union > 0].mean() > 128)
-                rel = f"{base}/test/{defect}/{stem}{ext}"
-                write_file(out_dir / rel, encode(image))
-                queries.append((rel, defect, union, _mask_rel(source, defect, stem), bright))
-        others = [c for c in names if c != category]
-        for rel, defect, union, mask_rel, bright in queries:
-            picks = rng.choice(len(templates), size=min(3, len(templates)), replace=False)
-            entries[rel] = {
-                "image_path": rel,
-                "mask_path": mask_rel or "",
-                "similar_templates": [templates[i] for i in sorted(picks)],
-                "random_templates": [templates[i] for i in picks],
-                "conversation": _conversation(rng, category, defect, union, bright, defects, others),
-            }
+                             f"{sorted(set(SOURCE_LAYOUTS) - {'MVTec-AD'})}")
+        wanted.setdefault(source, []).append(category)
+    unknown = sorted(set(dict(spec.sources)) - set(wanted))
+    if unknown:
+        raise InputError(f"MMAD demo sources {unknown}: no category of theirs is asked for")
+    names = [c.split("/", 1)[-1] for c in spec.categories]
+    entries = {}
+    with tempfile.TemporaryDirectory() as work:
+        for source, categories in wanted.items():
+            rows = _source_rows(Path(work), source, categories, spec)
+            for category in categories:
+                mine = [r for r in rows if r.category == category]
+                template_source = "MVTec-AD" if source == "DS-MVTec" else source
+                templates = {}
+                for row in mine:  # LOCO's validation images repeat the train names: the first one wins
+                    name = Path(row.image_path).name
+                    if row.source_split == "train" and row.label == 0 and name not in templates:
+                        templates[name] = f"{template_source}/{category}/train/{GOOD}/{name}"
+                        _copy(row.image_path, out_dir / templates[name])
+                listed = sorted(templates.values())
+                defects = sorted({Path(r.image_path).parent.name for r in mine if r.label == 1})
+                others = [c for c in names if c != category]
+                for row in sorted((r for r in mine if r.source_split == "test"), key=lambda r: r.image_path):
+                    key, mask_path = _place_query(out_dir, source, category, row)
+                    defect = union = None
+                    bright = False
+                    if row.label == 1:
+                        defect = "bad" if source == "VisA" else Path(row.image_path).parent.name
+                        union = _union(row.mask_paths)
+                        bright = bool(cv2.imread(row.image_path, cv2.IMREAD_GRAYSCALE)[union > 0].mean() > 128)
+                    entries[key] = {
+                        "image_path": key.split("/", 2)[2],
+                        "mask_path": mask_path,
+                        "similar_templates": listed,
+                        "random_templates": [listed[i] for i in rng.permutation(len(listed))],
+                        "conversation": _conversation(rng, category, defect, union, bright,
+                                                      defects if source != "VisA" else ["bad"], others),
+                    }
     write_file(out_dir / JSON_NAME, json.dumps(entries, indent=4, ensure_ascii=False) + "\n")

@@ -25,6 +25,8 @@ class DemoSpec:
     test_good: int = 6
     test_defective_per_type: int = 4
     seed: int = 0
+    # (MMAD source, archive): the demo datasets whose images a demo MMAD asks about (adfm.datasets.mmad)
+    sources: tuple[tuple[str, str], ...] = ()
 
 
 def texture(rng: np.random.Generator, category_index: int, size: int) -> np.ndarray:
