@@ -1,10 +1,12 @@
 """Demo archive -> download -> index, and the errors of each on bad input."""
 
+import hashlib
 import io
 import json
 import tarfile
 
 import pytest
+import yaml
 
 from adfm.datasets import manifest, mvtec_ad
 from adfm.datasets.synthetic import DemoSpec
@@ -128,9 +130,32 @@ def test_unpublished_checksum_is_recorded_then_checked(archive, tmp_path):
     assert len(json.loads(lock.read_text())[url]) == 64
     download(url, tmp_path / "two", cache_dir=tmp_path, sha256=None, checksum_file=None, lock_file=lock)
     lock.write_text(json.dumps({url: "0" * 64}))
-    with pytest.raises(InputError, match="sha256 mismatch"):
+    with pytest.raises(InputError, match=f"sha256 mismatch.*delete the '{url}' entry from {lock}"):
         download(url, tmp_path / "three", cache_dir=tmp_path, sha256=None, checksum_file=None, lock_file=lock)
     assert not (tmp_path / "three").exists()
+
+
+def test_truncated_archive_is_not_recorded_so_the_good_one_is_accepted(archive, tmp_path):
+    lock, path = tmp_path / "checksums.lock", tmp_path / "by_hand.tar.xz"
+    path.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(InputError, match="cannot extract"):
+        download(f"file:{path}", tmp_path / "out", cache_dir=tmp_path, sha256=None, checksum_file=None, lock_file=lock)
+    assert not lock.exists() or json.loads(lock.read_text()) == {}
+    path.write_bytes(archive.read_bytes())  # the user replaces it with the complete archive
+    download(f"file:{path}", tmp_path / "out", cache_dir=tmp_path, sha256=None, checksum_file=None, lock_file=lock)
+    assert json.loads(lock.read_text()) == {f"file:{path}": hashlib.sha256(archive.read_bytes()).hexdigest()}
+
+
+def test_source_record_says_what_was_used(archive, tmp_path):
+    record = tmp_path / "sources" / "mvtec_ad.yaml"
+    download(f"file:{archive}", tmp_path / "mvtec_ad", cache_dir=tmp_path, sha256=None, checksum_file=None,
+             source_record=record)
+    written = yaml.safe_load(record.read_text())
+    assert written["url"] == f"file:{archive}" and written["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    extract(archive, tmp_path / "by_hand")
+    download(str(tmp_path / "by_hand"), tmp_path / "linked", cache_dir=tmp_path, sha256=None, checksum_file=None,
+             source_record=record)
+    assert yaml.safe_load(record.read_text())["folder"] == str((tmp_path / "by_hand").resolve())
 
 
 def test_manual_dataset_without_url_says_what_to_do(tmp_path):
@@ -151,3 +176,50 @@ def test_extra_files_land_beside_the_archive_contents(archive, tmp_path):
              extra_files=[{"url": f"file:{extra}"}])
     assert (tmp_path / "out" / "mmad.json").read_text() == "{}"
     assert (tmp_path / "out" / "bottle").is_dir()
+
+
+def test_truncated_image_is_rejected_by_index_naming_it(archive, tmp_path):
+    extract(archive, tmp_path / "d")
+    image = tmp_path / "d" / "bottle" / "test" / "blob" / "000.png"
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # its header still reads
+    with pytest.raises(InputError, match=f"{image}: unreadable image \\(image file is truncated"):
+        index(tmp_path / "d", "mvtec_ad", "mvtec_ad", None, tmp_path / "manifest.csv", count_check=False)
+    assert not (tmp_path / "manifest.csv").exists()
+
+
+def test_mask_of_another_size_than_its_image_is_rejected(archive, tmp_path):
+    from PIL import Image
+
+    extract(archive, tmp_path / "d")
+    mask = tmp_path / "d" / "wood" / "ground_truth" / "scratch" / "001_mask.png"
+    Image.open(mask).resize((112, 28)).save(mask)
+    (tmp_path / "linked").symlink_to(tmp_path / "d")  # as a manual download's folder is linked
+    with pytest.raises(InputError, match=f"(?s)mask is 112x28, its image .*wood/test/scratch/001.png is 56x56.*"
+                                         f"linked is a link to {tmp_path / 'd'}"):
+        index(tmp_path / "linked", "mvtec_ad", "mvtec_ad", None, tmp_path / "manifest.csv", count_check=False)
+
+
+def test_category_without_train_folder_says_so(archive, tmp_path):
+    import shutil
+
+    extract(archive, tmp_path / "d")
+    shutil.rmtree(tmp_path / "d" / "bottle" / "train")
+    with pytest.raises(InputError, match=f"{tmp_path / 'd' / 'bottle'}: no train/ folder in this category"):
+        mvtec_ad.parse(tmp_path / "d", "mvtec_ad", ["bottle", "wood"])
+    shutil.rmtree(tmp_path / "d" / "wood" / "test")  # no category complete: still named, not "not a layout"
+    with pytest.raises(InputError, match=f"{tmp_path / 'd' / 'wood'}: no test/ folder in this category"):
+        mvtec_ad.parse(tmp_path / "d", "mvtec_ad", ["wood"])
+
+
+def test_truncated_jpeg_is_caught_by_the_reduced_scale_decode(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from adfm.index import decoded_size
+
+    path = tmp_path / "000.JPG"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(path)
+    assert decoded_size(path) == (320, 240)  # the full size, not the 1/8 the decoder worked at
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InputError, match=f"{path}: unreadable image \\(image file is truncated"):
+        decoded_size(path)

@@ -6,6 +6,7 @@ that editing the reward code reruns training and what follows it, and nothing be
 """
 
 import json
+import shutil
 import time
 
 import pandas as pd
@@ -13,7 +14,7 @@ import pytest
 
 from adfm.config import datasets_tested_by
 
-from conftest import planned_jobs, run_config, snakemake
+from conftest import RUN_SETUP, planned_jobs, run_config, run_setup, snakemake
 
 DEMO_TEST_IMAGES = 33  # MVTec AD: 3 categories x 14 test-split images, minus 20% (3 per category) for training
 # the untrained run is scored on every row, MVTec AD's whole test split (runs.zero_shot.eval_rows: all)
@@ -132,6 +133,21 @@ def test_trained_model_beats_the_untrained_one(demo_run):
 
 def test_second_run_does_nothing(demo_run):
     assert planned_jobs(demo_run) == {}
+
+
+def test_the_configs_in_the_other_order_and_a_moved_demo_plan_nothing(demo_run, tmp_path):
+    # the Snakefile header's demo command (config.yaml merged under --configfile), and a checkout
+    # moved elsewhere: the same params and inputs, so no job reruns (tests/test_rerun_triggers.py)
+    configs, env = run_setup(demo_run)
+    RUN_SETUP[demo_run] = ([name for name in configs if name != "config.yaml"], env)
+    try:
+        assert planned_jobs(demo_run) == {}
+    finally:
+        RUN_SETUP[demo_run] = (configs, env)
+    moved = tmp_path / "moved"
+    shutil.copytree(demo_run, moved, symlinks=True)
+    RUN_SETUP[moved] = (configs, env)
+    assert planned_jobs(moved) == {}
 
 
 def test_reward_edit_reruns_training_onwards_only(demo_run):

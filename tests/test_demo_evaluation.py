@@ -176,7 +176,7 @@ def test_table2_plans_only_what_table2_needs(demo_run):
     for dataset in datasets:
         spec = config["datasets"][dataset]
         archive = spec["url"].removeprefix("file:")
-        needed |= {archive, spec["checksum_file"], f"resources/datasets/{dataset}",
+        needed |= {archive, spec["checksum_file"], f"resources/datasets/{dataset}", f"resources/sources/{dataset}.yaml",
                    f"resources/manifests/{dataset}.csv", f"resources/boxes/{dataset}.csv",
                    f"resources/boxes/{dataset}.summary.csv"}
     for model in TABLE2_MODELS:

@@ -74,10 +74,24 @@ def test_markdown_has_the_paper_shape():
     assert "| Fine-tuned | AD-FM | 7B | 80.00 (90.72) | – (79.52) |" in text
 
 
-def test_unknown_paper_row_is_an_error():
+def test_a_row_the_paper_lacks_gets_our_value_and_an_empty_paper_cell():
     spec = copy.deepcopy(TABLE1)
     spec["rows"][0]["match"] = {"model": "AD-FM", "scale": "3B"}
-    with pytest.raises(InputError, match="matches 0 rows"):
+    table = build_table(spec, metrics(mvtec_ad=80.0))
+    new = table[(table.model == "AD-FM") & (table.scale == "3B")]
+    assert len(new) == 5 and new.paper.isna().all() and new["diff"].isna().all()
+    assert new[new.column == "MVTec"].ours.iloc[0] == 80.0
+    assert table.iloc[-1].model == "AD-FM" and table.iloc[-1].scale == "3B"  # below the paper's rows
+    assert "| AD-FM | 3B | 80.00 (–) |" in to_markdown(table, spec["keys"], spec)
+
+
+def test_an_ambiguous_or_unknown_match_is_an_error():
+    spec = copy.deepcopy(TABLE1)
+    spec["rows"][0]["match"] = {"group": "Open-source"}
+    with pytest.raises(InputError, match=r"matches \d+ rows of table1_multidomain.csv; name more"):
+        build_table(spec, metrics(mvtec_ad=80.0))
+    spec["rows"][0]["match"] = {"modle": "AD-FM"}
+    with pytest.raises(InputError, match=r"names \['modle'\], not row keys"):
         build_table(spec, metrics(mvtec_ad=80.0))
 
 

@@ -22,9 +22,11 @@ from adfm.io import InputError
 from adfm.models import load_model_and_processor
 from adfm.train import (
     CHECKPOINT_SUFFIX,
+    RESUME_STATE,
     build_dataset,
     check_trainable,
     grpo_config,
+    log_rows,
     lora_config,
     prepare_checkpoint_dir,
     read_split_rows,
@@ -87,13 +89,51 @@ def test_grpo_config_mapping(tmp_path):
         grpo_config({"warmup_fraction": 0.1}, output_dir=tmp_path, reward_weights=None)
 
 
+def fake_checkpoint(ckpt, step: int, *, world_size: int = 1, complete: bool = True):
+    """A checkpoint folder as the Trainer leaves it: trainer_state.json last, after every process's
+    resume state; `complete=False`: killed while saving, before trainer_state.json."""
+    import torch
+
+    folder = ckpt / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    for rank in range(world_size):
+        torch.save({"world_size": world_size}, folder / RESUME_STATE.format(rank=rank))
+    if complete:
+        (folder / "trainer_state.json").write_text("{}")
+    return folder
+
+
 def test_checkpoints_of_another_run_are_discarded(tmp_path):
     ckpt = tmp_path / "adapter.ckpt"
     assert prepare_checkpoint_dir(ckpt, "run-a") is None
-    (ckpt / "checkpoint-3").mkdir()
+    fake_checkpoint(ckpt, 3)
     assert prepare_checkpoint_dir(ckpt, "run-a").endswith("checkpoint-3")
     assert prepare_checkpoint_dir(ckpt, "run-b") is None
     assert not (ckpt / "checkpoint-3").exists()
+
+
+def test_a_checkpoint_cut_short_is_skipped_and_resumes_are_recorded(tmp_path):
+    ckpt = tmp_path / "adapter.ckpt"
+    prepare_checkpoint_dir(ckpt, "run")
+    fake_checkpoint(ckpt, 2)
+    fake_checkpoint(ckpt, 4, complete=False)
+    assert prepare_checkpoint_dir(ckpt, "run").endswith("checkpoint-2")
+    assert not (ckpt / "checkpoint-4").exists()
+    # a second interruption, after a checkpoint written by two processes, resumed by one
+    fake_checkpoint(ckpt, 6, world_size=2)
+    assert prepare_checkpoint_dir(ckpt, "run").endswith("checkpoint-6")
+    resumes = json.loads((ckpt / "run.json").read_text())["resumes"]
+    assert resumes == [{"from_step": 2, "exact": True}, {"from_step": 6, "exact": False}]
+    # one process's resume state missing: incomplete
+    (ckpt / "checkpoint-6" / RESUME_STATE.format(rank=1)).unlink()
+    assert prepare_checkpoint_dir(ckpt, "run").endswith("checkpoint-2")
+
+
+def test_train_log_says_from_which_step_each_row_was_resumed():
+    history = [{"step": s, "loss": 0.1, "reward": 1.0} for s in range(1, 6)]
+    rows = log_rows(history, 1, [2, 4])
+    assert rows["resumed_from"].tolist() == [pd.NA, pd.NA, 2, 2, 4]
+    assert log_rows(history, 1)["resumed_from"].isna().all()
 
 
 def test_two_grpo_steps_write_adapter_and_log(tiny_model_dir, split_csv, tmp_path):

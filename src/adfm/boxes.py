@@ -238,8 +238,12 @@ def _reference_side(value: str) -> int | None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("boxes", help="pseudo ground-truth boxes from the manifest's masks")
-    parser.add_argument("--manifest", required=True, type=Path)
+    parser = subparsers.add_parser(
+        "boxes", help="pseudo ground-truth boxes from the manifest's masks",
+        description="Pseudo ground-truth boxes of each anomalous image (paper section 4.1): its masks binarised, "
+                    "dilated to merge fragments, split into connected components, small ones dropped. Writes one "
+                    "row per image with its boxes, and a summary of the box counts.")
+    parser.add_argument("--manifest", required=True, type=Path, help="the dataset's manifest (`adfm index`)")
     parser.add_argument("--dilation-kernel", required=True, type=int,
                         help="square kernel side in pixels (of an image with the reference shorter side, if given)")
     parser.add_argument("--min-area", required=True, type=int,
@@ -248,7 +252,7 @@ def register(subparsers) -> None:
                         help="shorter side (pixels) at which the sizes hold, scaled to each image; none: as given")
     parser.add_argument("--box-of", required=True, choices=BOX_OF,
                         help="mask: box of the original mask pixels; dilated: box of the dilated component")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="boxes per image (CSV)")
     parser.add_argument("--summary", required=True, type=Path, help="box-count statistics (CSV, one row)")
     parser.set_defaults(
         func=lambda a: run_boxes(a.manifest, a.out, a.summary, dilation_kernel=a.dilation_kernel,

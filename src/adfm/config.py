@@ -17,6 +17,7 @@ import yaml
 
 from adfm.io import InputError
 from adfm.protocol import prompt_answer_format, prompt_template
+from adfm.tables import row_problems
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -32,9 +33,12 @@ def load_config(paths: list[Path]) -> dict:
     config: dict = {}
     for path in paths:
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as error:
-            raise InputError(f"{path}: cannot read config ({error})") from None
+            with open(path, encoding="utf-8") as handle:  # from a stream, YAML errors name the file
+                loaded = yaml.safe_load(handle)
+        except OSError as error:
+            raise InputError(f"{path}: cannot read config ({error.strerror})") from None
+        except yaml.YAMLError as error:
+            raise InputError(f"{path}: not valid YAML ({error})") from None
         if not isinstance(loaded, dict):
             raise InputError(f"{path}: a config file must be a mapping of keys")
         config = merge(config, loaded)
@@ -52,8 +56,22 @@ def schema_problems(config: dict, schema_path: Path = SCHEMA) -> list[str]:
     problems = []
     for error in sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.path))):
         where = ".".join(map(str, error.path)) or "(top level)"
-        problems.append(f"{where}: {error.message}")
+        problems.append(f"{where}: {error.message}{_number_hint(error)}")
     return problems
+
+
+def _number_hint(error) -> str:
+    """The fix for a number YAML read as a string: PyYAML (YAML 1.1) takes `1e-5` for text."""
+    expected = error.validator_value if error.validator == "type" else None
+    if not isinstance(error.instance, str) or "number" not in (expected if isinstance(expected, list) else [expected]):
+        return ""
+    try:
+        mantissa, exponent = f"{float(error.instance):e}".split("e")
+    except ValueError:
+        return ""
+    mantissa = mantissa.rstrip("0") + ("0" if mantissa.rstrip("0").endswith(".") else "")
+    return (f" (YAML reads {error.instance} as text: write {mantissa}e{int(exponent):+d}, with a dot and a signed "
+            "exponent)")
 
 
 def config_problems(config: dict, schema_path: Path = SCHEMA) -> list[str]:
@@ -88,12 +106,18 @@ def check_references(config: dict) -> list[str]:
         for key in table["keys"]:
             if key not in header:
                 problems.append(f"tables.{name}.keys: {key!r} is not a column of {table['paper']}")
-        for column in table["columns"]:
+        for column, dataset in table["columns"].items():
             if column not in header:
                 problems.append(f"tables.{name}.columns: {column!r} is not a column of {table['paper']}")
+            # a typo would leave the column "not run" without a word
+            if table.get("select", "dataset") == "dataset" and dataset not in datasets:
+                problems.append(f"tables.{name}.columns.{column}: unknown dataset {dataset!r}")
         for row in table["rows"]:
             if row["run"] not in runs and row["run"] not in config.get("baselines", {}):
                 problems.append(f"tables.{name}.rows: unknown run {row['run']!r}")
+        if not any(key not in header for key in table["keys"]):
+            # the table job would fail on these only after every run it needs had trained
+            problems += [f"tables.{name}.{problem}" for problem in row_problems(table)]
     problems += evaluation_problems(config)
     grpo = config["train"]["grpo"]
     if grpo["per_device_train_batch_size"] % grpo["num_generations"]:
@@ -107,21 +131,44 @@ def check_references(config: dict) -> list[str]:
     return problems
 
 
+def settings_json(settings) -> str:
+    """Settings as a rule param: JSON with sorted keys. Snakemake reruns a job whose params changed,
+    and the same config loaded in another key order (config files given in another order, or the
+    Snakefile's `configfile:` merged under a `--configfile`) must not change them."""
+    return json.dumps(settings, sort_keys=True)
+
+
+def sorted_keys(value):
+    """A mapping (and every mapping in it) with its keys sorted: a rule param that is a mapping is
+    recorded as its repr, which, like JSON, must not depend on the config's key order."""
+    if isinstance(value, dict):
+        return {key: sorted_keys(value[key]) for key in sorted(value)}
+    return [sorted_keys(item) for item in value] if isinstance(value, list) else value
+
+
 def model_settings(config: dict) -> dict:
     model = config["model"]
     return {key: model[key] for key in ("dtype", "min_pixels", "max_pixels")}
 
 
 def train_settings(config: dict, run: str) -> str:
-    """JSON settings of `adfm train` for one run."""
+    """JSON settings of `adfm train` for one run: of the reward options, only those its rewards read
+    (adfm.rewards.REWARD_OPTIONS), so that another value of an option retrains only the runs using it."""
+    from adfm.rewards import REWARD_OPTIONS
+
     spec = config["runs"][run]
-    return json.dumps({
+    options = {**config["rewards"], "answer_format": prompt_answer_format(config["prompts"]),
+               "reasoning": spec["reasoning"], "random_seed": config["seed"]}
+    used = {key for reward in spec["rewards"] for key in REWARD_OPTIONS[reward]}
+    return settings_json({
         "prompt": prompt_template(config["prompts"], spec["reasoning"]),
+        # recorded with the adapter (training.json), so that `adfm detect` reads the response as trained
+        "reasoning": spec["reasoning"],
+        "answer_format": prompt_answer_format(config["prompts"]),
         "model": model_settings(config),
         "rewards": spec["rewards"],
         "reward_weights": spec.get("reward_weights") or [1.0] * len(spec["rewards"]),
-        "reward_options": {**config["rewards"], "answer_format": prompt_answer_format(config["prompts"]),
-                           "reasoning": spec["reasoning"], "random_seed": config["seed"]},
+        "reward_options": {key: value for key, value in options.items() if key in used},
         "grpo": {**config["train"]["grpo"], "seed": config["seed"]},
         "lora": config["train"]["lora"],
     })
@@ -150,7 +197,7 @@ def warm_start_settings(config: dict, protocol: str, reasoning: str) -> str:
     spec = {key: value for key, value in config["train"]["warm_start"].items() if key != "enabled"}
     spec["lora"] = {**config["train"]["lora"], **spec.get("lora", {})}
     spec.setdefault("bf16", config["train"]["grpo"].get("bf16", True))
-    return json.dumps({
+    return settings_json({
         "prompt": prompt_template(config["prompts"], reasoning),
         "reasoning": reasoning,
         "answer_format": prompt_answer_format(config["prompts"]),
@@ -189,7 +236,7 @@ def gpu_job_prefix(config: dict, gpus: int) -> str:
 def predict_settings(config: dict, run: str) -> str:
     """JSON settings of `adfm predict` for one run."""
     spec = config["runs"][run]
-    return json.dumps({
+    return settings_json({
         "prompt": prompt_template(config["prompts"], spec["reasoning"]),
         "reasoning": spec["reasoning"],
         "answer_format": prompt_answer_format(config["prompts"]),
@@ -200,8 +247,8 @@ def predict_settings(config: dict, run: str) -> str:
 
 
 def evaluated_datasets(config: dict, table: str) -> list[str]:
-    """The configured datasets a table's columns need (unconfigured columns stay 'not run')."""
-    return [d for d in config["tables"][table]["columns"].values() if d in config["datasets"]]
+    """The datasets a table's columns need (each a configured dataset: check_references)."""
+    return list(config["tables"][table]["columns"].values())
 
 
 def datasets_tested_by(config: dict, run: str) -> list[str]:
@@ -358,9 +405,41 @@ def table_rows(config: dict, table: str, environ=None) -> list[dict]:
     return rows
 
 
+def demo_note(config: dict) -> str | None:
+    """The warning every table carries when its numbers come from the demo (model.source `demo:`:
+    a tiny randomly initialised model, trained and scored on generated miniature datasets)."""
+    source = config["model"]["source"]
+    if not source.startswith("demo:"):
+        return None
+    return (f"Demo numbers: a tiny randomly initialised model ({source}) on generated miniature datasets. "
+            "They show that every stage runs; they say nothing about Qwen2.5-VL or AD-FM.")
+
+
 def table_spec(config: dict, table: str, environ=None) -> str:
-    """JSON spec of `adfm table`: the table's config entry with the skip reasons of this environment."""
-    return json.dumps({**config["tables"][table], "rows": table_rows(config, table, environ)})
+    """JSON spec of `adfm table`: the table's config entry with the skip reasons of this environment
+    and, for the demo, its warning."""
+    spec = {**config["tables"][table], "rows": table_rows(config, table, environ)}
+    demo = demo_note(config)
+    return settings_json({**spec, "demo": demo} if demo else spec)
+
+
+def unused_models(config: dict) -> list[str]:
+    """Runs and baselines that no table row or figure uses: the default target never runs them."""
+    used = {row["run"] for table in config["tables"].values() for row in table["rows"]}
+    used |= {figure["run"] for figure in config.get("figures", {}).values()}
+    return [name for name in evaluated_models(config) if name not in used]
+
+
+def unused_note(config: dict) -> str | None:
+    """The parse-time note naming each run or baseline that `snakemake` (the default target) never runs."""
+    unused = unused_models(config)
+    if not unused:
+        return None
+    kinds = ["run" if name in config["runs"] else "baseline" for name in unused]
+    named = ", ".join(f"{kind} {name!r}" for kind, name in zip(kinds, unused))
+    return (f"Note: no table row or figure uses {named}, so `snakemake` never runs it: add a "
+            "tables.<table>.rows entry for it (a row the paper lacks is added), or ask for its outputs "
+            "by path (results/metrics/<run>/<dataset>.csv).")
 
 
 def table_inputs(config: dict, table: str, environ=None) -> dict[str, list[str]]:
@@ -385,7 +464,7 @@ def clip_settings(config: dict, name: str) -> str:
     """JSON settings of `adfm predict-clip` for a CLIP baseline."""
     spec = config["baselines"][name]
     options = {k: spec[k] for k in CLIP_OPTIONS[spec["backend"]] if k in spec and spec[k] is not None}
-    return json.dumps({"method": spec["backend"], "clip": spec["clip"], "seed": config["seed"],
+    return settings_json({"method": spec["backend"], "clip": spec["clip"], "seed": config["seed"],
                        "role": eval_rows(config, name), **options})
 
 
@@ -395,7 +474,7 @@ def api_settings(config: dict, name: str) -> str:
     api = {k: v for k, v in config["api"].items() if k != "enabled"}
     api.update({k: spec[k] for k in API_OPTIONS if k in spec})
     reasoning = spec.get("reasoning", "multi_stage")
-    return json.dumps({"prompt": prompt_template(config["prompts"], reasoning), "reasoning": reasoning,
+    return settings_json({"prompt": prompt_template(config["prompts"], reasoning), "reasoning": reasoning,
                        "answer_format": prompt_answer_format(config["prompts"]), "role": eval_rows(config, name),
                        "api": {**api, "model": spec["model"]}})
 
@@ -413,7 +492,7 @@ def mmad_question_args(config: dict) -> str:
     if not protocol:
         return ""
     layouts = {d: config["datasets"][d]["layout"] for d in protocol_datasets(config, protocol) if d in config["datasets"]}
-    return f"--split resources/splits/{protocol}.csv --layouts {shlex.quote(json.dumps(layouts))}"
+    return f"--split resources/splits/{protocol}.csv --layouts {shlex.quote(settings_json(layouts))}"
 
 
 def mmad_filtered(config: dict, name: str) -> bool:
@@ -443,7 +522,7 @@ def mmad_settings(config: dict, name: str) -> str:
     spec = config.get("baselines", {}).get(name)
     if spec is not None and spec["backend"] == "api":
         settings["api"] = json.loads(api_settings(config, name))["api"]
-    return json.dumps(settings)
+    return settings_json(settings)
 
 
 def sample_settings(config: dict, figure: str) -> str:
@@ -464,7 +543,7 @@ def sample_settings(config: dict, figure: str) -> str:
         settings.update({"label": 1, "max_images": 1} if not spec.get("image") else {"image": spec["image"]})
     else:
         settings["max_images"] = spec["images"]
-    return json.dumps(settings)
+    return settings_json(settings)
 
 
 def figure_settings(config: dict, figure: str) -> str:
@@ -478,4 +557,4 @@ def figure_settings(config: dict, figure: str) -> str:
         settings["paper"] = spec["paper"]
     if spec.get("rows"):
         settings["rows"] = spec["rows"]
-    return json.dumps(settings)
+    return settings_json(settings)

@@ -1,17 +1,26 @@
 """`adfm detect`: a user's own images through a (trained) model.
 
-    adfm detect --model resources/models/qwen2.5-vl-7b-instruct --adapter resources/adapters/adfm \
-        --reference normal.png part1.png part2.png --out-dir annotated/
+    adfm detect --adapter resources/adapters/adfm --reference normal.png part1.png part2.png \
+        --out-dir annotated/
 
 For each query image: prints the answer and the boxes (in the query's own pixels) and writes the
-query with the boxes drawn to `<out-dir>/<name>.annotated.png`. The prompt and the image budget
-come from the config (config.yaml by default), so a detection sees what training saw.
+query with the boxes drawn to `<out-dir>/<name>.annotated.png` (`<name>.<ext>.annotated.png` when
+two queries share a name, e.g. a.png and a.jpg). An image that cannot be read is reported on its
+own line (`"error"`), the others still answer, and the exit status is 1.
+
+A detection sees what training saw: an adapter trained by `adfm train` carries training.json, whose
+base model, prompt, reasoning mode, answer format and image budget are used (the base model folder
+is found from it when --model is left out; another --model or --reasoning is an error). Without
+such an adapter they come from the config (the checkout's config.yaml unless --config is given).
+The model loads in its own dtype (its config.json's), as it was saved.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
+from collections import Counter
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -21,6 +30,10 @@ from adfm.io import InputError, atomic_path
 from adfm.protocol import parse_response, prompt_answer_format, prompt_template
 
 log = logging.getLogger(__name__)
+
+# the config beside the package in a checkout (src/adfm/../../config.yaml)
+CHECKOUT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
+REASONING_MODES = ("multi_stage", "one_stage")
 
 
 def annotate(image_path: Path, boxes: list[list[float]], answer: str | None, out: Path) -> None:
@@ -36,40 +49,184 @@ def annotate(image_path: Path, boxes: list[list[float]], answer: str | None, out
         image.save(tmp, format="PNG")
 
 
-def detect(model_dir: Path, adapter: Path | None, reference: Path, queries: list[Path], out_dir: Path,
-           config_paths: list[Path], reasoning: str) -> list[dict]:
+def output_names(queries: list[Path]) -> list[str]:
+    """`<stem>.annotated.png` per query; queries sharing a stem keep their extension in the name, and
+    a name still shared (the same file name in two folders) gets a number."""
+    stems = Counter(q.stem for q in queries)
+    names = [f"{q.stem}.annotated.png" if stems[q.stem] == 1 else f"{q.name}.annotated.png" for q in queries]
+    seen: Counter = Counter()
+    unique = []
+    for name in names:
+        seen[name] += 1
+        unique.append(name if seen[name] == 1 else name.replace(".annotated.png", f".{seen[name]}.annotated.png"))
+    return unique
+
+
+def image_problem(path: Path) -> str | None:
+    """Why an image cannot be used (decoded completely, so a truncated file is caught), or None."""
+    if not path.exists():
+        return "image not found"
+    if not path.is_file():
+        return "not a file"
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        return f"cannot read image ({error})"
+    return None
+
+
+def read_training_record(adapter: Path) -> dict | None:
+    """The adapter's training.json (written by `adfm train`), or None for an adapter from elsewhere."""
+    path = adapter / "training.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: cannot read ({error})") from None
+
+
+def resolve_base_model(adapter: Path, record: dict | None, model_dir: Path | None) -> Path:
+    """The model folder the adapter goes on: --model, checked against what training recorded, or the
+    recorded base model itself."""
+    from adfm.train import weights_fingerprint
+
+    if record is None:
+        base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if model_dir is None:
+            if not base or not (Path(base) / "config.json").is_file():
+                raise InputError(f"{adapter}: no training.json and its base model {base!r} is not a folder here; "
+                                 "pass --model")
+            return Path(base)
+        if base and Path(base).resolve() != model_dir.resolve():
+            log.warning("%s was trained on %s, not %s: unchecked (no training.json)", adapter, base, model_dir)
+        return model_dir
+    candidates = [model_dir] if model_dir is not None else [Path(record["base_model"]),
+                                                            Path(record["base_model_resolved"])]
+    found = next((c for c in candidates if (c / "config.json").is_file()), None)
+    if found is None:
+        if model_dir is not None:
+            raise InputError(f"{model_dir}: not a model folder (no config.json)")
+        raise InputError(f"{adapter}: its base model {record['base_model']} is not here; pass --model <folder>")
+    if weights_fingerprint(found) != record["base_model_weights"]:
+        raise InputError(f"{adapter} was trained on {record['base_model']}, not on {found} (other weights): "
+                         f"pass --model {record['base_model']}, or leave --model out")
+    return found
+
+
+def detection_settings(config_paths: list[Path] | None, record: dict | None, reasoning: str | None) -> dict:
+    """Prompt, reasoning, answer format, image budget and decoding: the adapter's record first, then
+    the config."""
     from adfm.config import load_config
+
+    if record is not None:
+        if reasoning is not None and reasoning != record["reasoning"]:
+            raise InputError(f"--reasoning {reasoning}: the adapter was trained with {record['reasoning']} "
+                             "(its answers would be misread); leave --reasoning out")
+        settings = {"prompt": record["prompt"], "reasoning": record["reasoning"],
+                    "answer_format": record["answer_format"], "min_pixels": int(record["model"]["min_pixels"]),
+                    "max_pixels": int(record["model"]["max_pixels"]),
+                    "max_new_tokens": int(record["max_completion_length"]), "batch_size": 8}
+        if config_paths is None:
+            return settings
+    reasoning = reasoning or (record or {}).get("reasoning", "multi_stage")
+    if config_paths is None:
+        if not CHECKOUT_CONFIG.is_file():
+            raise InputError("no --config given and no config.yaml beside this package (not a checkout): pass "
+                             "--config <your config.yaml>")
+        config_paths = [CHECKOUT_CONFIG]
+    config = load_config(config_paths)
+    try:
+        from_config = {
+            "prompt": prompt_template(config["prompts"], reasoning), "reasoning": reasoning,
+            "answer_format": prompt_answer_format(config["prompts"]),
+            "min_pixels": int(config["model"]["min_pixels"]), "max_pixels": int(config["model"]["max_pixels"]),
+            "max_new_tokens": int(config["predict"]["max_new_tokens"]), "batch_size": int(config["predict"]["batch_size"]),
+        }
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{' + '.join(map(str, config_paths))}: no prompts/model/predict setting {error}") from None
+    if record is None:
+        return from_config
+    # with a recorded adapter, the config gives decoding only: the rest must be what training saw
+    return {**settings, "max_new_tokens": from_config["max_new_tokens"], "batch_size": from_config["batch_size"]}
+
+
+def apply_adapter(model, adapter: Path, model_dir: Path):
+    """The model with the LoRA adapter on it; an adapter that does not fit is one line, not PEFT's
+    traceback (size mismatches, target modules that match nothing)."""
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    except (RuntimeError, ValueError, KeyError) as error:
+        # PEFT lists every mismatched tensor after a generic first line: say how many, show one
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        mismatches = [line for line in lines if line.startswith("size mismatch")]
+        detail = f"{len(mismatches)} tensor(s) of other shapes, e.g. {mismatches[0]}" if mismatches else lines[0]
+        raise InputError(f"{adapter}: does not fit the model {model_dir} (trained on another base model?): "
+                         f"{detail}") from None
+    model.eval()
+    return model
+
+
+def detect(model_dir: Path | None, adapter: Path | None, reference: Path, queries: list[Path], out_dir: Path,
+           config_paths: list[Path] | None = None, reasoning: str | None = None) -> list[dict]:
+    """One result per query, in order: image, answer, boxes, annotated, response; or image, error."""
     from adfm.models import load_model_and_processor
     from adfm.predict import generate_batch, greedy_config
     from adfm.protocol import build_prompt
 
-    for path in [reference, *queries]:
-        if not path.is_file():
-            raise InputError(f"{path}: image not found")
-    config = load_config(config_paths)
-    try:
-        prompt_text, model_cfg = prompt_template(config["prompts"], reasoning), config["model"]
-        answer_format = prompt_answer_format(config["prompts"])
-        max_new_tokens = config["predict"]["max_new_tokens"]
-    except (KeyError, TypeError, ValueError) as error:
-        raise InputError(f"{' + '.join(map(str, config_paths))}: no prompts/model/predict setting {error}") from None
-    model, processor = load_model_and_processor(
-        model_dir, dtype=model_cfg["dtype"], min_pixels=model_cfg["min_pixels"], max_pixels=model_cfg["max_pixels"],
-        adapter_dir=adapter,
-    )
-    generation = greedy_config(model, max_new_tokens=max_new_tokens, repetition_penalty=1.0)
-    responses = generate_batch(model, processor, build_prompt(prompt_text), [(str(reference), str(q)) for q in queries],
-                               generation)
+    if reasoning is not None and reasoning not in REASONING_MODES:
+        raise InputError(f"--reasoning {reasoning}: expected one of {', '.join(REASONING_MODES)}")
+    problem = image_problem(reference)
+    if problem:
+        raise InputError(f"{reference}: {problem}")
+    # everything checked before the model loads (minutes for a 7B)
+    record = None
+    if adapter is not None:
+        if not (adapter / "adapter_config.json").is_file():
+            raise InputError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+        record = read_training_record(adapter)
+        model_dir = resolve_base_model(adapter, record, model_dir)
+    elif model_dir is None:
+        raise InputError("give --model (and --adapter for a trained model)")
+    settings = detection_settings(config_paths, record, reasoning)
+    problems = {q: image_problem(q) for q in queries}
+    for query, problem in problems.items():
+        if problem:
+            log.error("%s: %s", query, problem)
+    readable = [q for q in queries if not problems[q]]
+    names = dict(zip(queries, output_names(queries)))
+
+    responses: dict[Path, str] = {}
+    if readable:
+        model, processor = load_model_and_processor(model_dir, dtype="auto", min_pixels=settings["min_pixels"],
+                                                    max_pixels=settings["max_pixels"])
+        if adapter is not None:
+            model = apply_adapter(model, adapter, model_dir)
+        generation = greedy_config(model, max_new_tokens=settings["max_new_tokens"], repetition_penalty=1.0)
+        prompt = build_prompt(settings["prompt"])
+        size = settings["batch_size"]
+        for start in range(0, len(readable), size):
+            batch = readable[start:start + size]
+            answers = generate_batch(model, processor, prompt, [(str(reference), str(q)) for q in batch], generation)
+            responses.update(zip(batch, answers))
+
     results = []
-    for query, response in zip(queries, responses):
+    for query in queries:
+        if problems[query]:
+            results.append({"image": str(query), "error": problems[query]})
+            continue
+        response = responses[query]
         with Image.open(query) as image:
             width, height = image.size
-        frame = box_ops.model_frame_size(width, height, min_pixels=model_cfg["min_pixels"],
-                                         max_pixels=model_cfg["max_pixels"])
-        parsed = parse_response(response, reasoning, answer_format)
+        frame = box_ops.model_frame_size(width, height, min_pixels=settings["min_pixels"],
+                                         max_pixels=settings["max_pixels"])
+        parsed = parse_response(response, settings["reasoning"], settings["answer_format"])
         kept = [b for b in (box_ops.sanitize(b, frame) for b in parsed.boxes) if b is not None]
         original = [[round(v, 1) for v in b] for b in box_ops.from_model_frame(kept, frame, width, height)]
-        annotated = out_dir / f"{query.stem}.annotated.png"
+        annotated = out_dir / names[query]
         annotate(query, original, parsed.answer, annotated)
         results.append({"image": str(query), "answer": parsed.answer, "boxes": original, "annotated": str(annotated),
                         "response": response})
@@ -77,19 +234,39 @@ def detect(model_dir: Path, adapter: Path | None, reference: Path, queries: list
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("detect", help="run a (trained) model on your own images")
-    parser.add_argument("--model", required=True, type=Path, help="model folder (resources/models/<name>)")
+    parser = subparsers.add_parser(
+        "detect", help="run a (trained) model on your own images",
+        description="Ask a model (with a trained LoRA adapter, if given) whether each query image shows a defect "
+                    "compared with a normal reference image of the same part; prints one JSON line per image "
+                    "(answer, boxes) and writes an annotated copy into --out-dir. --model must be the model the "
+                    "adapter was trained on (read from the adapter's training.json when left out), and --reasoning the mode "
+                    "it was trained with (read from there too). An unreadable image is reported and the others "
+                    "still answer; the exit status is then 1.")
+    parser.add_argument("--model", type=Path,
+                        help="model folder; with an adapter from `adfm train`, its base model by default (and "
+                             "checked against it)")
     parser.add_argument("--adapter", type=Path, help="LoRA adapter folder (resources/adapters/<run>)")
     parser.add_argument("--reference", required=True, type=Path, help="a normal image of the same part")
     parser.add_argument("images", nargs="+", type=Path, help="query images")
-    parser.add_argument("--out-dir", type=Path, default=Path("detections"))
-    parser.add_argument("--config", type=Path, nargs="+", default=[Path("config.yaml")],
-                        help="config file(s), merged in order like snakemake --configfile (prompts, model settings)")
-    parser.add_argument("--reasoning", default="multi_stage", choices=["multi_stage", "one_stage"])
+    parser.add_argument("--out-dir", type=Path, default=Path("detections"),
+                        help="where the annotated images go (default: %(default)s)")
+    parser.add_argument("--config", type=Path, action="extend", nargs="+",
+                        help="config file(s), merged in order like snakemake --configfile (prompts, image budget, "
+                             "decoding); repeat --config or end the list with -- before the images; default: "
+                             "the adapter's training.json, else the checkout's config.yaml")
+    parser.add_argument("--reasoning", choices=REASONING_MODES,
+                        help="the prompt's reasoning mode; default: the adapter's (from its training.json), "
+                             "else multi_stage")
 
     def main(args) -> None:
+        failed = 0
         for result in detect(args.model, args.adapter, args.reference, args.images, args.out_dir, args.config,
                              args.reasoning):
-            print(json.dumps({k: result[k] for k in ("image", "answer", "boxes", "annotated")}))
+            keys = ("image", "error") if "error" in result else ("image", "answer", "boxes", "annotated")
+            print(json.dumps({k: result[k] for k in keys}), flush=True)
+            failed += "error" in result
+        if failed:
+            print(f"{failed} of {len(args.images)} image(s) could not be read", file=sys.stderr)
+            raise SystemExit(1)
 
     parser.set_defaults(func=main)

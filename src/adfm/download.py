@@ -6,14 +6,20 @@ interruption) and are renamed into place only once the checksum matches. Extract
 temporary folder beside the target and is renamed at the end, and refuses any member that would
 land outside it (`..`, absolute paths, links pointing out).
 
-Where no checksum is published, the first download records the archive's sha256 in a lock file
-(JSON, keyed by URL) and later downloads are checked against it, so a silently changed upstream
-archive is noticed.
+Where no checksum is published, the first download that extracts cleanly records the archive's
+sha256 in a lock file (JSON, keyed by URL) and later downloads are checked against it, so a silently
+changed upstream archive is noticed. An archive that fails to extract (truncated, corrupt) is never
+recorded, so replacing it with a good copy just works.
+
+Each download also writes a source record (YAML): where the data came from (URL, or the folder a
+manual download was linked from), the sha256 of what was extracted, and when. The provenance stage
+reads these records, so provenance describes the data a run used, not what the config says now.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import http.client
@@ -28,6 +34,7 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
+import yaml
 from tqdm import tqdm
 
 from adfm.io import InputError, atomic_path
@@ -72,13 +79,12 @@ def read_checksum_file(path: Path) -> str:
     return words[0].lower()
 
 
-def verify(path: Path, expected: str | None) -> None:
-    if expected is None:
-        log.warning("%s: no checksum configured, integrity not verified", path)
-        return
+def verify(path: Path, expected: str | None) -> str:
+    """The file's sha256, checked against `expected` when one is given."""
     actual = sha256_of(path)
-    if actual != expected.lower():
+    if expected is not None and actual != expected.lower():
         raise InputError(f"{path}: sha256 mismatch: expected {expected}, got {actual}")
+    return actual
 
 
 @contextlib.contextmanager
@@ -98,39 +104,49 @@ def _locked(lock_file: Path):
                 tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
-def verify_or_record(path: Path, url: str, lock_file: Path) -> None:
-    """Check `path` against the sha256 recorded for `url`, recording it on first sight."""
+def check_lock(path: Path, url: str, digest: str, lock_file: Path) -> None:
+    """Check `path` (whose sha256 is `digest`) against the sha256 recorded for `url`, if any."""
     with _locked(lock_file) as entries:
-        if url in entries:
-            verify(path, entries[url])
-        else:
-            entries[url] = sha256_of(path)
-            log.info("%s: no published checksum; recorded sha256 %s in %s", path, entries[url], lock_file)
+        recorded = entries.get(url)
+    if recorded is None:
+        log.warning("%s: no published checksum and none recorded yet; it will be recorded in %s once the "
+                    "archive has extracted cleanly", path, lock_file)
+    elif recorded != digest:
+        raise InputError(f"{path}: sha256 mismatch: {lock_file} recorded {recorded} for {url} at its first "
+                         f"download, got {digest}. If the archive was replaced on purpose, delete the {url!r} "
+                         f"entry from {lock_file} and rerun.")
 
 
-def fetch(url: str, cache_dir: Path, expected_sha256: str | None) -> Path:
-    """The verified archive for `url`: the local file itself, or a cached download of it."""
+def record_lock(digests: dict[str, str], lock_file: Path) -> None:
+    """Record {url: sha256} of archives that extracted cleanly, where none is recorded yet."""
+    with _locked(lock_file) as entries:
+        for url, digest in digests.items():
+            if url not in entries:
+                entries[url] = digest
+                log.info("%s: no published checksum; recorded sha256 %s in %s", url, digest, lock_file)
+
+
+def fetch(url: str, cache_dir: Path, expected_sha256: str | None) -> tuple[Path, str]:
+    """The verified archive for `url` (the local file itself, or a cached download of it) and its sha256."""
     source = local_path(url)
     if source is not None:
         if not source.is_file():
-            raise InputError(f"{source}: archive not found (from {url})")
-        verify(source, expected_sha256)
-        return source
+            raise InputError(f"{source}: not found (from {url})")
+        return source, verify(source, expected_sha256)
     name = PurePosixPath(urllib.parse.urlparse(url).path).name or "archive"
     target = cache_dir / name
     if target.is_file():
-        verify(target, expected_sha256)
-        return target
+        return target, verify(target, expected_sha256)
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = cache_dir / f"{name}.part"
     _stream(url, partial)
     try:
-        verify(partial, expected_sha256)
+        digest = verify(partial, expected_sha256)
     except InputError:
         partial.unlink()  # a corrupt download must not be resumed
         raise
     os.replace(partial, target)
-    return target
+    return target, digest
 
 
 def _stream(url: str, partial: Path) -> None:
@@ -216,49 +232,93 @@ def _strip(folder: Path, levels: int, archive: Path) -> None:
         inner.rmdir()
 
 
+def write_source_record(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(record, sort_keys=False))
+
+
 def download(url: str | None, out_dir: Path, *, cache_dir: Path, sha256: str | None, checksum_file: Path | None,
              strip_components: int = 0, lock_file: Path | None = None, extra_files: list[dict] = (),
-             manual: str | None = None) -> None:
+             manual: str | None = None, source_record: Path | None = None) -> None:
     """Fetch, verify and extract one dataset into out_dir (see the module docstring).
 
     `extra_files` ({"url", "sha256"} entries) are fetched as they are into the dataset folder (MMAD's
     mmad.json beside its image archive). `manual` is the instruction shown when `url` is missing.
+    `source_record`, when given, receives what was used (see the module docstring).
     """
     if not url:
         raise InputError(f"{out_dir.name}: this dataset must be downloaded by hand. {manual or ''} "
                          f"Then set datasets.{out_dir.name}.url in your config to the archive or extracted folder.")
     expected = read_checksum_file(checksum_file) if checksum_file else sha256
+    record = {"dataset": out_dir.name, "url": url}
     source = local_path(url)
     if source is not None and source.is_dir():
         # An already extracted folder (manual download): link it rather than copy gigabytes.
         with atomic_path(out_dir) as tmp:
             tmp.symlink_to(source.resolve(), target_is_directory=True)
-        return
-    archive = fetch(url, cache_dir, expected)
-    if expected is None and lock_file is not None:
-        verify_or_record(archive, url, lock_file)
-    files = [(fetch(extra["url"], cache_dir, extra.get("sha256")), extra) for extra in extra_files]
-    for path, extra in files:
-        if extra.get("sha256") is None and lock_file is not None:
-            verify_or_record(path, extra["url"], lock_file)
+        record["folder"] = str(source.resolve())
+    elif source is not None and not source.exists():
+        raise InputError(f"{source}: no such archive or folder (datasets.{out_dir.name}.url is {url!r})")
+    else:
+        record.update(_fetch_and_extract(url, out_dir, cache_dir, expected, strip_components, lock_file, extra_files))
+    if source_record is not None:
+        record["downloaded"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        write_source_record(source_record, record)
+
+
+def _fetch_and_extract(url: str, out_dir: Path, cache_dir: Path, expected: str | None, strip_components: int,
+                       lock_file: Path | None, extra_files: list[dict]) -> dict:
+    """Fetch, check and extract; record unpublished checksums only once all extracted. The record's part."""
+    archive, digest = fetch(url, cache_dir, expected)
+    files = [(extra, *fetch(extra["url"], cache_dir, extra.get("sha256"))) for extra in extra_files]
+    unpublished = {url: digest} if expected is None else {}
+    unpublished.update({extra["url"]: sha for extra, _, sha in files if extra.get("sha256") is None})
+    if lock_file is not None:
+        paths = {url: archive, **{extra["url"]: path for extra, path, _ in files}}
+        for key, value in unpublished.items():
+            check_lock(paths[key], key, value, lock_file)
+    elif unpublished:
+        log.warning("%s: no checksum configured, integrity not verified", ", ".join(unpublished))
     log.info("extracting %s into %s", archive, out_dir)
-    extract(archive, out_dir, strip_components, extra_files=[path for path, _ in files])
+    try:
+        extract(archive, out_dir, strip_components, extra_files=[path for _, path, _ in files])
+    except InputError as error:
+        if archive.parent == cache_dir:  # a downloaded copy: the next run would reuse it
+            raise InputError(f"{error}; delete {archive} to download it again") from None
+        raise
+    if lock_file is not None and unpublished:
+        record_lock(unpublished, lock_file)
+    return {"sha256": digest, "extra_files": [{"url": extra["url"], "sha256": sha} for extra, _, sha in files]}
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("download", help="fetch, verify and extract a dataset archive")
-    parser.add_argument("--url", help="https URL, file: URL or local path (archive or folder); none: manual download")
+    parser = subparsers.add_parser(
+        "download", help="fetch, verify and extract a dataset archive",
+        description="Fetch a dataset archive (https, or a local file for a manual download), check its sha256 "
+                    "and extract it into --out; a folder given as --url is linked instead. Archives without a "
+                    "published checksum are checked against --lock-file (recorded there once they extract "
+                    "cleanly). --source-record receives where the data came from, for the provenance.")
+    parser.add_argument("--url", help="https URL, file: URL or local path (archive or extracted folder); "
+                                      "none: a manual download, see --manual")
     parser.add_argument("--manual", help="how to download by hand (shown when --url is missing)")
-    parser.add_argument("--lock-file", type=Path, help="JSON file recording checksums of archives without one")
-    parser.add_argument("--extra-files", default="[]", help='JSON list of {"url", "sha256"} fetched into the folder')
+    parser.add_argument("--lock-file", type=Path, help="JSON file recording checksums of archives without a "
+                                                       "published one (delete an entry to accept a new archive)")
+    parser.add_argument("--extra-files", default="[]", help='JSON list of {"url", "sha256"} fetched into the folder '
+                                                           "as they are (default: none)")
     parser.add_argument("--out", required=True, type=Path, help="folder to extract into")
-    parser.add_argument("--cache-dir", type=Path, default=Path("resources/archives"))
+    parser.add_argument("--cache-dir", type=Path, default=Path("resources/archives"),
+                        help="where remote archives are downloaded to (default: %(default)s)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--sha256", help="expected sha256 of the archive")
-    group.add_argument("--checksum-file", type=Path, help="file holding the expected sha256")
-    parser.add_argument("--strip-components", type=int, default=0)
+    group.add_argument("--checksum-file", type=Path, help="file holding the expected sha256 (sha256sum format)")
+    parser.add_argument("--strip-components", type=int, default=0,
+                        help="single wrapping folders to drop from the archive's contents (default: 0)")
+    parser.add_argument("--source-record", type=Path,
+                        help="YAML file to write the source record to (URL or folder, sha256, time)")
     parser.set_defaults(
         func=lambda a: download(a.url, a.out, cache_dir=a.cache_dir, sha256=a.sha256,
                                 checksum_file=a.checksum_file, strip_components=a.strip_components,
-                                lock_file=a.lock_file, extra_files=json.loads(a.extra_files), manual=a.manual)
+                                lock_file=a.lock_file, extra_files=json.loads(a.extra_files), manual=a.manual,
+                                source_record=a.source_record)
     )

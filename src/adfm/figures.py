@@ -354,8 +354,9 @@ def run_figure(figure: str, predictions: list[Path], settings: dict, out: Path) 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("figure", help="Figures 3-5 (PNG and PDF) from predictions or sampled responses",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--figure", required=True, choices=sorted(FIGURES))
-    parser.add_argument("--predictions", required=True, nargs="+", type=Path)
+    parser.add_argument("--figure", required=True, choices=sorted(FIGURES), help="which figure to draw")
+    parser.add_argument("--predictions", required=True, nargs="+", type=Path,
+                        help="prediction or sampled-response files (JSONL) the figure is drawn from")
     parser.add_argument("--settings", default={}, type=settings_json,
                         help="JSON: title, rewards (alpha, reasoning), paper")
     parser.add_argument("--out", required=True, type=Path, help="PNG path; the PDF (and CSV) go beside it")

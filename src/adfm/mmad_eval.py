@@ -382,9 +382,13 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="predictions JSONL")
     parser.set_defaults(func=_predict_main)
 
-    scorer = subparsers.add_parser("score-mmad", help="MMAD accuracy per source dataset and question type")
-    scorer.add_argument("--predictions", required=True, nargs="+", type=Path)
+    scorer = subparsers.add_parser(
+        "score-mmad", help="MMAD accuracy per source dataset and question type",
+        description="MMAD accuracy of one model's answers per source dataset and question type, as MMAD's own "
+                    "evaluation counts it, with the number of questions the leakage filter left out.")
+    scorer.add_argument("--predictions", required=True, nargs="+", type=Path,
+                        help="the model's MMAD answers (`adfm predict-mmad`, JSONL)")
     scorer.add_argument("--questions", type=Path, default=None,
                         help="the question table, to count the questions the leakage filter left out")
-    scorer.add_argument("--out", required=True, type=Path)
+    scorer.add_argument("--out", required=True, type=Path, help="the metrics (CSV)")
     scorer.set_defaults(func=lambda a: run_score(a.predictions, a.out, a.questions))

@@ -5,8 +5,11 @@ Sources:
   repository at `--revision`, downloaded with huggingface_hub.
 - `demo:tiny-qwen2.5-vl`: the tiny, randomly initialised Qwen2.5-VL of `adfm.demo_model`, built
   offline in seconds.
+- a model folder already on disk (`/data/Qwen2.5-VL-7B-Instruct`, `./models/qwen`, `~/qwen` or
+  `file:/data/qwen`), e.g. from `hf download Qwen/Qwen2.5-VL-7B-Instruct --local-dir <folder>`: linked
+  into place, not copied.
 
-Both end up as a Hugging Face model folder, and `load_model_and_processor` loads either the same way
+Each ends up as a Hugging Face model folder, and `load_model_and_processor` loads either the same way
 (AutoProcessor + AutoModelForImageTextToText), with an optional LoRA adapter on top.
 """
 
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 
 HF_SCHEME = "hf://"
 DEMO_SCHEME = "demo:"
+FILE_SCHEME = "file:"
+LOCAL_PREFIXES = ("/", "~", "./", "../", FILE_SCHEME)  # config.schema.yaml's model.source pattern allows these
 DTYPES = ("bfloat16", "float16", "float32", "auto")
 
 
@@ -41,7 +46,15 @@ def fetch_model(source: str, revision: str | None, out_dir: str | os.PathLike) -
         staging = out.parent / f".{out.name}.download"
         staging.parent.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s (revision %s) from the Hugging Face Hub into %s", repo_id, revision or "main", staging)
-        snapshot_download(repo_id=repo_id, revision=revision or None, local_dir=staging)
+        try:
+            snapshot_download(repo_id=repo_id, revision=revision or None, local_dir=staging)
+        except Exception as error:  # noqa: BLE001  whatever it is (no network, gated, unknown repo), one line
+            reason = (str(error).splitlines() or [""])[0]
+            raise InputError(
+                f"model source {source}: cannot download from the Hugging Face Hub ({type(error).__name__}: "
+                f"{reason}). Rerun where the Hub is reachable (the download resumes), or download it there "
+                f"(`hf download {repo_id} --local-dir <folder>`) and set model.source to that folder."
+            ) from None
         shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
         if out.exists():
             shutil.rmtree(out)
@@ -57,10 +70,23 @@ def fetch_model(source: str, revision: str | None, out_dir: str | os.PathLike) -
         with atomic_path(out) as tmp:
             demo_model.build_demo_model(tmp)
         return out
+    if source.startswith(LOCAL_PREFIXES):
+        return link_local_model(source, out)
     raise ValueError(
-        f"unknown model source {source!r}: expected hf://<owner>/<name> (Hugging Face Hub) "
-        f"or {DEMO_SCHEME}tiny-qwen2.5-vl (the tiny demo model)"
+        f"unknown model source {source!r}: expected hf://<owner>/<name> (Hugging Face Hub), "
+        f"{DEMO_SCHEME}tiny-qwen2.5-vl (the tiny demo model) or a model folder (/path, ./path, file:path)"
     )
+
+
+def link_local_model(source: str, out: Path) -> Path:
+    """A model folder already on disk as `out`: a link to it, so the 16 GB are neither copied nor fetched."""
+    folder = Path(source.removeprefix(FILE_SCHEME)).expanduser()
+    if not (folder / "config.json").is_file():
+        raise InputError(f"model source {source}: {folder} is not a Hugging Face model folder (no config.json)")
+    with atomic_path(out) as tmp:
+        tmp.symlink_to(folder.resolve(), target_is_directory=True)
+    log.info("model folder %s linked as %s", folder.resolve(), out)
+    return out
 
 
 def torch_dtype(name: str):
@@ -151,11 +177,12 @@ def _fetch_main(args: argparse.Namespace) -> None:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "fetch-model",
-        help="download model weights (hf://owner/name) or build the tiny demo model (demo:tiny-qwen2.5-vl)",
+        help="download model weights (hf://owner/name), link a model folder on disk, or build the tiny demo model",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--source", required=True, help="hf://<owner>/<name> or demo:tiny-qwen2.5-vl")
-    parser.add_argument("--revision", default=None, help="Hub revision (commit hash, tag or branch); ignored for demo:")
+    parser.add_argument("--source", required=True,
+                        help="hf://<owner>/<name>, demo:tiny-qwen2.5-vl, or a model folder (/path, ./path, ~/path, file:path)")
+    parser.add_argument("--revision", default=None, help="Hub revision (commit hash, tag or branch); ignored for demo: and folders")
     parser.add_argument("--out", required=True, help="model folder to create")
     parser.set_defaults(func=_fetch_main)

@@ -1,5 +1,6 @@
-"""Provenance of a run for the report: the merged config, the commit and the package versions, and
-the table of settings that change results with where each value comes from.
+"""Provenance of a run for the report: the merged config, the commit and the package versions, the
+data each dataset was built from (the download stage's source records: URL or linked folder, sha256,
+when), and the table of settings that change results with where each value comes from.
 
 Each such key's source lives in the config schema (workflow/schemas/config.schema.yaml) as a
 `source:` beside its description: "paper §N" (the AD-FM paper), "release" (the authors' public
@@ -15,9 +16,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
 import pandas as pd
+import yaml
 
 from adfm.io import write_csv_atomic, write_text_atomic
 
@@ -78,9 +78,21 @@ def settings_sources(config: dict, schema: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["setting", "value", "source", "why"])
 
 
+def data_sources(config: dict, records: list[Path]) -> dict[str, dict]:
+    """dataset -> its source record as the download wrote it; datasets without one are marked."""
+    found = {}
+    for path in records:
+        record = yaml.safe_load(Path(path).read_text())
+        found[record["dataset"]] = record
+    return {name: found.get(name, {"url": spec.get("url"), "downloaded": None,
+                                   "note": "not downloaded (a manual download not yet made)"})
+            for name, spec in config["datasets"].items()}
+
+
 def write_provenance(config: dict, commit: str, schema_path: Path, out: Path, settings_csv: Path,
-                     settings_html: Path) -> None:
-    record = {"commit": commit, "python": platform.python_version(), "packages": versions(), "config": config}
+                     settings_html: Path, sources: list[Path] = ()) -> None:
+    record = {"commit": commit, "python": platform.python_version(), "packages": versions(),
+              "data": data_sources(config, sources), "config": config}
     write_text_atomic(out, yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
     table = settings_sources(config, yaml.safe_load(Path(schema_path).read_text()))
     write_csv_atomic(table, settings_csv)
@@ -88,13 +100,19 @@ def write_provenance(config: dict, commit: str, schema_path: Path, out: Path, se
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("provenance", help="record the config, commit and versions of a run")
+    parser = subparsers.add_parser(
+        "provenance", help="record the config, commit and versions of a run",
+        description="Write the provenance record of a run (commit, Python and package versions, the data each "
+                    "dataset came from, the merged config) and the table of the settings that change results, "
+                    "with where each value comes from (paper, release, MMAD or ours).")
     parser.add_argument("--config", required=True, help="the merged config, as JSON")
-    parser.add_argument("--commit", required=True)
+    parser.add_argument("--commit", required=True, help="the checkout's git commit (-dirty when edited)")
+    parser.add_argument("--sources", nargs="*", type=Path, default=[],
+                        help="the download stage's source records (YAML), one per downloaded dataset")
     parser.add_argument("--schema", required=True, type=Path, help="the config schema, with each setting's source")
     parser.add_argument("--out", required=True, type=Path, help="provenance record (YAML)")
     parser.add_argument("--settings-csv", required=True, type=Path,
                         help="table of the settings that change results and their sources (CSV)")
     parser.add_argument("--settings-html", required=True, type=Path, help="the same table as HTML, for the report")
     parser.set_defaults(func=lambda a: write_provenance(json.loads(a.config), a.commit, a.schema, a.out,
-                                                        a.settings_csv, a.settings_html))
+                                                        a.settings_csv, a.settings_html, a.sources))

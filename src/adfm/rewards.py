@@ -302,7 +302,9 @@ def make_random(options: dict) -> RewardFunc:
 
     Seeded with random_seed plus this process's rank (torchrun's RANK, 0 in a single process): each
     data-parallel process scores its own completions, and one seed for all would give every process
-    the same noise sequence.
+    the same noise sequence. The generator is exposed as the function's `generator`: training saves
+    its state with each checkpoint and restores it on resume (adfm.train.resumable_trainer), so that
+    a resumed run draws the noise an uninterrupted one draws.
     """
     generator = np.random.default_rng(int(options["random_seed"]) + int(os.environ.get("RANK", "0")))
     std = float(options["random_std"])
@@ -311,6 +313,7 @@ def make_random(options: dict) -> RewardFunc:
         return [float(v) for v in generator.normal(0.0, std, size=len(completions))]
 
     random_reward.__name__ = random_reward.__qualname__ = "random"
+    random_reward.generator = generator
     return random_reward
 
 
@@ -320,6 +323,19 @@ REWARDS: dict[str, Callable[[dict], RewardFunc]] = {
     "count": make_count,
     "format": make_format,
     "random": make_random,
+}
+
+
+# The options each reward reads: a run's training settings carry only those of its rewards, so that
+# changing one (rewards.alpha, say) retrains only the runs whose rewards read it. make_reward_funcs
+# hands each factory these options alone, so a factory cannot read one missing here.
+REWARD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "cls": ("reasoning", "answer_format", "cls_partial_credit"),
+    "loc": ("reasoning", "answer_format", "alpha", "giou_mean", "loc_no_box_zero", "loc_no_gt_as_normal",
+            "loc_rescale"),
+    "count": ("reasoning", "answer_format", "alpha", "loc_no_gt_as_normal"),
+    "format": ("reasoning", "answer_format", "format_reward"),
+    "random": ("random_seed", "random_std"),
 }
 
 
@@ -343,4 +359,4 @@ def make_reward_funcs(names: Sequence[str], options: dict | None = None) -> list
     unknown = [name for name in names if name not in REWARDS]
     if unknown:
         raise ValueError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}")
-    return [REWARDS[name](merged) for name in names]
+    return [REWARDS[name]({key: merged[key] for key in REWARD_OPTIONS[name]}) for name in names]

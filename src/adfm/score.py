@@ -158,8 +158,11 @@ def run_score(predictions: list[Path], out: Path) -> None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("score", help="accuracy per dataset and category from predictions (answers or "
-                                   "continuous scores)")
-    parser.add_argument("--predictions", required=True, nargs="+", type=Path)
-    parser.add_argument("--out", required=True, type=Path)
+    parser = subparsers.add_parser(
+        "score", help="accuracy per dataset and category from predictions (answers or continuous scores)",
+        description="Accuracy of one model's predictions per dataset and category (and overall): yes/no answers "
+                    "as they are, continuous anomaly scores (the CLIP baselines) through a threshold.")
+    parser.add_argument("--predictions", required=True, nargs="+", type=Path,
+                        help="prediction files (JSONL) of one model (`adfm predict`, `predict-api`, `predict-clip`)")
+    parser.add_argument("--out", required=True, type=Path, help="metrics per dataset and category (CSV)")
     parser.set_defaults(func=lambda a: run_score(a.predictions, a.out))

@@ -127,7 +127,10 @@ def run_mmad_questions(root: Path, manifest_path: Path, boxes_path: Path, out: P
 
 
 def register(subparsers) -> None:
-    questions = subparsers.add_parser("mmad-questions", help="MMAD's question table, joined to its images")
+    questions = subparsers.add_parser(
+        "mmad-questions", help="MMAD's question table, joined to its images",
+        description="One row per MMAD question (image, options, answer, type, templates) with its image's boxes; "
+                    "with --split, only questions about images that the split's runs were not trained on.")
     questions.add_argument("--root", required=True, type=Path, help="the extracted MMAD folder")
     questions.add_argument("--manifest", required=True, type=Path, help="the MMAD manifest")
     questions.add_argument("--boxes", required=True, type=Path, help="the MMAD images' boxes")
@@ -135,13 +138,18 @@ def register(subparsers) -> None:
                            help="leakage filter: ask only about the source images in this split's test role")
     questions.add_argument("--layouts", type=json.loads, default=None,
                            help="JSON {dataset: layout} of the split's datasets (with --split)")
-    questions.add_argument("--out", required=True, type=Path)
+    questions.add_argument("--out", required=True, type=Path, help="the question table (CSV)")
     questions.set_defaults(func=lambda a: run_mmad_questions(a.root, a.manifest, a.boxes, a.out, a.split, a.layouts))
 
-    parser = subparsers.add_parser("split", help="train/test split of a protocol, with normal references")
-    parser.add_argument("--manifests", required=True, nargs="+", type=Path)
-    parser.add_argument("--boxes", required=True, nargs="+", type=Path)
+    parser = subparsers.add_parser(
+        "split", help="train/test split of a protocol, with normal references",
+        description="The train/test split of one protocol (multi-domain or cross-dataset) over its datasets' "
+                    "manifests: each image with its role, its boxes, and the normal reference image it is shown "
+                    "with. The same seed gives the same split.")
+    parser.add_argument("--manifests", required=True, nargs="+", type=Path,
+                        help="the protocol's datasets' manifests (`adfm index`)")
+    parser.add_argument("--boxes", required=True, nargs="+", type=Path, help="their boxes (`adfm boxes`)")
     parser.add_argument("--protocol", required=True, help="the protocol's config entry, as JSON")
-    parser.add_argument("--seed", required=True, type=int)
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--seed", required=True, type=int, help="random seed of the split and the references")
+    parser.add_argument("--out", required=True, type=Path, help="the split (CSV)")
     parser.set_defaults(func=lambda a: run_split(a.manifests, a.boxes, json.loads(a.protocol), a.seed, a.out))

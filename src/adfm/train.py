@@ -12,13 +12,25 @@ Outputs, in ADAPTER_DIR (written to a temporary folder and renamed into place at
 - train_log.csv: one row per logging step (loss, reward, reward_std, frac_reward_zero_std, kl,
   completions/mean_length, rewards/<fn>/mean, ..., world_size: the number of processes);
 - completions/completions_<step>.parquet: TRL's log_completions output (prompt, completion, each
-  reward and the advantage of every completion), the raw material of Figures 4 and 5.
+  reward and the advantage of every completion), the raw material of Figures 4 and 5;
+- training.json: the base model (folder and a fingerprint of its weights), reasoning mode, answer
+  format, prompt and image budget the adapter was trained with, and the run's resumes.
 
 Checkpoints go to ADAPTER_DIR + ".ckpt/" (checkpoint-<step>/ every `save_steps` steps, plus a
 progressively rewritten train_log.csv). A restarted job resumes from the last checkpoint there,
 provided the split, the model and the training settings (other than the run length and
 logging/saving cadence) are unchanged; otherwise the stale checkpoints are discarded with a warning.
 The checkpoint folder is removed once the adapter is in place.
+
+In one process, a resumed run is identical to an uninterrupted one (tests/reliability/test_interrupted_jobs.py):
+each checkpoint holds, per process, the Trainer's RNG states (python, numpy, torch CPU and CUDA:
+sampling, dropout) and ours (resume_state_<rank>.pt): the r_random reward's generator, TRL's
+micro-step counter and, when the checkpoint falls inside a block of reused generations
+(steps_per_generation / num_iterations), the buffered generations themselves; the data order of
+each epoch is re-derived from the seed. Only a checkpoint with all of them is resumed from. Every
+resume is recorded: in train_log.csv (column resumed_from: the step the process that logged the row
+started from) and in training.json (resumes: step and `exact`, whether the run is known to equal an
+uninterrupted one: in one process without vLLM, see prepare_checkpoint_dir).
 
 Several processes (`accelerate launch --num_processes N -m adfm train ...`, see adfm.config.launcher):
 data parallel, each process samples and scores its own prompts of every step, on its GPU, or on the
@@ -85,6 +97,8 @@ LOG_FIRST_COLUMNS = [
 ]
 
 CHECKPOINT_SUFFIX = ".ckpt"
+RESUME_STATE = "resume_state_{rank}.pt"
+TRAINING_RECORD = "training.json"
 
 
 # ----------------------------------------------------------------------------------------- dataset
@@ -231,19 +245,22 @@ def check_trainable(model) -> list[str]:
 # ------------------------------------------------------------------------------------------- logs
 
 
-def log_rows(log_history: list[dict], world_size: int) -> pd.DataFrame:
+def log_rows(log_history: list[dict], world_size: int, resumes: list[int] = ()) -> pd.DataFrame:
     """One row per logging step of trainer.state.log_history (the end-of-training summary excluded),
-    with the number of processes that trained (the metrics are already averaged over them)."""
+    with the number of processes that trained (the metrics are already averaged over them) and the
+    checkpoint step the logging process had resumed from (empty before any resume)."""
     entries = [e for e in log_history if "step" in e and ("loss" in e or "reward" in e)]
     frame = pd.DataFrame(entries)
     if frame.empty:
-        return pd.DataFrame(columns=[*LOG_FIRST_COLUMNS, "world_size"])
+        return pd.DataFrame(columns=[*LOG_FIRST_COLUMNS, "world_size", "resumed_from"])
     frame = frame.drop_duplicates(subset="step", keep="last")
     first = [c for c in LOG_FIRST_COLUMNS if c in frame.columns]
-    return frame[first + [c for c in frame.columns if c not in first]].assign(world_size=world_size)
+    resumed_from = [max((r for r in resumes if r < step), default=None) for step in frame["step"]]
+    return frame[first + [c for c in frame.columns if c not in first]].assign(
+        world_size=world_size, resumed_from=pd.array(resumed_from, dtype="Int64"))
 
 
-def _progress_callback(log_csv: Path):
+def _progress_callback(log_csv: Path, resumes: list[int]):
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
@@ -278,7 +295,7 @@ def _progress_callback(log_csv: Path):
                 100 * logs.get("frac_reward_zero_std", float("nan")),
                 per_step,
             )
-            log_rows(state.log_history, args.world_size).to_csv(log_csv, index=False)
+            log_rows(state.log_history, args.world_size, resumes).to_csv(log_csv, index=False)
 
     return Progress()
 
@@ -291,6 +308,21 @@ def _sha256_file(path: Path) -> str:
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """A fingerprint of a model folder's weights that reads a few MB, not the whole 15 GB: each
+    *.safetensors file's name and size with 64 blocks of 64 KiB spread evenly over it. A fine-tuned
+    or merged model differs from its base in most of its bytes, so in some of these blocks."""
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.glob("*.safetensors")):
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with open(path, "rb") as handle:
+            for block in range(64):
+                handle.seek(size * block // 64)
+                digest.update(handle.read(1 << 16))
     return digest.hexdigest()
 
 
@@ -311,10 +343,49 @@ def run_fingerprint(split_csv: Path, model_dir: Path, settings: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def prepare_checkpoint_dir(ckpt_dir: Path, fingerprint: str) -> str | None:
-    """Make the checkpoint folder; return the checkpoint to resume from, if one matches this run."""
-    from transformers.trainer_utils import get_last_checkpoint
+def complete_checkpoint(checkpoint: Path) -> bool:
+    """Whether a checkpoint was written to the end: the Trainer writes trainer_state.json last on the
+    main process, and every process writes its resume state after its RNG states."""
+    state = checkpoint / RESUME_STATE.format(rank=0)
+    if not (checkpoint / "trainer_state.json").is_file() or not state.is_file():
+        return False
+    world_size = resume_state_world_size(state)
+    return all((checkpoint / RESUME_STATE.format(rank=rank)).is_file() for rank in range(world_size))
 
+
+def resume_state_world_size(path: Path) -> int:
+    import torch
+
+    # memory-mapped: a state holding buffered generations can be large
+    return int(torch.load(path, weights_only=False, mmap=True)["world_size"])
+
+
+def last_complete_checkpoint(ckpt_dir: Path, *, discard: bool) -> str | None:
+    """The newest complete checkpoint; a newer one cut short by the interruption is skipped (and
+    deleted when `discard`: the main process, before the others look)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    found = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in ckpt_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                   if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit())
+    for _, checkpoint in reversed(found):
+        if complete_checkpoint(checkpoint):
+            return str(checkpoint)
+        log.warning("%s: incomplete checkpoint (interrupted while saving)%s", checkpoint,
+                    "; discarding" if discard else "")
+        if discard:
+            shutil.rmtree(checkpoint)
+    return None
+
+
+def prepare_checkpoint_dir(ckpt_dir: Path, fingerprint: str, world_size: int = 1, vllm: bool = False) -> str | None:
+    """Make the checkpoint folder; return the checkpoint to resume from, if one matches this run.
+
+    The folder's run.json keeps the run's fingerprint and its resumes so far: the step, and whether
+    the resumed run is known to equal an uninterrupted one. Not when the checkpoint was written by
+    another number of processes (the data and the RNG states are split per process), nor with vLLM
+    generation (its sampler's random state lives in the vLLM engine, which no checkpoint holds), nor
+    yet with several processes: there (2 CPU processes, gloo) the completions and rewards match but
+    the loss differs in its last bits from the first resumed step, for a reason not yet found."""
     stamp = ckpt_dir / "run.json"
     if ckpt_dir.is_dir():
         previous = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
@@ -322,8 +393,110 @@ def prepare_checkpoint_dir(ckpt_dir: Path, fingerprint: str) -> str | None:
             log.warning("%s: checkpoints from a different run (split, model or settings changed); discarding", ckpt_dir)
             shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
-    return get_last_checkpoint(str(ckpt_dir))
+    record = json.loads(stamp.read_text()) if stamp.is_file() else {"fingerprint": fingerprint, "resumes": []}
+    resume = last_complete_checkpoint(ckpt_dir, discard=True)
+    if resume:
+        exact = not vllm and world_size == 1 and resume_state_world_size(Path(resume) / RESUME_STATE.format(rank=0)) == 1
+        record.setdefault("resumes", []).append({"from_step": checkpoint_step(resume), "exact": exact})
+    stamp.write_text(json.dumps(record) + "\n")
+    return resume
+
+
+def checkpoint_step(checkpoint: str) -> int:
+    return int(checkpoint.rsplit("-", 1)[-1])
+
+
+def resumable_trainer(**kwargs):
+    """A GRPOTrainer whose resume from a checkpoint continues exactly as the uninterrupted run.
+
+    What the Trainer alone does not restore, found in transformers 5.23 / TRL 1.16:
+    - TRL's RepeatSampler draws each epoch's order from one generator seeded once, and nothing
+      rewinds it: a run resumed in epoch k replays epoch 0's order. `set_epoch` (which the Trainer
+      calls at each epoch) re-derives epoch k's order here.
+    - GRPOTrainer's micro-step counter (`_step`) restarts at 0 and its buffer of generations
+      (`_buffered_inputs`, reused for steps_per_generation x num_iterations micro-steps) is empty:
+      both are saved with each checkpoint (the buffer only when the checkpoint falls inside a block).
+    - Reward functions with their own numpy generator (r_random): its state is saved per process.
+    The states go into resume_state_<rank>.pt beside the Trainer's rng_state*.pth, and are restored
+    where the Trainer restores its RNG states (after skipping the trained batches).
+    """
+    import numpy as np
+    import torch
+    from trl import GRPOTrainer
+    from trl.trainer.utils import RepeatSampler
+
+    class EpochRepeatSampler(RepeatSampler):
+        def set_epoch(self, epoch: int) -> None:
+            if self.shuffle:
+                self.generator.manual_seed(self.seed)
+                for _ in range(epoch):  # the permutations of the epochs before, as drawn uninterrupted
+                    torch.randperm(self.num_samples, generator=self.generator)
+
+    class ResumableGRPOTrainer(GRPOTrainer):
+        def _get_train_sampler(self, dataset=None):
+            sampler = super()._get_train_sampler(dataset)
+            return EpochRepeatSampler(
+                data_source=sampler.data_source, mini_repeat_count=sampler.mini_repeat_count,
+                batch_size=sampler.batch_size, repeat_count=sampler.repeat_count, shuffle=sampler.shuffle,
+                seed=sampler.seed,
+            )
+
+        def _generators(self) -> dict[str, np.random.Generator]:
+            return {f.__name__: f.generator for f in self.reward_funcs if isinstance(getattr(f, "generator", None),
+                                                                                   np.random.Generator)}
+
+        def _save_rng_state(self, output_dir: str) -> None:
+            super()._save_rng_state(output_dir)
+            mid_block = self._step % (self.args.steps_per_generation * self.num_iterations) != 0
+            state = {
+                "world_size": self.args.world_size,
+                "step": self._step,
+                "buffered_inputs": self._buffered_inputs if mid_block else None,
+                "generators": {name: g.bit_generator.state for name, g in self._generators().items()},
+            }
+            torch.save(state, Path(output_dir) / RESUME_STATE.format(rank=self.args.process_index))
+
+        def _load_rng_state(self, checkpoint: str | None) -> None:
+            super()._load_rng_state(checkpoint)
+            if checkpoint is None:
+                return
+            path = Path(checkpoint) / RESUME_STATE.format(rank=self.args.process_index)
+            # our own file in our own checkpoint: buffered generations are tensors, lists and dicts
+            state = torch.load(path, weights_only=False, map_location=self.args.device) if path.is_file() else None
+            if state is None or state["world_size"] != self.args.world_size:
+                log.warning("%s: written by another number of processes; the resumed run will differ from an "
+                            "uninterrupted one (recorded in training.json)", checkpoint)
+                return
+            self._step = state["step"]
+            self._buffered_inputs = state["buffered_inputs"]
+            for name, generator in self._generators().items():
+                generator.bit_generator.state = state["generators"][name]
+
+    return ResumableGRPOTrainer(**kwargs)
+
+
+def training_record(model_dir: Path, settings: dict, args, resumes: list[dict], global_step: int) -> dict:
+    """training.json: what inference needs to see what training saw, and how the run went."""
+    options = settings.get("reward_options", {})
+    config = model_dir / "config.json"
+    return {
+        # the folder as given (relative to the workflow's folder) and as resolved then; the weights'
+        # fingerprint tells `adfm detect` whether another folder holds the same model
+        "base_model": str(model_dir),
+        "base_model_resolved": str(model_dir.resolve()),
+        "base_model_weights": weights_fingerprint(model_dir),
+        "base_model_config_sha256": _sha256_file(config) if config.is_file() else None,
+        "reasoning": settings.get("reasoning", options.get("reasoning", "multi_stage")),
+        "answer_format": settings.get("answer_format", options.get("answer_format", "yes_no")),
+        "prompt": settings["prompt"],
+        "model": settings.get("model", {}),
+        "max_completion_length": args.max_completion_length,
+        "rewards": list(settings.get("rewards", [])),
+        "seed": args.seed,
+        "world_size": args.world_size,
+        "global_step": global_step,
+        "resumes": resumes,
+    }
 
 
 def train(
@@ -338,9 +511,6 @@ def train(
 
     Returns a summary: the checkpoint resumed from (or None), the steps at start and end, max steps.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import GRPOTrainer
-
     from adfm.models import load_model_and_processor
     from adfm.rewards import make_reward_funcs
 
@@ -379,9 +549,12 @@ def train(
     # the main process discards stale checkpoints before the others look for one to resume from
     with args.main_process_first(local=False, desc="checkpoint folder"):
         if args.process_index == 0:
-            resume = prepare_checkpoint_dir(ckpt_dir, run_fingerprint(split_csv, model_dir, settings))
+            resume = prepare_checkpoint_dir(ckpt_dir, run_fingerprint(split_csv, model_dir, settings), args.world_size,
+                                            bool(args.use_vllm))
         else:
-            resume = get_last_checkpoint(str(ckpt_dir))
+            resume = last_complete_checkpoint(ckpt_dir, discard=False)
+    stamp = ckpt_dir / "run.json"
+    resumes = json.loads(stamp.read_text()).get("resumes", []) if stamp.is_file() else []
     model, processor = load_model_and_processor(
         model_dir,
         dtype=model_settings.get("dtype", "auto"),
@@ -389,14 +562,15 @@ def train(
         max_pixels=max_pixels,
         for_training=True,
     )
-    trainer = GRPOTrainer(
+    trainer = resumable_trainer(
         model=model,
         reward_funcs=reward_funcs,
         args=args,
         train_dataset=train_set,
         processing_class=processor,
         peft_config=lora_config(settings.get("lora", {})),
-        callbacks=[_progress_callback(ckpt_dir / "train_log.csv"), *(callbacks or [])],
+        callbacks=[_progress_callback(ckpt_dir / "train_log.csv", [r["from_step"] for r in resumes]),
+                   *(callbacks or [])],
     )
     trainable = check_trainable(trainer.model)
     log.info(
@@ -406,13 +580,19 @@ def train(
     )
     if resume:
         log.info("resuming from %s", resume)
-    start_step = int(resume.rsplit("-", 1)[-1]) if resume else 0
+        if not resumes[-1]["exact"]:
+            log.warning("%s: resumed with several processes, another number of processes or vLLM generation: the "
+                        "adapter may differ from an uninterrupted run's (recorded in training.json)", resume)
+    start_step = checkpoint_step(resume) if resume else 0
     trainer.train(resume_from_checkpoint=resume)
 
     if trainer.is_world_process_zero():
         with atomic_path(out_dir) as tmp:
             trainer.model.save_pretrained(str(tmp))
-            log_rows(trainer.state.log_history, args.world_size).to_csv(tmp / "train_log.csv", index=False)
+            log_rows(trainer.state.log_history, args.world_size, [r["from_step"] for r in resumes]).to_csv(
+                tmp / "train_log.csv", index=False)
+            record = training_record(model_dir, settings, args, resumes, int(trainer.state.global_step))
+            (tmp / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
             completions = ckpt_dir / "completions"
             if completions.is_dir():
                 shutil.copytree(completions, tmp / "completions")

@@ -66,8 +66,8 @@ def test_interrupted_transfer_resumes_where_it_stopped(server, tmp_path):
     assert 0 < partial.stat().st_size < len(payload)
     assert not (tmp_path / "data.bin").exists()  # nothing where the output belongs
     received = partial.stat().st_size
-    path = dl.fetch(url, tmp_path, digest)
-    assert path.read_bytes() == payload
+    path, fetched_digest = dl.fetch(url, tmp_path, digest)
+    assert path.read_bytes() == payload and fetched_digest == digest
     assert handler.ranges_seen == [received]  # the rerun asked only for the missing bytes
     assert not partial.exists()
     count_cases(DOWNLOAD_CASES)

@@ -1,6 +1,7 @@
 """Jobs killed with SIGKILL part-way (as a cluster scheduler or an out-of-memory killer does),
 then rerun: prediction recomputes nothing already written and ends with the same records as an
-uninterrupted run; training resumes from its last checkpoint and ends at the same total steps."""
+uninterrupted run; training resumes from its last checkpoint and ends with the rewards and the
+adapter of an uninterrupted run, bit for bit (one process)."""
 
 import json
 import os
@@ -65,19 +66,53 @@ def test_killed_prediction_resumes_without_recomputing(tiny_model_dir, tmp_path)
     count_cases("jobs killed (SIGKILL) and rerun: prediction resumed, nothing recomputed")
 
 
-def test_killed_training_resumes_to_the_same_total_steps(tiny_model_dir, tmp_path):  # noqa: F811
-    split = write_split(tmp_path / "data", n_train=8, n_test=1)
-    settings = json.dumps(train_settings(max_steps=6, save_steps=2))
+def test_killed_training_resumes_to_the_uninterrupted_adapter(tiny_model_dir, tmp_path):  # noqa: F811
+    """Killed after checkpoint 5 of 8 and rerun, training ends with the rewards and the adapter of an
+    uninterrupted run, bit for bit. The settings put the checkpoint where every state matters: 4
+    prompts, 1 per step (2 generations each), give 4 steps per epoch, so the rerun starts in the
+    second epoch without having drawn the first one's order (data order); steps_per_generation 2
+    makes step 6 reuse the generations of step 5 (TRL's buffer); r_random draws noise from its own
+    generator; sampling at temperature 1 and LoRA dropout use torch's RNG."""
+    from safetensors.torch import load_file
+
+    split = write_split(tmp_path / "data", n_train=4, n_test=1)
+    settings = train_settings(max_steps=8, save_steps=5, steps_per_generation=2, per_device_train_batch_size=2)
+    settings.update(rewards=["cls", "loc", "random"], reward_weights=[1.0, 1.0, 1.0],
+                    reward_options={"random_seed": 5, "random_std": 0.5})
+    settings["lora"]["dropout"] = 0.1
+
+    def command(out: Path) -> list[str]:
+        return ["train", "--split", str(split), "--model", str(tiny_model_dir), "--settings", json.dumps(settings),
+                "--out", str(out)]
+
+    reference = tmp_path / "uninterrupted"
+    finish(adfm(*command(reference)))
+
     out = tmp_path / "adapter"
-    command = ["train", "--split", str(split), "--model", str(tiny_model_dir), "--settings", settings, "--out", str(out)]
     checkpoints = Path(str(out) + ".ckpt")
-    kill_when(adfm(*command), lambda: (checkpoints / "checkpoint-2" / "trainer_state.json").exists())
+    kill_when(adfm(*command(out)), lambda: (checkpoints / "checkpoint-5" / "trainer_state.json").exists())
     assert not out.exists()
 
-    log = finish(adfm(*command))
-    assert "checkpoint-" in log and "resum" in log.lower(), log[-2000:]
-    steps = pd.read_csv(out / "train_log.csv")["step"].tolist()
-    assert steps == [1, 2, 3, 4, 5, 6]
-    assert (out / "adapter_model.safetensors").is_file()
+    log = finish(adfm(*command(out)))
+    assert "resuming from" in log and "checkpoint-5" in log, log[-2000:]
+    resumed, uninterrupted = pd.read_csv(out / "train_log.csv"), pd.read_csv(reference / "train_log.csv")
+    assert resumed["step"].tolist() == uninterrupted["step"].tolist() == list(range(1, 9))
+    rewards = [c for c in uninterrupted.columns if c.startswith("rewards/")] + ["reward", "loss"]
+    assert "rewards/random/mean" in rewards
+    # rewards are logged on the steps that generate (every second one); the noise is drawn, not constant
+    assert resumed["rewards/random/std"].notna().tolist() == [True, False] * 4
+    assert resumed["rewards/random/std"].dropna().gt(0).all()
+    pd.testing.assert_frame_equal(resumed[rewards], uninterrupted[rewards], check_exact=True)
+    weights, expected = load_file(out / "adapter_model.safetensors"), load_file(reference / "adapter_model.safetensors")
+    assert weights.keys() == expected.keys()
+    assert all(weights[name].equal(expected[name]) for name in expected)
+
+    # the resume is on record: in the log (rows after it) and beside the adapter
+    assert resumed["resumed_from"].isna().tolist() == [True] * 5 + [False] * 3
+    assert resumed["resumed_from"].dropna().tolist() == [5, 5, 5]
+    assert uninterrupted["resumed_from"].isna().all()
+    record = json.loads((out / "training.json").read_text())
+    assert record["resumes"] == [{"from_step": 5, "exact": True}]
+    assert json.loads((reference / "training.json").read_text())["resumes"] == []
     assert not checkpoints.exists()
-    count_cases("jobs killed (SIGKILL) and rerun: training resumed from its checkpoint")
+    count_cases("jobs killed (SIGKILL) and rerun: training resumed to the uninterrupted adapter")

@@ -8,27 +8,38 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from adfm import config as adfm_config
+from adfm import console
 from adfm.download import local_path
 from adfm.provenance import git_commit
 
 
+# Paths into the checkout relative to the working directory ("." when run from the checkout's root):
+# Snakemake records each job's input paths, and absolute ones would rerun every job of a moved or
+# remounted checkout. Run from elsewhere (`-s <checkout>/Snakefile`), they lead back to the checkout.
+CHECKOUT = Path(os.path.relpath(Path(workflow.basedir).resolve(), Path.cwd().resolve()))
+
 # One message listing every problem, each naming its key; then Snakemake's own validation, which
 # also fills in the schema's defaults.
-SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+SCHEMA = CHECKOUT / "workflow/schemas/config.schema.yaml"
 _problems = adfm_config.config_problems(config, SCHEMA)
 if _problems:
     raise WorkflowError("invalid config:\n  " + "\n  ".join(_problems))
 validate(config, "../schemas/config.schema.yaml")
+# A run or baseline that no table or figure uses is never run by the default target: say so (once,
+# from the main process: cluster jobs re-read the Snakefile too).
+_unused = adfm_config.unused_note(config) if workflow.is_main_process else None
+if _unused:
+    print(_unused, file=sys.stderr)
 
 # Stage modules as inputs: editing one reruns the jobs that use it and what follows, nothing before.
-CODE = Path(workflow.basedir) / "src" / "adfm"
+CODE = CHECKOUT / "src" / "adfm"
 MODEL_DIR = f"resources/models/{config['model']['name']}"
 GIT_COMMIT = git_commit(Path(workflow.basedir))
 
 # Jobs run `python -m adfm` from this checkout, also inside the --use-conda environments (which hold
 # only the pinned third-party packages), so an edit to src/adfm needs no reinstall anywhere. Set,
 # not prepended: a PYTHONPATH from the caller's shell must not shadow the checkout's package.
-os.environ.update(PYTHONPATH=str(CODE.parent))
+os.environ.update(PYTHONPATH=str(CODE.parent.resolve()))
 
 
 wildcard_constraints:
@@ -70,7 +81,7 @@ def run_model(run):
 
 
 # `python -m adfm`, or `accelerate launch ... -m adfm` with train.launcher.num_processes > 1
-LAUNCHER = adfm_config.launcher(config, workflow.basedir)
+LAUNCHER = adfm_config.launcher(config, CHECKOUT)
 def gpu_job(wildcards, resources):
     """`params.gpu_job`, put before the commands that may use GPUs. It gives the job cards of its
     own from the local pool, or those SLURM gave it."""
@@ -78,13 +89,18 @@ def gpu_job(wildcards, resources):
 
 
 def dataset_inputs(wildcards):
-    """Local archive (and checksum file) of a dataset, so rules that make them run first."""
+    """Local archive (and checksum file) of a dataset, so rules that make them run first.
+
+    Only paths that exist or that a job here makes (the demo archives): Snakemake keeps an existing
+    dataset folder whose download has a missing input, so a url changed to a path that does not
+    exist would go unnoticed. Left out, the download reruns (its url param changed) and says so."""
     spec = config["datasets"][wildcards.dataset]
+    made = {made for archive in config.get("demo_archives", {}) for made in (archive, f"{archive}.sha256")}
     inputs = {}
     path = local_path(spec["url"]) if spec["url"] else None
-    if path is not None:
+    if path is not None and (path.exists() or str(path) in made):
         inputs["archive"] = str(path)
-    if spec.get("checksum_file"):
+    if spec.get("checksum_file") and (Path(spec["checksum_file"]).exists() or spec["checksum_file"] in made):
         inputs["checksum"] = spec["checksum_file"]
     return inputs
 
@@ -204,3 +220,22 @@ def cap_local_gpu_jobs():
 
 
 cap_local_gpu_jobs()
+
+
+def note_manual_datasets():
+    """Say up front, also in a dry run, which manual datasets are missing and what they block (once,
+    from the main process: cluster jobs re-read the Snakefile too)."""
+    message = console.manual_data_message(config) if workflow.is_main_process else None
+    if message:
+        print(message, file=sys.stderr)
+
+
+note_manual_datasets()
+
+
+onerror:
+    # The tail of each failed job's log, not the whole of it (show-failed-logs prints every line of
+    # a training log); `log` is the list of this run's Snakemake logs, which name the failed jobs' logs.
+    message = console.failed_logs_message(log)
+    if message:
+        print(message, file=sys.stderr)

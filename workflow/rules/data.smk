@@ -6,7 +6,7 @@ rule make_demo_archive:
         archive="resources/demo/{archive}",
         checksum="resources/demo/{archive}.sha256",
     params:
-        spec=lambda wc: config["demo_archives"][f"resources/demo/{wc.archive}"],
+        spec=lambda wc: adfm_config.sorted_keys(config["demo_archives"][f"resources/demo/{wc.archive}"]),
         seed=config["seed"],
         sources=lambda wc: " ".join(f"{name}={archive}" for name, archive in config["demo_archives"][
             f"resources/demo/{wc.archive}"].get("sources", {}).items()),
@@ -25,14 +25,21 @@ rule make_demo_archive:
         " --seed {params.seed} --sources {params.sources} --out {output.archive} > {log} 2>&1"
 
 
+# Downloads run where Snakemake runs: a cluster's login node has the network, compute nodes often
+# have none.
+localrules: download
+
+
 rule download:
     input:
         unpack(dataset_inputs),
     output:
-        directory("resources/datasets/{dataset}"),
+        folder=directory("resources/datasets/{dataset}"),
+        # what was used (url or linked folder, sha256), for the provenance
+        source="resources/sources/{dataset}.yaml",
     params:
         source=source_args,
-        extra=lambda wc: json.dumps(config["datasets"][wc.dataset].get("extra_files", [])),
+        extra=lambda wc: adfm_config.settings_json(config["datasets"][wc.dataset].get("extra_files", [])),
         checksum=checksum_arg,
         strip=lambda wc: config["datasets"][wc.dataset]["strip_components"],
         lock=config["checksum_lock"],
@@ -46,7 +53,7 @@ rule download:
     shell:
         "python -m adfm download {params.source} --extra-files {params.extra:q}"
         " {params.checksum} --strip-components {params.strip} --lock-file {params.lock}"
-        " --cache-dir resources/archives --out {output} > {log} 2>&1"
+        " --cache-dir resources/archives --out {output.folder} --source-record {output.source} > {log} 2>&1"
 
 
 rule index:
@@ -68,7 +75,7 @@ rule index:
         "../../envs/data.yaml"
     shell:
         "python -m adfm index --root {input.root} --dataset {wildcards.dataset} --layout {params.layout}"
-        " --categories {params.categories} {params.count_check} --out {output} > {log} 2>&1"
+        " --categories {params.categories} {params.count_check} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule boxes:
@@ -103,7 +110,7 @@ rule split:
     output:
         "resources/splits/{protocol}.csv",
     params:
-        protocol=lambda wc: json.dumps(config["protocols"][wc.protocol]),
+        protocol=lambda wc: adfm_config.settings_json(config["protocols"][wc.protocol]),
         seed=config["seed"],
     threads: res("default", "threads")
     resources:

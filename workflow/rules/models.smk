@@ -1,3 +1,8 @@
+# The model fetch (16 GB for the 7B) runs where Snakemake runs: a cluster's login node has the
+# network, compute nodes often have none.
+localrules: fetch_model
+
+
 rule fetch_model:
     output:
         directory(MODEL_DIR),

@@ -1,12 +1,16 @@
 rule provenance:
     input:
         schema=SCHEMA,
+        # the data the run used, as each download recorded it (manual datasets not yet downloaded:
+        # none, so they do not hold up the record)
+        sources=expand("resources/sources/{dataset}.yaml", dataset=[
+            name for name, spec in config["datasets"].items() if spec["url"]]),
     output:
         record=report("results/provenance.yaml", caption="../report/provenance.rst", category="Provenance"),
         settings_csv="results/settings.csv",
         settings_html=report("results/settings.html", caption="../report/settings.rst", category="Provenance"),
     params:
-        config=json.dumps(config),
+        config=adfm_config.settings_json(config),
         commit=GIT_COMMIT,
     threads: res("default", "threads")
     resources:
@@ -17,5 +21,5 @@ rule provenance:
         "../../envs/data.yaml"
     shell:
         "python -m adfm provenance --config {params.config:q} --commit {params.commit} --schema {input.schema}"
-        " --out {output.record} --settings-csv {output.settings_csv} --settings-html {output.settings_html}"
+        " --sources {input.sources} --out {output.record} --settings-csv {output.settings_csv} --settings-html {output.settings_html}"
         " > {log} 2>&1"

@@ -97,7 +97,7 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
     if not found:
         raise InputError(f"{root}: no class folders with Train/ or Test/ (not a DAGM layout)")
     rows = []
-    for category in select_categories(root, found, categories):
+    for category in select_categories(root, found, categories, required=tuple(SPLITS)):
         folder = found[category]
         before = len(rows)
         for split, source_split in SPLITS.items():

@@ -56,9 +56,21 @@ def category_folders(root: Path, required: Sequence[str] = ("train", "test")) ->
     return found
 
 
-def select_categories(root: Path, found: dict[str, Path], categories: list[str] | None) -> list[str]:
+def check_incomplete(root: Path, missing: Sequence[str], required: Sequence[str] = ("train", "test")) -> None:
+    """A wanted category whose folder is there but lacks a `required` subfolder: say which."""
+    for category in missing:
+        folder = root / category
+        if folder.is_dir():
+            folder = folder / category if (folder / category).is_dir() else folder
+            lacking = " and ".join(f"{name}/" for name in required if not (folder / name).is_dir())
+            raise InputError(f"{folder}: no {lacking} folder in this category (an incomplete copy?)")
+
+
+def select_categories(root: Path, found: dict[str, Path], categories: list[str] | None,
+                      required: Sequence[str] = ("train", "test")) -> list[str]:
     wanted = list(categories) if categories else sorted(found)
     missing = [c for c in wanted if c not in found]
+    check_incomplete(root, missing, required)
     if missing:
         raise InputError(f"{root}: categories {missing} not found (present: {sorted(found)})")
     return wanted
@@ -70,6 +82,7 @@ def parse_mvtec_like(root: Path, dataset: str, categories: list[str] | None = No
     `ground_truth/<defect>/`, tried in order ("{stem}" is the image's name without suffix)."""
     found = category_folders(root)
     if not found:
+        check_incomplete(root, categories or [])
         raise InputError(f"{root}: no category folders with train/ and test/ (not an {layout_name} layout)")
     rows = []
     for category in select_categories(root, found, categories):
