@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from adfm import gpu_pool
-from adfm.gpu_pool import Grant, PoolError, acquire, pool_devices, try_acquire
+from adfm.gpu_pool import Grant, PoolError, acquire, log_records, pool_devices, try_acquire
 
 WRAPPER = [sys.executable, "-m", "adfm.gpu_pool"]
 
@@ -88,6 +88,8 @@ def test_the_command_runs_on_its_devices_and_its_exit_code_is_passed_on(tmp_path
     acquired, released = result.stderr.strip().splitlines()
     assert acquired.startswith("adfm gpu_pool: acquired CUDA_VISIBLE_DEVICES=5 source=pool pid=")
     assert released.startswith("adfm gpu_pool: released CUDA_VISIBLE_DEVICES=5 source=pool pid=") and " exit=3 " in released
+    assert [(r["event"], r["devices"], r["exit"]) for r in log_records(result.stderr)] == [
+        ("acquired", "5", None), ("released", "5", "3")]
 
 
 def start_job(tmp_path, device: str, *extra: str) -> subprocess.Popen:
@@ -147,8 +149,6 @@ def test_a_job_waits_for_a_busy_device(tmp_path):
     assert "acquired CUDA_VISIBLE_DEVICES=0" in waiter.stderr.read()
 
 
-RECORD = re.compile(r"adfm gpu_pool: (?P<event>acquired|released) CUDA_VISIBLE_DEVICES=(?P<devices>\S*) "
-                    r"source=(?P<source>\S+) pid=\d+(?: exit=(?P<exit>-?\d+))? at=(?P<at>\S+)")
 GPU_JOB_LOGS = ["train", "warm_start", "predict", "predict_mmad", "sample_responses"]
 
 
@@ -157,7 +157,7 @@ def pool_records(workdir) -> dict[str, dict]:
     records = {}
     for folder in GPU_JOB_LOGS:
         for log in sorted((workdir / "logs" / folder).rglob("*.log")):
-            lines = {m["event"]: m for m in map(RECORD.match, log.read_text().splitlines()) if m}
+            lines = {record["event"]: record for record in log_records(log.read_text())}
             if lines:
                 assert set(lines) == {"acquired", "released"}, f"{log}: {sorted(lines)}"
                 acquired, released = lines["acquired"], lines["released"]

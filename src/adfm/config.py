@@ -221,13 +221,18 @@ def launcher(config: dict, basedir: str | Path = ".") -> str:
     return f"accelerate launch --config_file {shlex.quote(str(config_file))} --num_processes {processes} -m adfm"
 
 
+def gpu_devices(config: dict) -> str | None:
+    """resources.gpu_devices as the pool's --devices value; None when empty (the pool looks itself)."""
+    return ",".join(str(device) for device in config["resources"]["gpu_devices"]) or None
+
+
 def gpu_job_prefix(config: dict, gpus: int) -> str:
     """Shell prefix of a rule that may run on GPUs: the job takes `gpus` cards of its own from the
     local pool (or those SLURM gave it) before its command starts; see adfm.gpu_pool."""
     spec = config["resources"]
     words = [f"python -m adfm.gpu_pool --gpus {int(gpus)}"]
-    if spec.get("gpu_devices"):
-        words.append("--devices " + ",".join(str(device) for device in spec["gpu_devices"]))
+    if devices := gpu_devices(config):
+        words.append(f"--devices {devices}")
     if spec.get("gpu_lock_dir"):
         words.append(f"--lock-dir {shlex.quote(spec['gpu_lock_dir'])}")
     return " ".join(words) + " --"

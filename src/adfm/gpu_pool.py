@@ -22,6 +22,7 @@ import ctypes
 import datetime
 import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,17 @@ from pathlib import Path
 DEVICES_ENV = "ADFM_GPU_DEVICES"      # the pool's device ids, when not given by --devices
 LOCK_DIR_ENV = "ADFM_GPU_LOCK_DIR"    # where the pool's lock files live, when not given by --lock-dir
 SCHEDULER_ENVS = ("SLURM_JOB_ID",)    # set inside a job whose GPUs a scheduler chose
+
+
+# The two lines run() writes into each job's log, read back by log_records()
+LOG_LINE = re.compile(r"^adfm gpu_pool: (?P<event>acquired|released) CUDA_VISIBLE_DEVICES=(?P<devices>\S*) "
+                      r"source=(?P<source>\S+) pid=(?P<pid>\d+)(?: exit=(?P<exit>-?\d+))? at=(?P<at>\S+)$",
+                      re.MULTILINE)
+
+
+def log_records(text: str) -> list[dict[str, str]]:
+    """The acquired / released lines of a job's log, in order, as fields (exit is None when acquired)."""
+    return [match.groupdict() for match in LOG_LINE.finditer(text)]
 
 
 class PoolError(Exception):
@@ -128,10 +140,10 @@ def acquire(count: int, devices: str | None = None, lock_dir: Path | None = None
         raise PoolError(f"the job asks for {count} GPUs but the pool has {len(pool)} "
                         f"(devices {','.join(pool)}); lower resources.<family>.gpu or add devices")
     lock_dir = Path(lock_dir or environ.get(LOCK_DIR_ENV) or default_lock_dir())
-    waiting_since = None
+    waiting = False
     while (grant := try_acquire(pool, count, lock_dir)) is None:
-        if waiting_since is None:
-            waiting_since = time.monotonic()
+        if not waiting:
+            waiting = True
             log(f"adfm gpu_pool: waiting for {count} free GPU(s) of {','.join(pool)} (locks in {lock_dir})")
         time.sleep(poll_s)
     return grant

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from adfm.gpu_pool import log_records
 from conftest import (
     DEMO_CONFIGS,
     REPO,
@@ -52,8 +53,6 @@ CANCEL_AT_STEP = 5            # a training job is cancelled once its log shows t
 CANCEL_FALLBACK_S = 20        # or this long after it started running, should its log not show steps
 RUN_TIMEOUT_S = 30 * 60
 STEP = re.compile(r"adfm\.train: step (\d+)/(\d+)")
-GPU_LINE = re.compile(r"^adfm gpu_pool: (acquired|released) CUDA_VISIBLE_DEVICES=(\S*) source=(\S+) pid=(\d+)"
-                      r"(?: exit=(-?\d+))? at=(\S+)$", re.MULTILINE)
 
 
 @dataclass
@@ -275,7 +274,7 @@ def test_gpu_jobs_ran_on_the_gpu_slurm_gave_them(slurm_run):
         slurm_id = final[jobid]
         assert slurm_id in slurm_run.gpu_index, f"GPU job {slurm_id} ({block['rule']}) was never seen running"
         log = (slurm_run.workdir / block["log"]).read_text(errors="replace")
-        lines = GPU_LINE.findall(log)
+        lines = [(r["event"], r["devices"], r["source"], r["pid"], r["exit"], r["at"]) for r in log_records(log)]
         assert [line[0] for line in lines] == ["acquired", "released"], (block["log"], lines)
         (_, acquired, source, pid, _, start), (_, released, source_2, pid_2, code, end) = lines
         # SLURM chose the card (SLURM_JOB_ID set, CUDA_VISIBLE_DEVICES from SLURM), not the local pool

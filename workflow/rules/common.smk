@@ -211,8 +211,7 @@ def cap_local_gpu_jobs():
         return
     from adfm.gpu_pool import pool_devices
 
-    configured = ",".join(str(device) for device in config["resources"]["gpu_devices"])
-    devices = pool_devices(configured or None, dict(os.environ))
+    devices = pool_devices(adfm_config.gpu_devices(config), dict(os.environ))
     cap = max(len(devices), 1)
     workflow.register_resource("gpu", cap)
     found = ",".join(devices) or "none found"
