@@ -121,3 +121,10 @@ def demo_run(tmp_path_factory, fake_api):
     RUN_SETUP[workdir] = ([*DEMO_CONFIGS, FAKE_API_CONFIG, GPU_POOL_CONFIG], {"ADFM_DEMO_API_KEY": FAKE_API_KEY})
     snakemake(workdir)
     return workdir
+
+
+def pytest_collection_modifyitems(items):
+    # the whole demo DAG runs once per session for these; `pytest -m "not slow"` is the quick loop
+    for item in items:
+        if "demo_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

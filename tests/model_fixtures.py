@@ -29,7 +29,7 @@ _built: dict[str, Path] = {}
 
 
 def build_tiny_model(base: Path) -> Path:
-    from adfm.models import fetch_model
+    from adfm.model.load import fetch_model
 
     if "model" not in _built:
         _built["model"] = fetch_model("demo:tiny-qwen2.5-vl", None, base / "tiny-qwen2.5-vl")

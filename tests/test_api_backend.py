@@ -9,8 +9,8 @@ import pytest
 from fake_chat import RESPONSE, FakeChat
 from model_fixtures import write_split
 
-from adfm import api_backend
-from adfm.api_backend import ChatClient, predict_api
+from adfm.inference import api as api_backend
+from adfm.inference.api import ChatClient, predict_api
 from adfm.io import InputError, read_jsonl
 
 KEY = "sk-test-0123456789abcdef"
@@ -112,7 +112,7 @@ def test_missing_key_is_an_input_error_naming_the_variable(split_csv, tmp_path, 
 
 
 def test_mmad_questions_through_the_api(chat, tmp_path, monkeypatch):
-    from adfm.mmad_eval import predict_mmad
+    from adfm.inference.mmad import predict_mmad
 
     monkeypatch.setenv("FAKE_API_KEY", KEY)
     from test_mmad_eval import write_questions

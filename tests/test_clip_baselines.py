@@ -6,8 +6,8 @@ import pytest
 import torch
 from model_fixtures import write_split
 
-from adfm import clip_baselines
-from adfm.clip_baselines import (
+from adfm.inference import clip as clip_baselines
+from adfm.inference.clip import (
     ANOMALOUS_STATES,
     NORMAL_STATES,
     TEMPLATES,

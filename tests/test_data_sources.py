@@ -12,7 +12,7 @@ from conftest import (
     snakemake_command,
 )
 
-from adfm.provenance import data_sources
+from adfm.evaluation.provenance import data_sources
 
 
 def test_changed_url_reruns_the_download_and_a_missing_source_fails_clearly(tmp_path):

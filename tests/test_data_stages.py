@@ -8,11 +8,11 @@ import tarfile
 import pytest
 import yaml
 
-from adfm.datasets import manifest, mvtec_ad
-from adfm.datasets.synthetic import DemoSpec
-from adfm.demo_data import make_demo_archive
-from adfm.download import download, extract, local_path
-from adfm.index import index
+from adfm.data.datasets import manifest, mvtec_ad
+from adfm.data.datasets.synthetic import DemoSpec
+from adfm.data.demo_archive import make_demo_archive
+from adfm.data.download import download, extract, local_path
+from adfm.data.index import index
 from adfm.io import InputError
 
 SPEC = DemoSpec(categories=("bottle", "wood"), image_size=56, train_good=3, test_good=2, test_defective_per_type=2)
@@ -215,7 +215,7 @@ def test_truncated_jpeg_is_caught_by_the_reduced_scale_decode(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from adfm.index import decoded_size
+    from adfm.data.index import decoded_size
 
     path = tmp_path / "000.JPG"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(path)

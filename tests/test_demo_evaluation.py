@@ -111,7 +111,7 @@ def test_table1_api_rows_follow_mmads_protocol(demo_run):
 
 
 def test_mmad_asks_the_runs_only_about_test_role_images(demo_run):
-    from adfm.datasets.mmad import source_image
+    from adfm.data.datasets.mmad import source_image
 
     config = run_config(demo_run)
     split = pd.read_csv(demo_run / "resources/splits/multidomain.csv", keep_default_na=False)

@@ -13,7 +13,7 @@ from model_fixtures import (
 from PIL import Image
 
 from adfm.cli import main
-from adfm.detect import annotate, output_names
+from adfm.inference.detect import annotate, output_names
 from adfm.io import InputError
 
 DEMO_CONFIG = [str(REPO / "config.yaml"), str(REPO / "workflow/configs/demo.yaml")]
@@ -28,7 +28,7 @@ def write_image(path, seed):
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tmp_path_factory):  # noqa: F811
     """An adapter trained by `adfm train` (1 step) on the tiny model, with its training.json."""
-    from adfm.train import train
+    from adfm.model.train import train
 
     root = tmp_path_factory.mktemp("trained")
     split = write_split(root / "data", n_train=2, n_test=1)
@@ -80,18 +80,18 @@ def test_training_records_what_detect_needs(trained, tiny_model_dir):  # noqa: F
 def test_adapter_brings_its_base_model_prompt_and_dtype(trained, images, tmp_path, capsys, monkeypatch):
     """No --model, no --config, run from another folder: all from the adapter's training.json; the
     model loads in its own dtype (float32) where config.yaml says bfloat16."""
-    import adfm.models
+    import adfm.model.load
 
     assert yaml.safe_load((REPO / "config.yaml").read_text())["model"]["dtype"] == "bfloat16"
     loaded = []
-    original = adfm.models.load_model_and_processor
+    original = adfm.model.load.load_model_and_processor
 
     def spy(*args, **kwargs):
         model, processor = original(*args, **kwargs)
         loaded.append(model.dtype)
         return model, processor
 
-    monkeypatch.setattr(adfm.models, "load_model_and_processor", spy)
+    monkeypatch.setattr(adfm.model.load, "load_model_and_processor", spy)
     monkeypatch.chdir(tmp_path)
     reference, queries = images
     assert main(["detect", "--adapter", str(trained), "--reference", str(reference), str(queries[0])]) == 0
@@ -189,15 +189,15 @@ def test_default_config_outside_the_checkout(tiny_model_dir, images, tmp_path, c
                                              monkeypatch):
     """Without an adapter record, the default config is the checkout's config.yaml, wherever the
     command runs; where there is none (an installed package), the error says to pass --config."""
-    import adfm.detect
+    import adfm.inference.detect
 
     reference, queries = images
     monkeypatch.chdir(tmp_path)
-    assert adfm.detect.CHECKOUT_CONFIG == REPO / "config.yaml"
+    assert adfm.inference.detect.CHECKOUT_CONFIG == REPO / "config.yaml"
     command = ["detect", "--model", str(tiny_model_dir), "--reference", str(reference), str(queries[0])]
     assert main(command) == 0
     assert lines(capsys)[0]["image"] == str(queries[0])
-    monkeypatch.setattr(adfm.detect, "CHECKOUT_CONFIG", tmp_path / "nowhere" / "config.yaml")
+    monkeypatch.setattr(adfm.inference.detect, "CHECKOUT_CONFIG", tmp_path / "nowhere" / "config.yaml")
     assert main(command) == 2
     assert "pass --config" in errors(caplog)[0]
 
@@ -212,14 +212,14 @@ def test_annotate_draws_boxes_in_original_pixels(tmp_path):
 
 
 def test_missing_image_is_a_clear_error(tiny_model_dir, tmp_path):  # noqa: F811
-    from adfm.detect import detect
+    from adfm.inference.detect import detect
 
     with pytest.raises(InputError, match="nowhere.png: image not found"):
         detect(tiny_model_dir, None, tmp_path / "nowhere.png", [], tmp_path, [REPO / "config.yaml"], "multi_stage")
 
 
 def test_missing_adapter_is_reported_before_the_model_loads(tiny_model_dir, images, tmp_path):  # noqa: F811
-    from adfm.detect import detect
+    from adfm.inference.detect import detect
 
     reference, queries = images
     with pytest.raises(InputError, match="nope: not a LoRA adapter folder"):

@@ -12,7 +12,7 @@ from conftest import REPO
 from model_fixtures import write_split
 
 from adfm import config as adfm_config
-from adfm.predict import select_rows
+from adfm.inference.hf import select_rows
 
 
 @pytest.fixture(scope="module")

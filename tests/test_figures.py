@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from adfm.figures import pick_cases, pick_responses, run_figure, scheme_rewards, zero_variance
+from adfm.evaluation.figures import pick_cases, pick_responses, run_figure, scheme_rewards, zero_variance
 from adfm.protocol import format_response
 
 GT = [[20.0, 20.0, 50.0, 50.0]]

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adfm.datasets import LAYOUTS, dagm, goodsad, manifest, mmad, mpdd, mvtec_loco, visa
-from adfm.datasets.synthetic import DEFECT_KINDS, DemoSpec, jpeg_bytes, png_bytes, texture
-from adfm.demo_data import make_demo_archive
-from adfm.download import extract
-from adfm.index import count_differences, index
+from adfm.data.datasets import LAYOUTS, dagm, goodsad, manifest, mmad, mpdd, mvtec_loco, visa
+from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, jpeg_bytes, png_bytes, texture
+from adfm.data.demo_archive import make_demo_archive
+from adfm.data.download import extract
+from adfm.data.index import count_differences, index
 from adfm.io import InputError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -439,11 +439,11 @@ def test_count_differences_per_category_and_totals():
 
 def test_index_warns_on_undocumented_counts_unless_told_not_to(demos, tmp_path, caplog):
     root = demos["mvtec_ad"][1]
-    with caplog.at_level(logging.WARNING, logger="adfm.index"):
+    with caplog.at_level(logging.WARNING, logger="adfm.data.index"):
         index(root, "mvtec_ad", "mvtec_ad", None, tmp_path / "m.csv")
     assert "mvtec_ad: bottle: 3 train images, documented 209" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="adfm.index"):
+    with caplog.at_level(logging.WARNING, logger="adfm.data.index"):
         index(root, "mvtec_ad", "mvtec_ad", None, tmp_path / "m2.csv", count_check=False)
     assert "documented" not in caplog.text
     assert (tmp_path / "m2.csv").read_bytes() == (tmp_path / "m.csv").read_bytes()

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adfm.datasets import LAYOUTS, manifest, mmad
-from adfm.datasets.synthetic import DemoSpec
-from adfm.demo_data import make_demo_archive
-from adfm.download import extract
+from adfm.data.datasets import LAYOUTS, manifest, mmad
+from adfm.data.datasets.synthetic import DemoSpec
+from adfm.data.demo_archive import make_demo_archive
+from adfm.data.download import extract
 from adfm.io import InputError
-from adfm.mmad_eval import split_drop_reasons
-from adfm.split import make_split, mmad_question_table
+from adfm.inference.mmad import split_drop_reasons
+from adfm.data.split import make_split, mmad_question_table
 
 SIZE = 48
 SOURCES = {"DS-MVTec": ("mvtec_ad", "bottle"), "MVTec-LOCO": ("mvtec_loco", "pushpins"),

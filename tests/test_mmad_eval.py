@@ -12,7 +12,7 @@ from model_fixtures import MAX_PIXELS, MIN_PIXELS, tiny_model_dir  # noqa: F401 
 from PIL import Image
 
 from adfm.io import InputError, read_jsonl
-from adfm.mmad_eval import (
+from adfm.inference.mmad import (
     INSPECTOR,
     INSTRUCTION,
     generation_config,
@@ -131,9 +131,9 @@ def test_tiny_model_answers_every_question_and_resumes(tiny_model_dir, tmp_path,
     assert set(table["category"]) <= {"Anomaly Detection", "Object Analysis", "Average"}
 
     out.rename(tmp_path / "p.jsonl.partial")
-    import adfm.predict
+    import adfm.inference.hf
 
-    monkeypatch.setattr(adfm.predict, "generate_conversations", lambda *a, **k: pytest.fail("regenerated"))
+    monkeypatch.setattr(adfm.inference.hf, "generate_conversations", lambda *a, **k: pytest.fail("regenerated"))
     predict_mmad(questions, "tiny", settings, out, model_dir=tiny_model_dir)
     assert read_jsonl(out) == records
 
@@ -186,8 +186,8 @@ def test_model_generation_config_is_mmads_and_greedy_is_plain():
 
 
 def test_templates_above_one_show_that_many(tmp_path, monkeypatch):
-    import adfm.models
-    import adfm.predict
+    import adfm.model.load
+    import adfm.inference.hf
 
     questions = write_questions(tmp_path, sources=("VisA",))
     table = pd.read_csv(questions)
@@ -199,11 +199,11 @@ def test_templates_above_one_show_that_many(tmp_path, monkeypatch):
     table["templates"] = [json.dumps([t, *extra]) for t in table["reference_path"]]
     table.to_csv(questions, index=False)
     seen = []
-    monkeypatch.setattr(adfm.models, "load_model_and_processor", lambda *a, **k: (None, None))
-    monkeypatch.setattr(adfm.predict, "generate_conversations",
+    monkeypatch.setattr(adfm.model.load, "load_model_and_processor", lambda *a, **k: (None, None))
+    monkeypatch.setattr(adfm.inference.hf, "generate_conversations",
                         lambda model, processor, conversations, config, **k: seen.extend(conversations)
                         or [["A"] for _ in conversations])
-    monkeypatch.setattr("adfm.mmad_eval.generation_config", lambda model, settings: None)
+    monkeypatch.setattr("adfm.inference.mmad.generation_config", lambda model, settings: None)
     settings = {"model": {"min_pixels": 1, "max_pixels": 2}, "templates": 3}
     predict_mmad(questions, "m", settings, tmp_path / "p.jsonl", model_dir=tmp_path)
     images = [value for kind, value in seen[0] if kind == "image"]
@@ -238,7 +238,7 @@ def test_filtered_questions_are_not_asked_and_are_counted(tmp_path):
 
 
 def test_drop_reasons_map_mmad_images_to_the_split():
-    from adfm.datasets.mmad import query_source_image
+    from adfm.data.datasets.mmad import query_source_image
 
     keys = ["DS-MVTec/bottle/image/broken_large/000.png", "DS-MVTec/bottle/image/good/001.png",
             "VisA/candle/test/bad/002.JPG", "VisA/candle/test/good/0105.JPG", "GoodsAD/drink_can/test/good/7.jpg"]

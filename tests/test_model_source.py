@@ -10,7 +10,7 @@ from conftest import REPO
 
 from adfm.config import SCHEMA, config_problems, load_config
 from adfm.io import InputError
-from adfm.models import fetch_model
+from adfm.model.load import fetch_model
 
 
 def adfm_command(*args: str, **extra_env: str) -> subprocess.CompletedProcess:

@@ -9,8 +9,8 @@ import pytest
 from model_fixtures import MAX_PIXELS, MIN_PIXELS, tiny_model_dir  # noqa: F401 (fixture)
 from PIL import Image
 
-from adfm import demo_model
-from adfm.models import fetch_model, load_model_and_processor, register
+from adfm.model import demo as demo_model
+from adfm.model.load import fetch_model, load_model_and_processor, register
 from adfm.protocol import build_prompt
 
 

@@ -16,10 +16,10 @@ from model_fixtures import (  # noqa: F401 (fixture)
 )
 from PIL import Image
 
-from adfm import predict as predict_module
+from adfm.inference import hf as predict_module
 from adfm.boxes import to_model_frame
 from adfm.io import InputError, read_jsonl
-from adfm.predict import predict, register
+from adfm.inference.hf import predict, register
 
 FIELDS = {
     "model", "dataset", "category", "image_path", "reference_path", "label", "sample", "response", "answer", "boxes",
@@ -94,8 +94,8 @@ def test_batched_generation_matches_one_by_one(tiny_model_dir, tmp_path):
 def test_adapter_is_applied(tiny_model_dir, two_dataset_split, tmp_path):
     from peft import get_peft_model
 
-    from adfm.models import load_model_and_processor
-    from adfm.train import lora_config
+    from adfm.model.load import load_model_and_processor
+    from adfm.model.train import lora_config
 
     model, _ = load_model_and_processor(
         tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, for_training=True
@@ -130,8 +130,8 @@ def test_predict_subcommand():
 
 
 def test_decoding_is_plain_greedy_despite_checkpoint_sampling_defaults(tiny_model_dir):
-    from adfm.models import load_model_and_processor
-    from adfm.predict import greedy_config
+    from adfm.model.load import load_model_and_processor
+    from adfm.inference.hf import greedy_config
 
     model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     assert model.generation_config.do_sample and model.generation_config.top_k == 1  # as Qwen2.5-VL-7B ships
@@ -164,7 +164,7 @@ def test_sampling_writes_n_samples_per_image_and_resumes(tiny_model_dir, two_dat
 
 
 def test_row_selection_label_image_and_seeded_subsample(two_dataset_split):
-    from adfm.predict import select_rows
+    from adfm.inference.hf import select_rows
 
     rows = select_rows(two_dataset_split, "beta", {"role": "test", "label": 1})
     assert set(rows["label"]) == {1}
@@ -179,8 +179,8 @@ def test_row_selection_label_image_and_seeded_subsample(two_dataset_split):
 
 
 def test_sampling_config_samples_without_truncation(tiny_model_dir):
-    from adfm.models import load_model_and_processor
-    from adfm.predict import sampling_config
+    from adfm.model.load import load_model_and_processor
+    from adfm.inference.hf import sampling_config
 
     model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     resolved, _ = model._prepare_generation_config(sampling_config(model, max_new_tokens=5, temperature=0.9))
@@ -191,7 +191,7 @@ def test_sampling_config_samples_without_truncation(tiny_model_dir):
 
 
 def test_writer_keys_include_the_question(tmp_path):
-    from adfm.predict import PredictionWriter, record_key
+    from adfm.inference.hf import PredictionWriter, record_key
 
     base = {"model": "m", "dataset": "mmad", "image_path": "a.png", "sample": 0}
     assert record_key({**base, "question_index": 2}) != record_key({**base, "question_index": 3})
@@ -209,8 +209,8 @@ def test_sampling_config_truncates_as_grpo_does(tiny_model_dir):
     from conftest import REPO
 
     from adfm import config as adfm_config
-    from adfm.models import load_model_and_processor
-    from adfm.predict import sampling_config
+    from adfm.model.load import load_model_and_processor
+    from adfm.inference.hf import sampling_config
 
     settings = json.loads(adfm_config.sample_settings(adfm_config.load_config([REPO / "config.yaml"]), "fig5"))
     assert (settings["top_k"], settings["top_p"]) == (50, 0.9)

@@ -91,10 +91,10 @@ def test_prompt_switch_end_to_end(answer_format):
     from conftest import REPO
 
     from adfm import config as adfm_config
-    from adfm.predict import response_record
+    from adfm.inference.hf import response_record
     from adfm.protocol import answer_word
     from adfm.rewards import make_reward_funcs
-    from adfm.score import accuracy_table
+    from adfm.evaluation.score import accuracy_table
 
     config = adfm_config.load_config([REPO / "config.yaml"])
     config["prompts"]["answer_format"] = answer_format

@@ -4,7 +4,7 @@ import pandas as pd
 import yaml
 
 from adfm.config import SCHEMA, load_config
-from adfm.provenance import SOURCE_KINDS, settings_sources, write_provenance
+from adfm.evaluation.provenance import SOURCE_KINDS, settings_sources, write_provenance
 from conftest import REPO
 
 SCHEMA_BY_HAND = {

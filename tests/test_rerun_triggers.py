@@ -99,14 +99,14 @@ def test_dry_runs_plan_the_same_commands_in_either_order_and_record_no_absolute_
     commands = [sorted(line for line in plan.splitlines() if "python -m adfm" in line) for plan in plans]
     assert len(commands[0]) > 50 and commands[0] == commands[1]
     inputs = [line for line in plans[0].splitlines() if line.strip().startswith("input:")]
-    assert any("src/adfm/train.py" in line for line in inputs)
+    assert any("src/adfm/model/train.py" in line for line in inputs)
     assert not [line for line in inputs if str(tmp_path) in line]
     # from another folder (-s <checkout>/Snakefile) the code inputs lead back to the checkout
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     plan = snakemake_run(elsewhere, [str(workdir / name) for name in DEMO_CONFIGS], "-n", "-s",
                          str(workdir / "Snakefile"), *NARROW, checkout_dir=workdir)
-    assert "../checkout/src/adfm/index.py" in plan
+    assert "../checkout/src/adfm/data/index.py" in plan
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from jsonschema import Draft202012Validator
 
 from adfm.config import check_references, load_config
 from adfm.io import InputError
-from adfm.score import accuracy_table, balanced_accuracy
-from adfm.tables import build_table, row_protocol, to_markdown
+from adfm.evaluation.score import accuracy_table, balanced_accuracy
+from adfm.evaluation.tables import build_table, row_protocol, to_markdown
 
 from conftest import REPO
 
@@ -139,7 +139,7 @@ def scored(model, dataset, category, label, score):
 
 
 def test_continuous_scores_at_half_and_at_youden_j():
-    from adfm.score import youden_threshold
+    from adfm.evaluation.score import youden_threshold
 
     # normals at 0.1-0.3, anomalies at 0.35-0.45: all below 0.5, perfectly separated at 0.35
     records = [scored("clip", "visa", "a", 0, s) for s in (0.1, 0.2, 0.3)] + [
@@ -154,7 +154,7 @@ def test_continuous_scores_at_half_and_at_youden_j():
 
 
 def test_youden_with_one_class_falls_back_to_half_and_ties_count_half_in_auroc():
-    from adfm.score import auroc, youden_threshold
+    from adfm.evaluation.score import auroc, youden_threshold
 
     assert youden_threshold([0.2, 0.9], [1, 1]) == 0.5
     assert auroc([0.5, 0.5], [0, 1]) == 0.5
@@ -195,7 +195,7 @@ def test_youden_row_on_binary_predictions_is_an_error():
 
 
 def test_table3_selects_question_types_averaged_over_mmad_sources():
-    from adfm.mmad_eval import TYPES
+    from adfm.inference.mmad import TYPES
 
     spec = {"paper": "table3_multitask.csv", "keys": ["model", "scale"], "select": "question_type",
             "columns": {t: t for t in TYPES if t != "Anomaly Detection"},

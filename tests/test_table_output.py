@@ -13,7 +13,7 @@ from conftest import REPO
 
 from adfm import config as adfm_config
 from adfm.io import InputError
-from adfm.tables import last_good, run_table
+from adfm.evaluation.tables import last_good, run_table
 
 DATASETS = {"VisA": "visa", "MPDD": "mpdd", "DTD": "dtd_synthetic", "DAGM": "dagm"}
 SPEC = {

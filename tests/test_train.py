@@ -19,8 +19,8 @@ from transformers import TrainerCallback
 
 from adfm.boxes import to_model_frame
 from adfm.io import InputError
-from adfm.models import load_model_and_processor
-from adfm.train import (
+from adfm.model.load import load_model_and_processor
+from adfm.model.train import (
     CHECKPOINT_SUFFIX,
     RESUME_STATE,
     build_dataset,

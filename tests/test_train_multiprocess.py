@@ -102,7 +102,7 @@ def test_two_processes_train_one_adapter(tiny_model_dir, split_csv, tmp_path):
     log = run_launched("train", split_csv, tiny_model_dir, settings, out, tmp_path)
 
     for rank in range(PROCESSES):
-        tag = f"[rank {rank}/{PROCESSES}] adfm.train: GRPO training"
+        tag = f"[rank {rank}/{PROCESSES}] adfm.model.train: GRPO training"
         assert f"{tag}: step 0 of {MAX_STEPS}, world size {PROCESSES}" in log
         assert f"{tag} done: step {MAX_STEPS} of {MAX_STEPS}" in log
     # one adapter, written once: nothing else next to it (checkpoints removed, no second folder)
@@ -137,7 +137,7 @@ def test_two_process_warm_start_writes_one_model(tiny_model_dir, split_csv, tmp_
     log = run_launched("warm-start", split_csv, tiny_model_dir, settings, out, tmp_path)
 
     for rank in range(PROCESSES):
-        assert f"[rank {rank}/{PROCESSES}] adfm.warm_start: warm start step {MAX_STEPS}/{MAX_STEPS}" in log
+        assert f"[rank {rank}/{PROCESSES}] adfm.model.warm_start: warm start step {MAX_STEPS}/{MAX_STEPS}" in log
     assert f"world size {PROCESSES}" in log
     assert log.count("warm-started model written to") == 1
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()

@@ -14,11 +14,11 @@ from model_fixtures import (  # noqa: F401 (fixtures)
     train_settings,
 )
 
-from adfm.demo_model import build_tokenizer
+from adfm.model.demo import build_tokenizer
 from adfm.io import InputError
 from adfm.protocol import format_response, parse_response
-from adfm.train import read_split_rows, train
-from adfm.warm_start import response_targets, token_weights, warm_start
+from adfm.model.train import read_split_rows, train
+from adfm.model.warm_start import response_targets, token_weights, warm_start
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +56,9 @@ def test_training_forward_matches_generation_positions(tiny_model_dir, split_csv
     import torch
     from PIL import Image
 
-    from adfm.models import load_model_and_processor
+    from adfm.model.load import load_model_and_processor
     from adfm.protocol import build_prompt
-    from adfm.warm_start import batch_tensors
+    from adfm.model.warm_start import batch_tensors
 
     model, processor = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=3136, max_pixels=12544)
     rows = read_split_rows(split_csv, "train").iloc[:2]
@@ -104,7 +104,7 @@ def test_warm_start_then_grpo_on_top(tiny_model_dir, split_csv, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from adfm.models import load_model_and_processor
+    from adfm.model.load import load_model_and_processor
 
     warm = warm_start(split_csv, tiny_model_dir, warm_settings(), tmp_path / "warm")
     log = pd.read_csv(warm / "warm_start_log.csv")

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from adfm.datasets import manifest
+from adfm.data.datasets import manifest
 from adfm.io import InputError, write_csv_atomic
 
 log = logging.getLogger(__name__)

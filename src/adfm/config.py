@@ -17,7 +17,7 @@ import yaml
 
 from adfm.io import InputError
 from adfm.protocol import prompt_answer_format, prompt_template
-from adfm.tables import row_problems
+from adfm.evaluation.tables import row_problems
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -273,7 +273,7 @@ def protocol_datasets(config: dict, protocol: str) -> list[str]:
     return spec["datasets"] if spec["kind"] == "holdout" else [*spec["train"], *spec["test"]]
 
 
-# ---- evaluation: baselines, MMAD, tables and figures (adfm.predict, api_backend, clip_baselines, ...)
+# ---- evaluation: baselines, MMAD, tables and figures (adfm.inference.hf, api_backend, clip_baselines, ...)
 
 CLIP_BACKENDS = ("winclip", "anomalyclip")
 CLIP_OPTIONS = {"winclip": ("scales", "shots", "image_size", "batch_size"),

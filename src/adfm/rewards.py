@@ -303,7 +303,7 @@ def make_random(options: dict) -> RewardFunc:
     Seeded with random_seed plus this process's rank (torchrun's RANK, 0 in a single process): each
     data-parallel process scores its own completions, and one seed for all would give every process
     the same noise sequence. The generator is exposed as the function's `generator`: training saves
-    its state with each checkpoint and restores it on resume (adfm.train.resumable_trainer), so that
+    its state with each checkpoint and restores it on resume (adfm.model.train.resumable_trainer), so that
     a resumed run draws the noise an uninterrupted one draws.
     """
     generator = np.random.default_rng(int(options["random_seed"]) + int(os.environ.get("RANK", "0")))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adfm import download as dl
+from adfm.data import download as dl
 from adfm.io import InputError
 from conftest import CASE_COUNTS, count_cases
 

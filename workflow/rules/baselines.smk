@@ -6,7 +6,7 @@
 rule predict_clip:
     input:
         split=baseline_split,
-        code=code("clip_baselines.py", "predict.py", "clip_configs/*.json"),
+        code=code("inference/clip.py", "inference/hf.py", "inference/clip_configs/*.json"),
     output:
         "results/predictions/{baseline}/{dataset}.jsonl",
     params:
@@ -31,7 +31,7 @@ rule predict_clip:
 rule predict_api:
     input:
         split=baseline_split,
-        code=code("api_backend.py", "predict.py", "protocol.py"),
+        code=code("inference/api.py", "inference/hf.py", "protocol.py"),
     output:
         "results/predictions/{baseline}/{dataset}.jsonl",
     params:
@@ -54,7 +54,7 @@ rule predict_api:
 rule score_baseline:
     input:
         predictions="results/predictions/{baseline}/{dataset}.jsonl",
-        code=code("score.py"),
+        code=code("evaluation/score.py"),
     output:
         "results/metrics/{baseline}/{dataset}.csv",
     wildcard_constraints:
@@ -74,7 +74,7 @@ rule predict_mmad:
     input:
         unpack(mmad_model_inputs),
         questions="resources/splits/mmad_questions.csv",
-        code=code("mmad_eval.py", "predict.py", "models.py", "api_backend.py", "protocol.py"),
+        code=code("inference/mmad.py", "inference/hf.py", "model/load.py", "inference/api.py", "protocol.py"),
     output:
         "results/mmad/predictions/{name}.jsonl",
     params:
@@ -101,7 +101,7 @@ rule score_mmad:
     input:
         predictions="results/mmad/predictions/{name}.jsonl",
         questions="resources/splits/mmad_questions.csv",
-        code=code("mmad_eval.py"),
+        code=code("inference/mmad.py"),
     output:
         "results/mmad/metrics/{name}.csv",
     params:

@@ -9,8 +9,8 @@ from snakemake.utils import validate
 
 from adfm import config as adfm_config
 from adfm import console
-from adfm.download import local_path
-from adfm.provenance import git_commit
+from adfm.data.download import local_path
+from adfm.evaluation.provenance import git_commit
 
 
 # Paths into the checkout relative to the working directory ("." when run from the checkout's root):
@@ -133,7 +133,7 @@ def predict_inputs(wildcards):
     inputs = {
         "split": f"resources/splits/{run['protocol']}.csv",
         "model": run_model(wildcards.run),
-        "code": code("predict.py", "models.py", "protocol.py", "boxes.py"),
+        "code": code("inference/hf.py", "model/load.py", "protocol.py", "boxes.py"),
     }
     if run["trained"]:
         inputs["adapter"] = f"resources/adapters/{wildcards.run}"
@@ -186,7 +186,7 @@ def sample_inputs(wildcards):
     inputs = {
         "split": f"resources/splits/{config['runs'][run]['protocol']}.csv",
         "model": run_model(run),
-        "code": code("predict.py", "models.py", "protocol.py", "boxes.py"),
+        "code": code("inference/hf.py", "model/load.py", "protocol.py", "boxes.py"),
     }
     if config["runs"][run]["trained"]:
         inputs["adapter"] = f"resources/adapters/{run}"
@@ -199,7 +199,7 @@ def figure_inputs(wildcards):
         predictions = f"results/predictions/{spec['run']}/{spec['dataset']}.jsonl"
     else:
         predictions = f"results/samples/{wildcards.figure}.jsonl"
-    return {"predictions": predictions, "code": code("figures.py", "rewards.py", "tables.py", "paper/*.csv")}
+    return {"predictions": predictions, "code": code("evaluation/figures.py", "rewards.py", "evaluation/tables.py", "paper/*.csv")}
 
 
 def cap_local_gpu_jobs():

@@ -59,7 +59,7 @@ rule download:
 rule index:
     input:
         root="resources/datasets/{dataset}",
-        code=code("index.py", "datasets/*.py"),
+        code=code("data/index.py", "data/datasets/*.py"),
     output:
         "resources/manifests/{dataset}.csv",
     params:
@@ -106,7 +106,7 @@ rule boxes:
 rule split:
     input:
         unpack(protocol_inputs),
-        code=code("split.py"),
+        code=code("data/split.py"),
     output:
         "resources/splits/{protocol}.csv",
     params:
@@ -130,7 +130,7 @@ rule mmad_questions:
         root="resources/datasets/mmad",
         manifest="resources/manifests/mmad.csv",
         boxes="resources/boxes/mmad.csv",
-        code=code("split.py", "datasets/mmad.py", "mmad_eval.py"),
+        code=code("data/split.py", "data/datasets/mmad.py", "inference/mmad.py"),
     output:
         "resources/splits/mmad_questions.csv",
     params:

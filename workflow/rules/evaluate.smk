@@ -24,7 +24,7 @@ rule predict:
 rule score:
     input:
         predictions="results/predictions/{run}/{dataset}.jsonl",
-        code=code("score.py"),
+        code=code("evaluation/score.py"),
     output:
         "results/metrics/{run}/{dataset}.csv",
     threads: res("default", "threads")

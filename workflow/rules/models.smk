@@ -26,7 +26,7 @@ rule warm_start:
     input:
         split="resources/splits/{protocol}.csv",
         model=MODEL_DIR,
-        code=code("warm_start.py", "train.py", "protocol.py", "boxes.py", "models.py"),
+        code=code("model/warm_start.py", "model/train.py", "protocol.py", "boxes.py", "model/load.py"),
     output:
         directory("resources/warm_start/{protocol}/{reasoning}"),
     params:
@@ -51,7 +51,7 @@ rule train:
     input:
         split=lambda wc: f"resources/splits/{config['runs'][wc.run]['protocol']}.csv",
         model=lambda wc: run_model(wc.run),
-        code=code("train.py", "rewards.py", "protocol.py", "boxes.py", "models.py"),
+        code=code("model/train.py", "rewards.py", "protocol.py", "boxes.py", "model/load.py"),
     output:
         directory("resources/adapters/{run}"),
     params:

@@ -1,7 +1,7 @@
 rule table:
     input:
         unpack(table_metrics),
-        code=code("tables.py"),
+        code=code("evaluation/tables.py"),
     output:
         csv="results/{table}.csv",
         markdown="results/{table}.md",

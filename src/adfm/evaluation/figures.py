@@ -309,7 +309,7 @@ def figure5(records: list[dict], out: Path, settings: dict) -> pd.DataFrame:
     plt = _pyplot()
     import seaborn as sns
 
-    from adfm.tables import paper_table
+    from adfm.evaluation.tables import paper_table
 
     ours = zero_variance(records, settings.get("rewards", {}))
     paper = paper_table(settings.get("paper", "fig5_zero_variance.csv"))

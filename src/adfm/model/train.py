@@ -511,7 +511,7 @@ def train(
 
     Returns a summary: the checkpoint resumed from (or None), the steps at start and end, max steps.
     """
-    from adfm.models import load_model_and_processor
+    from adfm.model.load import load_model_and_processor
     from adfm.rewards import make_reward_funcs
 
     split_csv, model_dir, out_dir = Path(split_csv), Path(model_dir), Path(out_dir)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adfm.datasets.manifest import ManifestRow, image_size
-from adfm.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, png_bytes, texture, write_file
+from adfm.data.datasets.manifest import ManifestRow, image_size
+from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, png_bytes, texture, write_file
 from adfm.io import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}

@@ -32,7 +32,7 @@ from adfm.protocol import parse_response, prompt_answer_format, prompt_template
 log = logging.getLogger(__name__)
 
 # the config beside the package in a checkout (src/adfm/../../config.yaml)
-CHECKOUT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
+CHECKOUT_CONFIG = Path(__file__).resolve().parents[3] / "config.yaml"
 REASONING_MODES = ("multi_stage", "one_stage")
 
 
@@ -90,7 +90,7 @@ def read_training_record(adapter: Path) -> dict | None:
 def resolve_base_model(adapter: Path, record: dict | None, model_dir: Path | None) -> Path:
     """The model folder the adapter goes on: --model, checked against what training recorded, or the
     recorded base model itself."""
-    from adfm.train import weights_fingerprint
+    from adfm.model.train import weights_fingerprint
 
     if record is None:
         base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
@@ -173,8 +173,8 @@ def apply_adapter(model, adapter: Path, model_dir: Path):
 def detect(model_dir: Path | None, adapter: Path | None, reference: Path, queries: list[Path], out_dir: Path,
            config_paths: list[Path] | None = None, reasoning: str | None = None) -> list[dict]:
     """One result per query, in order: image, answer, boxes, annotated, response; or image, error."""
-    from adfm.models import load_model_and_processor
-    from adfm.predict import generate_batch, greedy_config
+    from adfm.model.load import load_model_and_processor
+    from adfm.inference.hf import generate_batch, greedy_config
     from adfm.protocol import build_prompt
 
     if reasoning is not None and reasoning not in REASONING_MODES:

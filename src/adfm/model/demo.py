@@ -4,7 +4,7 @@ It has the architecture, the special tokens, the chat template and the stock pro
 Qwen/Qwen2.5-VL-7B-Instruct, only very small: 2 text layers of width 64, 2 vision blocks of width
 32, and a byte-level BPE vocabulary of about a thousand tokens trained offline (no download) on the
 words our prompts and responses use. It is saved in the Hugging Face format, so it is loaded by the
-same code (`adfm.models.load_model_and_processor`) as the real 7B model.
+same code (`adfm.model.load.load_model_and_processor`) as the real 7B model.
 
 Everything is seeded: two builds give byte-identical weights and tokenizer.
 """

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adfm.datasets.manifest import ManifestRow, image_size
-from adfm.datasets.mvtec_ad import GOOD, category_folders, images_in, select_categories
-from adfm.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, png_bytes, texture, write_file
+from adfm.data.datasets.manifest import ManifestRow, image_size
+from adfm.data.datasets.mvtec_ad import GOOD, category_folders, images_in, select_categories
+from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, png_bytes, texture, write_file
 from adfm.io import InputError
 
 ARCHIVE_NAME = "mvtec_loco_anomaly_detection.tar.xz"

@@ -12,7 +12,7 @@ A layout module exposes
   keys, over all of `CATEGORIES`): `adfm index` warns when a parsed dataset differs.
 """
 
-from adfm.datasets import dagm, dtd_synthetic, goodsad, mmad, mpdd, mvtec_ad, mvtec_loco, visa
+from adfm.data.datasets import dagm, dtd_synthetic, goodsad, mmad, mpdd, mvtec_ad, mvtec_loco, visa
 
 LAYOUTS = {
     "mvtec_ad": mvtec_ad,

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import cv2
 
-from adfm.datasets.manifest import ManifestRow, image_size
-from adfm.datasets.mvtec_ad import category_folders, select_categories
-from adfm.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, gray, png_bytes, texture, write_file
+from adfm.data.datasets.manifest import ManifestRow, image_size
+from adfm.data.datasets.mvtec_ad import category_folders, select_categories
+from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, gray, png_bytes, texture, write_file
 from adfm.io import InputError
 
 log = logging.getLogger(__name__)

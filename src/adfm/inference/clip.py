@@ -35,7 +35,7 @@ AnomalyCLIP (Zhou et al. 2024; written after the authors' repository zqhang/Anom
 Weights: `clip.model` names an open_clip architecture and `clip.pretrained` a checkpoint file (or
 an open_clip pretrained tag, which open_clip downloads); with `pretrained: null` the model is
 randomly initialised from the seed, which is what the demo does with the tiny architecture
-`adfm-tiny-clip` (src/adfm/clip_configs/), running this very code in seconds.
+`adfm-tiny-clip` (src/adfm/inference/clip_configs/), running this very code in seconds.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def object_name(category: str) -> str:
 def _register_tiny() -> None:
     import open_clip
 
-    with resources.as_file(resources.files("adfm").joinpath("clip_configs", f"{TINY_CLIP}.json")) as path:
+    with resources.as_file(resources.files("adfm.inference").joinpath("clip_configs", f"{TINY_CLIP}.json")) as path:
         open_clip.add_model_config(str(path))
 
 
@@ -393,7 +393,7 @@ def predict_clip(split_csv, dataset: str, run_name: str, settings: dict, out):
     """Scores of every selected split row (test rows of `dataset` by default), resumable."""
     from tqdm.auto import tqdm
 
-    from adfm.predict import PredictionWriter, base_record, select_rows
+    from adfm.inference.hf import PredictionWriter, base_record, select_rows
 
     method = settings.get("method")
     rows = select_rows(split_csv, dataset, settings)

@@ -3,7 +3,7 @@
 Sources:
 - `hf://<owner>/<name>` (e.g. `hf://Qwen/Qwen2.5-VL-7B-Instruct`): a snapshot of a Hugging Face Hub
   repository at `--revision`, downloaded with huggingface_hub.
-- `demo:tiny-qwen2.5-vl`: the tiny, randomly initialised Qwen2.5-VL of `adfm.demo_model`, built
+- `demo:tiny-qwen2.5-vl`: the tiny, randomly initialised Qwen2.5-VL of `adfm.model.demo`, built
   offline in seconds.
 - a model folder already on disk (`/data/Qwen2.5-VL-7B-Instruct`, `./models/qwen`, `~/qwen` or
   `file:/data/qwen`), e.g. from `hf download Qwen/Qwen2.5-VL-7B-Instruct --local-dir <folder>`: linked
@@ -63,7 +63,7 @@ def fetch_model(source: str, revision: str | None, out_dir: str | os.PathLike) -
         return out
     if source.startswith(DEMO_SCHEME):
         name = source[len(DEMO_SCHEME) :]
-        from adfm import demo_model
+        from adfm.model import demo as demo_model
 
         if source != demo_model.DEMO_SOURCE:
             raise ValueError(f"unknown demo model {name!r} in source {source!r}; known: {demo_model.DEMO_SOURCE}")

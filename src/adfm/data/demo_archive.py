@@ -19,8 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from adfm.datasets import LAYOUTS
-from adfm.datasets.synthetic import DemoSpec
+from adfm.data.datasets import LAYOUTS
+from adfm.data.datasets.synthetic import DemoSpec
 from adfm.io import InputError, atomic_path, write_text_atomic
 
 TAR_SUFFIXES = (".tar", ".tar.xz", ".tar.gz", ".tgz", ".tar.bz2")

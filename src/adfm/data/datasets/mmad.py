@@ -52,9 +52,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from adfm.datasets.manifest import ManifestRow, image_size
-from adfm.datasets.mvtec_ad import GOOD, images_in
-from adfm.datasets.synthetic import DemoSpec, write_file
+from adfm.data.datasets.manifest import ManifestRow, image_size
+from adfm.data.datasets.mvtec_ad import GOOD, images_in
+from adfm.data.datasets.synthetic import DemoSpec, write_file
 from adfm.io import InputError
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 ARCHIVE_NAME = "MMAD.zip"
 JSON_NAME = "mmad.json"
 SOURCES = ("DS-MVTec", "MVTec-AD", "MVTec-LOCO", "VisA", "GoodsAD")
-# the layout (adfm.datasets) each MMAD source's images come from
+# the layout (adfm.data.datasets) each MMAD source's images come from
 SOURCE_LAYOUTS = {"DS-MVTec": "mvtec_ad", "MVTec-AD": "mvtec_ad", "MVTec-LOCO": "mvtec_loco", "VisA": "visa",
                   "GoodsAD": "goodsad"}
 QUESTION_TYPES = ("Anomaly Detection", "Defect Classification", "Defect Localization", "Defect Description",
@@ -269,8 +269,8 @@ def _conversation(rng, category: str, defect: str | None, mask: np.ndarray | Non
 def _source_rows(work: Path, source: str, categories: list[str], spec: DemoSpec) -> list[ManifestRow]:
     """The demo dataset MMAD's `source` takes its images from: the archive `spec.sources` names
     (the very files the demo's own datasets hold), else generated here with `spec`'s sizes."""
-    from adfm.datasets import LAYOUTS
-    from adfm.download import extract
+    from adfm.data.datasets import LAYOUTS
+    from adfm.data.download import extract
 
     layout, root = SOURCE_LAYOUTS[source], work / source
     archive = dict(spec.sources).get(source)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adfm.datasets import manifest
+from adfm.data.datasets import manifest
 from adfm.io import InputError, write_csv_atomic
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,9 @@ def mmad_question_table(questions: pd.DataFrame, images: pd.DataFrame) -> pd.Dat
 def run_mmad_questions(root: Path, manifest_path: Path, boxes_path: Path, out: Path, split_path: Path | None = None,
                        layouts: dict | None = None) -> None:
     """`split_path` (with `layouts`, its datasets' layouts): mark the questions about images outside
-    its test role (adfm.mmad_eval's leakage filter)."""
-    from adfm.datasets import mmad
-    from adfm.mmad_eval import split_drop_reasons
+    its test role (adfm.inference.mmad's leakage filter)."""
+    from adfm.data.datasets import mmad
+    from adfm.inference.mmad import split_drop_reasons
 
     images = manifest.read(manifest_path).merge(pd.read_csv(boxes_path, keep_default_na=False), on="image_path")
     table = mmad_question_table(mmad.parse_questions(root), images)

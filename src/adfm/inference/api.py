@@ -6,7 +6,7 @@ Each selected split row (role == "test" of dataset NAME) becomes one chat reques
 reference image, the query image (both as base64 data URLs, downscaled so that the longer side is
 at most `max_image_side`) and the prompt template of the run's reasoning mode; the response is
 parsed like the Hugging Face backend's (adfm.protocol.parse_response) and written as the same
-record (adfm.predict.PredictionWriter: appended, resumable, keyed by model, dataset, image,
+record (adfm.inference.hf.PredictionWriter: appended, resumable, keyed by model, dataset, image,
 sample). Boxes and ground truth are in the frame of the image as sent.
 
 The API key is read from the environment variable named by `key_env` (never from the config or
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from adfm.io import InputError, settings_json
-from adfm.predict import Part
+from adfm.inference.hf import Part
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def run_requests(client: ChatClient, jobs: list, make_content, on_result, *, con
 
 
 def predict_api(split_csv, dataset: str, run_name: str, settings: dict, out, *, sleep=time.sleep):
-    from adfm.predict import PredictionWriter, response_record, select_rows
+    from adfm.inference.hf import PredictionWriter, response_record, select_rows
 
     if "prompt" not in settings or "api" not in settings:
         raise InputError("predict-api settings: need prompt and api")

@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from adfm.datasets import LAYOUTS, manifest
+from adfm.data.datasets import LAYOUTS, manifest
 from adfm.io import InputError
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def register(subparsers) -> None:
     parser.add_argument("--dataset", required=True, help="the dataset's name in the config (the manifest's "
                                                          "dataset column)")
     parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS),
-                        help="on-disk layout, parsed by src/adfm/datasets/<layout>.py")
+                        help="on-disk layout, parsed by src/adfm/data/datasets/<layout>.py")
     parser.add_argument("--categories", nargs="*", help="restrict to these categories (default: all found)")
     parser.add_argument("--out", required=True, type=Path, help="the manifest to write (CSV)")
     parser.add_argument("--no-count-check", dest="count_check", action="store_false",

@@ -10,7 +10,7 @@ dataset (MMAD's source dataset), category, question, options (JSON), answer, typ
 drop_reason, label).
 
 Leakage filter: a model trained on a split's training images must not be asked about them. The
-question table names each question's source image (adfm.datasets.mmad.source_image) and, when
+question table names each question's source image (adfm.data.datasets.mmad.source_image) and, when
 `mmad.split_filter` names a protocol, marks the questions about images that are not in that split's
 test role: `training` (a training image of the split) or `not_in_split` (a source image the split
 does not hold). A model held to the filter (settings "filter", true for the runs: see
@@ -45,7 +45,7 @@ Anomaly Detection as balanced accuracy ((accuracy on normal + accuracy on anomal
 an image being normal when its path contains "good"); the dataset "all" rows are the mean over
 the source datasets (MMAD's "Average" row), and the type "Average" is the mean over the types.
 
-Records (one per question, adfm.predict.PredictionWriter, keyed by model, dataset "mmad", image,
+Records (one per question, adfm.inference.hf.PredictionWriter, keyed by model, dataset "mmad", image,
 sample 0 and question_index): model, dataset, source, category, image_path, template_path, label,
 sample, question_index, question, options, correct_answer, type, response, answer, answer_from.
 """
@@ -132,8 +132,8 @@ def parse_reply(response: str, options: dict, mode: str = "letter") -> tuple[str
 def split_drop_reasons(questions: pd.DataFrame, split: pd.DataFrame, layouts: dict[str, str]) -> pd.Series:
     """Why each question is not asked under `split` ("" when its source image is a test image).
 
-    layouts: the split's dataset names -> their layouts (adfm.datasets), which name source images."""
-    from adfm.datasets.mmad import source_image
+    layouts: the split's dataset names -> their layouts (adfm.data.datasets), which name source images."""
+    from adfm.data.datasets.mmad import source_image
 
     roles: dict[str, str] = {}
     for row in split.itertuples(index=False):
@@ -195,7 +195,7 @@ def generation_config(model, settings: dict):
     """MMAD's decoding ("model": generate() with the model's own generation config) or plain greedy."""
     import copy
 
-    from adfm.predict import greedy_config
+    from adfm.inference.hf import greedy_config
 
     max_new_tokens = int(settings.get("max_new_tokens", 128))
     kind = settings.get("generation", "model")
@@ -214,7 +214,7 @@ def predict_mmad(questions_csv, run_name: str, settings: dict, out, *, model_dir
     """Answers to every MMAD question, with the Hugging Face model or the API backend (settings "api")."""
     from tqdm.auto import tqdm
 
-    from adfm.predict import PredictionWriter
+    from adfm.inference.hf import PredictionWriter
 
     questions = question_rows(questions_csv, settings)
     writer = PredictionWriter(out)
@@ -242,7 +242,7 @@ def predict_mmad(questions_csv, run_name: str, settings: dict, out, *, model_dir
                             reasoning)
 
     if todo and "api" in settings:
-        from adfm.api_backend import (
+        from adfm.inference.api import (
             DEFAULTS,
             client_from_settings,
             openai_content,
@@ -256,8 +256,8 @@ def predict_mmad(questions_csv, run_name: str, settings: dict, out, *, model_dir
                          lambda row, texts: writer.write([record(row, texts[0])]), concurrency=api["concurrency"],
                          max_tokens=int(settings.get("max_new_tokens", 128)), temperature=0.0)
     elif todo:
-        from adfm.models import load_model_and_processor
-        from adfm.predict import generate_conversations
+        from adfm.model.load import load_model_and_processor
+        from adfm.inference.hf import generate_conversations
 
         if model_dir is None:
             raise InputError("predict-mmad: --model is required without an API configuration")

@@ -45,7 +45,7 @@ from pathlib import Path
 import pandas as pd
 
 from adfm.io import InputError, write_csv_atomic, write_text_atomic
-from adfm.score import ACCURACY, ALL
+from adfm.evaluation.score import ACCURACY, ALL
 
 AVERAGE = "Avg"
 MMAD_ANOMALY_QUESTION = "Anomaly Detection"  # MMAD's question type of "Is there any defect in the object?"

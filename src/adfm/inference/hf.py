@@ -16,7 +16,7 @@ Prompts are batched with left padding. Evaluation decodes greedily (one response
 Resumable: records are appended and flushed batch by batch to OUT.partial; a restarted job skips
 the (model, dataset, image_path, sample) keys already there, and OUT.partial is renamed to OUT
 when every image is done. The same writer (`PredictionWriter`) serves every backend (the API
-backend of adfm.api_backend, the CLIP baselines of adfm.clip_baselines, MMAD in adfm.mmad_eval).
+backend of adfm.inference.api, the CLIP baselines of adfm.inference.clip, MMAD in adfm.inference.mmad).
 
 Settings JSON: {"prompt": template, "model": {"dtype", "min_pixels", "max_pixels"},
 "batch_size": 8, "max_new_tokens": 512, and optionally "reasoning" ("multi_stage" / "one_stage", for
@@ -134,7 +134,7 @@ def generate_texts(
     """Responses for a batch of chat-formatted prompts (one list of num_return_sequences each).
 
     `images` are the images of all prompts, in order (PIL images or paths). Left padding (set by
-    adfm.models.load_processor) keeps the prompts' last tokens aligned.
+    adfm.model.load.load_processor) keeps the prompts' last tokens aligned.
     """
     import copy
 
@@ -229,7 +229,7 @@ def select_rows(split_csv, dataset: str, settings: dict):
     """The split rows a prediction job covers (role, label, image, seeded uniform subsample)."""
     import numpy as np
 
-    from adfm.train import read_split_rows
+    from adfm.model.train import read_split_rows
 
     role = settings.get("role", "test")
     # "all": every row of the dataset in the split, which under the holdout protocol is the
@@ -295,7 +295,7 @@ def predict(
     from tqdm.auto import tqdm
 
     from adfm.boxes import to_model_frame
-    from adfm.models import load_model_and_processor
+    from adfm.model.load import load_model_and_processor
     from adfm.protocol import build_prompt
 
     if "prompt" not in settings:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adfm.datasets import mvtec_ad
-from adfm.datasets.manifest import ManifestRow
-from adfm.datasets.synthetic import DEFECT_KINDS, DemoSpec, jpeg_bytes
+from adfm.data.datasets import mvtec_ad
+from adfm.data.datasets.manifest import ManifestRow
+from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, jpeg_bytes
 from adfm.io import InputError
 
 ARCHIVE_NAME = "GoodsAD.zip"

@@ -131,7 +131,7 @@ def trainable_model(model, spec: dict):
     if spec["method"] == "lora":
         from peft import get_peft_model
 
-        from adfm.train import check_trainable, lora_config
+        from adfm.model.train import check_trainable, lora_config
 
         model = get_peft_model(model, lora_config(spec["lora"]))
         check_trainable(model)
@@ -200,9 +200,9 @@ def warm_start(split_csv: str | os.PathLike, model_dir: str | os.PathLike, setti
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
 
-    from adfm.models import load_model_and_processor
+    from adfm.model.load import load_model_and_processor
     from adfm.protocol import build_prompt
-    from adfm.train import read_split_rows
+    from adfm.model.train import read_split_rows
 
     spec = {**DEFAULTS, **settings.get("warm_start", {})}
     spec["lora"] = {**DEFAULTS["lora"], **spec.get("lora", {})}

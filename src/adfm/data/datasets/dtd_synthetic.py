@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adfm.datasets import mvtec_ad
-from adfm.datasets.manifest import ManifestRow
-from adfm.datasets.synthetic import DemoSpec
+from adfm.data.datasets import mvtec_ad
+from adfm.data.datasets.manifest import ManifestRow
+from adfm.data.datasets.synthetic import DemoSpec
 
 ARCHIVE_NAME = "DTD-Synthetic.zip"
 CATEGORIES = ("Blotchy_099", "Fibrous_183", "Marbled_078", "Matted_069", "Mesh_114", "Perforated_037",

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adfm.datasets.manifest import ManifestRow, image_size
-from adfm.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, jpeg_bytes, png_bytes, texture, write_file
+from adfm.data.datasets.manifest import ManifestRow, image_size
+from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, jpeg_bytes, png_bytes, texture, write_file
 from adfm.io import InputError
 
 log = logging.getLogger(__name__)

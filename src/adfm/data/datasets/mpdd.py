@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adfm.datasets import mvtec_ad
-from adfm.datasets.manifest import ManifestRow
-from adfm.datasets.synthetic import DEFECT_KINDS, DemoSpec
+from adfm.data.datasets import mvtec_ad
+from adfm.data.datasets.manifest import ManifestRow
+from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec
 
 ARCHIVE_NAME = "MPDD.zip"
 # Defect folders per category (shared/DATASETS.md).

@@ -25,7 +25,7 @@ class DemoSpec:
     test_good: int = 6
     test_defective_per_type: int = 4
     seed: int = 0
-    # (MMAD source, archive): the demo datasets whose images a demo MMAD asks about (adfm.datasets.mmad)
+    # (MMAD source, archive): the demo datasets whose images a demo MMAD asks about (adfm.data.datasets.mmad)
     sources: tuple[tuple[str, str], ...] = ()
 
 

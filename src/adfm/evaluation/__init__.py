@@ -1,0 +1,1 @@
+"""Evaluation stages (workflow/rules/evaluate.smk, tables.smk, figures.smk, report.smk)."""

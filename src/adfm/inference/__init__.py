@@ -1,0 +1,1 @@
+"""Prediction backends (workflow/rules/evaluate.smk, baselines.smk): Hugging Face, API, CLIP, MMAD."""
