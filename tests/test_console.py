@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO, copy_demo_inputs, snakemake_command
 
@@ -28,6 +29,7 @@ def test_paper_config_blocks_tables_of_each_manual_dataset(tmp_path):
     assert "mpdd" not in console.missing_manual_datasets(config, tmp_path)
 
 
+@pytest.mark.slow
 def test_dry_run_of_the_paper_names_manual_datasets_and_what_they_block(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--cores", "all",
@@ -64,6 +66,7 @@ def test_failed_job_logs_are_read_from_snakemakes_log(tmp_path):
     assert console.failed_logs_message([str(tmp_path / "missing.snakemake.log")]) is None
 
 
+@pytest.mark.slow
 def test_a_missing_manual_dataset_fails_only_what_needs_it(tmp_path):
     """The demo with DAGM made manual and a deliberately failing job with a 3000-line log: the other
     dataset's index and boxes are still made, the run says up front what DAGM blocks, and at the end

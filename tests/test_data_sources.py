@@ -3,6 +3,7 @@ the provenance describes the data that was used, from the download's source reco
 
 import subprocess
 
+import pytest
 import yaml
 from conftest import (
     DEMO_CONFIGS,
@@ -15,6 +16,7 @@ from conftest import (
 from adfm.evaluation.provenance import data_sources
 
 
+@pytest.mark.slow
 def test_changed_url_reruns_the_download_and_a_missing_source_fails_clearly(tmp_path):
     workdir = copy_demo_inputs(tmp_path)
     snakemake(workdir, "--", "resources/sources/mvtec_ad.yaml")

@@ -58,6 +58,7 @@ def test_a_fetch_without_network_ends_in_one_line(tmp_path):
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.slow
 def test_downloads_and_the_model_fetch_are_local_rules(tmp_path):
     """Under the SLURM executor these run on the node Snakemake runs on (the login node, with network)."""
     probe = (

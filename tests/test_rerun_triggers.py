@@ -23,6 +23,8 @@ from adfm import config as adfm_config
 from adfm.config import CLIP_BACKENDS
 from adfm.rewards import REWARD_OPTIONS
 
+pytestmark = pytest.mark.slow  # runs Snakemake or real training processes
+
 OTHER_ORDER = ["workflow/configs/demo.yaml"]  # the Snakefile header's demo command: config.yaml merged under it
 # cheap jobs with code inputs (index), an input into workflow/ (provenance) and the whole config as params
 NARROW = ["resources/manifests/mvtec_ad.csv", "results/provenance.yaml"]

@@ -19,6 +19,8 @@ from model_fixtures import MODEL_SETTINGS, PROMPT, train_settings
 from adfm.config import config_problems, launcher, load_config
 from adfm.rewards import make_random
 
+pytestmark = pytest.mark.slow  # runs Snakemake or real training processes
+
 # the shared fixtures (the tiny model, built once per session; a miniature split)
 tiny_model_dir = model_fixtures.tiny_model_dir
 split_csv = model_fixtures.split_csv

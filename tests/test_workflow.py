@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 from adfm.config import load_config
+
+pytestmark = pytest.mark.slow  # runs Snakemake or real training processes
 
 
 def run_snakemake(workdir: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:

@@ -4,10 +4,11 @@ frame, rewards are finite."""
 
 import math
 
+import pytest
+from conftest import count_cases
+
 from adfm.protocol import parse_response
 from adfm.rewards import REWARDS, make_reward_funcs, predicted_boxes
-
-from conftest import count_cases
 
 from .fuzzer import responses
 
@@ -34,6 +35,7 @@ def check(texts: list[str]) -> None:
         assert all(isinstance(v, float) and math.isfinite(v) for v in values), reward.__name__
 
 
+@pytest.mark.slow
 def test_fuzzed_responses_never_break_the_parser_or_rewards():
     texts = list(responses(COUNT, seed=1))
     for start in range(0, COUNT, 1000):

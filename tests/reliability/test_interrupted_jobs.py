@@ -12,10 +12,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import count_cases
 from model_fixtures import predict_settings, tiny_model_dir, train_settings, write_split  # noqa: F401
 
 from adfm.io import read_jsonl
+
+pytestmark = pytest.mark.slow  # runs Snakemake or real training processes
 
 TIMEOUT = 240
 
