@@ -17,6 +17,7 @@ from model_fixtures import (  # noqa: F401 (fixtures)
 )
 from transformers import TrainerCallback
 
+from adfm.data import split_table
 from adfm.boxes import to_model_frame
 from adfm.io import InputError
 from adfm.model.load import load_model_and_processor
@@ -29,7 +30,6 @@ from adfm.model.train import (
     log_rows,
     lora_config,
     prepare_checkpoint_dir,
-    read_split_rows,
     register,
     train,
 )
@@ -62,7 +62,7 @@ def test_leaf_names_would_reach_the_vision_tower(tiny_model_dir):
 
 
 def test_dataset_rows(split_csv):
-    rows = read_split_rows(split_csv, "train")
+    rows = split_table.read(split_csv, "train")
     data = build_dataset(rows, PROMPT, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     assert len(data) == 4 and set(rows["role"]) == {"train"}
     example = data[1]

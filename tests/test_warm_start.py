@@ -14,10 +14,11 @@ from model_fixtures import (  # noqa: F401 (fixtures)
     train_settings,
 )
 
+from adfm.data import split_table
 from adfm.model.demo import build_tokenizer
 from adfm.io import InputError
 from adfm.protocol import format_response, parse_response
-from adfm.model.train import read_split_rows, train
+from adfm.model.train import train
 from adfm.model.warm_start import response_targets, token_weights, warm_start
 
 
@@ -61,7 +62,7 @@ def test_training_forward_matches_generation_positions(tiny_model_dir, split_csv
     from adfm.model.warm_start import batch_tensors
 
     model, processor = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=3136, max_pixels=12544)
-    rows = read_split_rows(split_csv, "train").iloc[:2]
+    rows = split_table.read(split_csv, "train").iloc[:2]
     prompt = processor.apply_chat_template(build_prompt(PROMPT), add_generation_prompt=True, tokenize=False)
     target = format_response([[1, 2, 30, 40]], "yes")
     ids, weights = token_weights(processor.tokenizer, target, format_response([], "no"), 10.0)
@@ -82,7 +83,7 @@ def test_training_forward_matches_generation_positions(tiny_model_dir, split_csv
 
 
 def test_targets_from_labels_and_boxes(split_csv):
-    rows = read_split_rows(split_csv, "train")
+    rows = split_table.read(split_csv, "train")
     pairs = response_targets(rows, reasoning="multi_stage", answer_format="yes_no", min_pixels=3136, max_pixels=12544)
     for row, (target, other) in zip(rows.itertuples(), pairs):
         parsed = parse_response(target)

@@ -96,15 +96,21 @@ def to_model_frame(
 ) -> tuple[list[Box], tuple[int, int]]:
     """Boxes in original pixels -> boxes in the processor's resized frame, and that frame (W, H)."""
     frame_w, frame_h = model_frame_size(width, height, min_pixels=min_pixels, max_pixels=max_pixels)
-    sx, sy = frame_w / width, frame_h / height
-    scaled = [[round(b[0] * sx, 2), round(b[1] * sy, 2), round(b[2] * sx, 2), round(b[3] * sy, 2)] for b in boxes]
-    return scaled, (frame_w, frame_h)
+    return scale_boxes(boxes, (width, height), (frame_w, frame_h), ndigits=2), (frame_w, frame_h)
+
+
+def scale_boxes(boxes: Sequence[Sequence[float]], from_size: Sequence[float], to_size: Sequence[float],
+                ndigits: int | None = None) -> list[Box]:
+    """Boxes in a frame of `from_size` (W, H) -> the same boxes in a frame of `to_size`, each
+    coordinate rounded to `ndigits` when given."""
+    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    scaled = [[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] for b in boxes]
+    return scaled if ndigits is None else [[round(v, ndigits) for v in box] for box in scaled]
 
 
 def from_model_frame(boxes: Sequence[Sequence[float]], frame: tuple[int, int], width: int, height: int) -> list[Box]:
     """Inverse of `to_model_frame`: predicted boxes back to original pixels (for drawing)."""
-    sx, sy = width / frame[0], height / frame[1]
-    return [[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] for b in boxes]
+    return scale_boxes(boxes, frame, (width, height))
 
 
 def sanitize(box: Sequence[float], frame: tuple[int, int] | None = None) -> Box | None:

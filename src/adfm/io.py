@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -99,3 +100,26 @@ def setup_logging(verbose: bool = False) -> None:
         format=f"%(asctime)s %(levelname)s{rank} %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stable_seed(*keys) -> int:
+    """A 64-bit seed from the keys' text, the same in every process and Python version (unlike
+    hash()): seeded sampling of one dataset or image is independent of every other."""
+    return int.from_bytes(hashlib.sha256("/".join(map(str, keys)).encode()).digest()[:8], "little")
+
+
+def open_rgb(path: str | os.PathLike):
+    """An image file as an RGB PIL image, decoded now and the file closed."""
+    from PIL import Image  # deferred: most stages that import this module never open an image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")

@@ -38,7 +38,6 @@ ANSWER_FORMATS = tuple(ANSWER_WORDS)
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _BBOX_2D = re.compile(rf'"?bbox_2d"?\s*:\s*\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]')
 _BARE_BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _STAGES = {
     "multi_stage": r"^\s*<think>(?:(?!</?think>).)+</think>\s*<rethink>(?:(?!</?rethink>).)+</rethink>\s*",
@@ -106,6 +105,18 @@ def answer_text(text: str) -> str | None:
     return answers[-1] if answers else None
 
 
+def first_block(text: str, tag: str, *, any_case: bool = False) -> str | None:
+    """The text inside the first <tag>...</tag> block, as written (None when there is none);
+    `any_case` also reads <THINK> and the like (the release's graded format reward does)."""
+    match = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL | (re.IGNORECASE if any_case else 0))
+    return match.group(1) if match else None
+
+
+def expected_answer(label: int) -> str:
+    """The normalised answer ("yes" anomalous, "no" normal) a correct response to a label parses to."""
+    return "yes" if int(label) == 1 else "no"
+
+
 def answer_word(label: int, answer_format: str = "yes_no") -> str:
     """The word a correct response writes in <answer> for a label (1 anomalous, 0 normal)."""
     anomalous, normal = ANSWER_WORDS[answer_format]
@@ -129,10 +140,9 @@ def parse_answer(text: str, answer_format: str = "yes_no") -> str | None:
 
 def parse_boxes(text: str) -> list[list[float]]:
     """Boxes written in the first <think> block: `bbox_2d` entries, else bare 4-number lists."""
-    think = _THINK.search(text)
-    if think is None:
+    body = first_block(text, "think")
+    if body is None:
         return []
-    body = think.group(1)
     matches = _BBOX_2D.findall(body) or _BARE_BOX.findall(body)
     return [[float(v) for v in match] for match in matches]
 

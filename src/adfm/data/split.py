@@ -21,13 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from adfm.data import split_table
 from adfm.data.datasets import manifest
 from adfm.io import InputError, write_csv_atomic
 
 log = logging.getLogger(__name__)
-
-COLUMNS = ["dataset", "category", "role", "image_path", "label", "defect_type", "boxes", "width", "height",
-           "reference_path"]
 
 
 def _rng(seed: int, *keys: str) -> np.random.Generator:
@@ -80,7 +78,7 @@ def make_split(images: pd.DataFrame, protocol: dict, seed: int) -> pd.DataFrame:
             parts.append(split_category(group, roles[dataset], protocol["train_fraction"], seed))
     split = pd.concat(parts, ignore_index=True)
     split = split.sort_values(["dataset", "category", "role", "image_path"], kind="stable")
-    return split[COLUMNS].reset_index(drop=True)
+    return split[split_table.COLUMNS].reset_index(drop=True)
 
 
 def run_split(manifests: list[Path], boxes: list[Path], protocol: dict, seed: int, out: Path) -> None:
@@ -92,7 +90,7 @@ def run_split(manifests: list[Path], boxes: list[Path], protocol: dict, seed: in
         raise InputError(f"{missing}: no boxes computed for this image (boxes and manifest out of step)")
     split = make_split(images, protocol, seed)
     log.info("split: %s", split.groupby(["dataset", "role"]).size().to_dict())
-    write_csv_atomic(split, out)
+    split_table.write(split, out)
 
 
 def mmad_question_table(questions: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:

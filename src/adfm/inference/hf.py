@@ -229,12 +229,12 @@ def select_rows(split_csv, dataset: str, settings: dict):
     """The split rows a prediction job covers (role, label, image, seeded uniform subsample)."""
     import numpy as np
 
-    from adfm.model.train import read_split_rows
+    from adfm.data import split_table
 
     role = settings.get("role", "test")
     # "all": every row of the dataset in the split, which under the holdout protocol is the
     # dataset's whole test split (the paper evaluated its untrained rows on it)
-    rows = read_split_rows(split_csv, None if role == "all" else role, dataset)
+    rows = split_table.read(split_csv, None if role == "all" else role, dataset)
     if rows.empty:
         raise InputError(f"{split_csv}: no {role} rows for dataset {dataset!r}")
     if settings.get("label") is not None:

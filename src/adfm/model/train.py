@@ -52,6 +52,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from adfm.data import split_table
 from adfm.io import InputError, atomic_path, settings_json
 
 log = logging.getLogger(__name__)
@@ -102,32 +103,6 @@ TRAINING_RECORD = "training.json"
 
 
 # ----------------------------------------------------------------------------------------- dataset
-
-
-def read_split_rows(split_csv: str | os.PathLike, role: str | None, dataset: str | None = None) -> pd.DataFrame:
-    """Rows of a split CSV with the given role (None: every role) and dataset, in file order, boxes
-    parsed from JSON."""
-    path = Path(split_csv)
-    if not path.is_file():
-        raise InputError(f"{path}: split file not found")
-    rows = pd.read_csv(path, keep_default_na=False, dtype={"image_path": str, "reference_path": str})
-    required = {"dataset", "category", "role", "image_path", "label", "boxes", "width", "height", "reference_path"}
-    missing = required - set(rows.columns)
-    if missing:
-        raise InputError(f"{path}: missing column(s) {sorted(missing)}")
-    if role is not None:
-        rows = rows[rows["role"] == role]
-    if dataset is not None:
-        rows = rows[rows["dataset"] == dataset]
-    rows = rows.reset_index(drop=True)
-    try:
-        rows["boxes"] = [json.loads(b) if str(b).strip() else [] for b in rows["boxes"]]
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: a boxes cell is not JSON ({error})") from None
-    absent = [p for p in pd.unique(pd.concat([rows["image_path"], rows["reference_path"]])) if not Path(p).is_file()]
-    if absent:
-        raise InputError(f"{path}: {len(absent)} image(s) not found, e.g. {absent[:3]}")
-    return rows
 
 
 def build_dataset(rows: pd.DataFrame, template: str, *, min_pixels: int, max_pixels: int):
@@ -521,7 +496,7 @@ def train(
     if "prompt" not in settings:
         raise InputError("train settings: no prompt template")
 
-    rows = read_split_rows(split_csv, "train")
+    rows = split_table.read(split_csv, "train")
     if rows.empty:
         raise InputError(f"{split_csv}: no rows with role == 'train'")
     log.info(

@@ -202,7 +202,7 @@ def warm_start(split_csv: str | os.PathLike, model_dir: str | os.PathLike, setti
 
     from adfm.model.load import load_model_and_processor
     from adfm.protocol import build_prompt
-    from adfm.model.train import read_split_rows
+    from adfm.data import split_table
 
     spec = {**DEFAULTS, **settings.get("warm_start", {})}
     spec["lora"] = {**DEFAULTS["lora"], **spec.get("lora", {})}
@@ -219,7 +219,7 @@ def warm_start(split_csv: str | os.PathLike, model_dir: str | os.PathLike, setti
         raise InputError("warm start settings: max_steps and batch_size must be at least 1")
     seed = int(settings.get("seed", 0))
 
-    rows = read_split_rows(split_csv, "train")
+    rows = split_table.read(split_csv, "train")
     if rows.empty:
         raise InputError(f"{split_csv}: no rows with role == 'train'")
     use_bf16 = bool(spec["bf16"]) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
