@@ -11,6 +11,10 @@ from adfm import config as adfm_config
 from adfm import console
 from adfm.data.download import local_path
 from adfm.evaluation.provenance import git_commit
+from adfm.settings import data as data_settings
+from adfm.settings import evaluation as evaluation_settings
+from adfm.settings import inference as inference_settings
+from adfm.settings import model as model_settings
 
 
 # Paths into the checkout relative to the working directory ("." when run from the checkout's root):

@@ -1,0 +1,3 @@
+"""Settings of the evaluation stages: scores, tables, figures, report."""
+
+from __future__ import annotations
