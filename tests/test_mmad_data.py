@@ -17,9 +17,10 @@ from adfm.data.datasets import LAYOUTS, manifest, mmad
 from adfm.data.datasets.synthetic import DemoSpec
 from adfm.data.demo_archive import make_demo_archive
 from adfm.data.download import extract
-from adfm.io import InputError
+from adfm.data.mmad_questions import mmad_question_table
+from adfm.data.split import make_split
 from adfm.inference.mmad import split_drop_reasons
-from adfm.data.split import make_split, mmad_question_table
+from adfm.io import InputError
 
 SIZE = 48
 SOURCES = {"DS-MVTec": ("mvtec_ad", "bottle"), "MVTec-LOCO": ("mvtec_loco", "pushpins"),

@@ -3,8 +3,8 @@ import filecmp
 import pandas as pd
 import pytest
 
-from adfm.io import InputError
 from adfm.data.split import make_split, run_split
+from adfm.io import InputError
 
 
 def images(categories=("a", "b"), n_test=10, n_train=4):
@@ -72,7 +72,7 @@ def test_rerun_is_byte_identical(tmp_path):
 
 
 def test_mmad_questions_join_their_images_and_templates():
-    from adfm.data.split import mmad_question_table
+    from adfm.data.mmad_questions import mmad_question_table
 
     questions = pd.DataFrame([
         dict(image_path="r/DS-MVTec/bottle/test/broken/000.png", dataset="DS-MVTec", category="bottle",

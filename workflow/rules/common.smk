@@ -203,7 +203,7 @@ def figure_inputs(wildcards):
         predictions = f"results/predictions/{spec['run']}/{spec['dataset']}.jsonl"
     else:
         predictions = f"results/samples/{wildcards.figure}.jsonl"
-    return {"predictions": predictions, "code": code("evaluation/figures.py", "rewards.py", "evaluation/tables.py", "paper/*.csv")}
+    return {"predictions": predictions, "code": code("evaluation/figures.py", "rewards.py", "boxes.py", "protocol.py", "evaluation/tables.py", "paper/*.csv")}
 
 
 def cap_local_gpu_jobs():

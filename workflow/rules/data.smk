@@ -81,7 +81,7 @@ rule index:
 rule boxes:
     input:
         manifest="resources/manifests/{dataset}.csv",
-        code=code("boxes.py"),
+        code=code("data/masks.py", "data/boxes_table.py"),
     output:
         boxes="resources/boxes/{dataset}.csv",
         summary="resources/boxes/{dataset}.summary.csv",
@@ -106,7 +106,7 @@ rule boxes:
 rule split:
     input:
         unpack(protocol_inputs),
-        code=code("data/split.py"),
+        code=code("data/split.py", "data/boxes_table.py", "data/split_table.py"),
     output:
         "resources/splits/{protocol}.csv",
     params:
@@ -130,7 +130,7 @@ rule mmad_questions:
         root="resources/datasets/mmad",
         manifest="resources/manifests/mmad.csv",
         boxes="resources/boxes/mmad.csv",
-        code=code("data/split.py", "data/datasets/mmad.py", "inference/mmad.py"),
+        code=code("data/mmad_questions.py", "data/boxes_table.py", "data/datasets/mmad.py", "inference/mmad.py"),
     output:
         "resources/splits/mmad_questions.csv",
     params:

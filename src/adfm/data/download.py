@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import hashlib
 import http.client
 import json
 import logging
@@ -37,7 +36,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 from tqdm import tqdm
 
-from adfm.io import InputError, atomic_path
+from adfm.io import InputError, atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +59,6 @@ def local_path(url: str) -> Path | None:
     return Path(url)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_checksum_file(path: Path) -> str:
     """The sha256 in a `sha256sum`-style file (`<hex>  <name>`, or the hex alone)."""
     try:
@@ -81,7 +72,7 @@ def read_checksum_file(path: Path) -> str:
 
 def verify(path: Path, expected: str | None) -> str:
     """The file's sha256, checked against `expected` when one is given."""
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if expected is not None and actual != expected.lower():
         raise InputError(f"{path}: sha256 mismatch: expected {expected}, got {actual}")
     return actual

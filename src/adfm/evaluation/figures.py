@@ -42,7 +42,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from adfm.boxes import scale_boxes
 from adfm.io import InputError, atomic_path, read_jsonl, settings_json, write_csv_atomic
+from adfm.protocol import first_block
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +71,20 @@ def printable(text: str, width: int = 64, limit: int = 700) -> str:
     return "\n".join(textwrap.wrap(text, width=width, break_long_words=True, replace_whitespace=False)) or "(empty)"
 
 
-def to_image_frame(boxes, frame, size) -> list[list[float]]:
-    """Boxes in the model's frame (W, H) -> pixels of the image as displayed (W, H)."""
-    if not frame:
-        return [list(map(float, b)) for b in boxes]
-    sx, sy = size[0] / frame[0], size[1] / frame[1]
-    return [[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] for b in boxes if len(b) == 4]
-
-
 def draw_boxes(ax, boxes, color: str, label: str | None = None) -> None:
     from matplotlib.patches import Rectangle
 
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2,
                                label=label if i == 0 else None))
+
+
+def draw_record_boxes(ax, record: dict, size, labels=(None, None)) -> None:
+    """A record's ground-truth (green) and predicted (red) boxes, from the model's frame (none
+    recorded: the image's) to the image as displayed."""
+    frame = record.get("frame") or size
+    for key, color, label in (("gt_boxes", GT_COLOR, labels[0]), ("boxes", PRED_COLOR, labels[1])):
+        draw_boxes(ax, scale_boxes(record.get(key) or [], frame, size), color, label)
 
 
 def show_image(ax, path: str, title: str | None = None):
@@ -143,7 +145,7 @@ def pick_cases(records: list[dict]) -> list[tuple[str, dict, bool]]:
     take("(a) anomaly detected and localised", right, anomalous, key=lambda r: -_localisation(r))
     take("(b) normal sample analysed", [r for r in normal if r.get("answer") == "no"], normal,
          key=lambda r: -len(r.get("response") or ""))
-    hedged = [r for r in right if HEDGES.search(_think(r.get("response") or ""))]
+    hedged = [r for r in right if HEDGES.search(first_block(r.get("response") or "", "think") or "")]
     take("(c) hesitant think, resolved by rethink", hedged, anomalous,
          key=lambda r: -len(HEDGES.findall(r.get("response") or "")))
     first = cases[0][1]["category"] if cases else None
@@ -153,11 +155,6 @@ def pick_cases(records: list[dict]) -> list[tuple[str, dict, bool]]:
         while len(cases) < 4 and any(r["image_path"] not in used for r in pool):
             take(kind, pool, [])
     return cases[:4]
-
-
-def _think(text: str) -> str:
-    match = re.search(r"<think>(.*?)</think>", text, re.DOTALL)
-    return match.group(1) if match else ""
 
 
 def figure3(records: list[dict], out: Path, settings: dict) -> None:
@@ -171,9 +168,7 @@ def figure3(records: list[dict], out: Path, settings: dict) -> None:
         mark = "correct" if verdict == label else "wrong"
         show_image(row[0], record.get("reference_path") or record["image_path"], "normal reference")
         size = show_image(row[1], record["image_path"], f"query ({record['category']}): {label}")
-        draw_boxes(row[1], to_image_frame(record.get("gt_boxes") or [], record.get("frame"), size), GT_COLOR, "truth")
-        draw_boxes(row[1], to_image_frame(record.get("boxes") or [], record.get("frame"), size), PRED_COLOR,
-                   "predicted")
+        draw_record_boxes(row[1], record, size, labels=("truth", "predicted"))
         row[2].axis("off")
         title = kind if found else f"{kind}: no such case, nearest shown"
         row[2].set_title(f"{title}\nanswer: {verdict} ({mark})", fontsize=10, loc="left")
@@ -253,8 +248,7 @@ def figure4(records: list[dict], out: Path, settings: dict) -> pd.DataFrame:
         ax_img = fig.add_subplot(grid[2 * (i // 2), i % 2])
         size = show_image(ax_img, record["image_path"], f"({letters[i]}) sample {record['sample']}: "
                           f"{len(record.get('boxes') or [])} box(es)")
-        draw_boxes(ax_img, to_image_frame(record.get("gt_boxes") or [], record.get("frame"), size), GT_COLOR)
-        draw_boxes(ax_img, to_image_frame(record.get("boxes") or [], record.get("frame"), size), PRED_COLOR)
+        draw_record_boxes(ax_img, record, size)
         ax_text = fig.add_subplot(grid[2 * (i // 2) + 1, i % 2])
         ax_text.axis("off")
         ax_text.text(0.0, 1.0, printable(record.get("response") or "", width=40, limit=200), va="top", ha="left",

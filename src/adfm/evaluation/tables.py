@@ -44,8 +44,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from adfm.io import InputError, write_csv_atomic, write_text_atomic
 from adfm.evaluation.score import ACCURACY, ALL
+from adfm.io import InputError, write_csv_atomic, write_text_atomic
 
 AVERAGE = "Avg"
 MMAD_ANOMALY_QUESTION = "Anomaly Detection"  # MMAD's question type of "Is there any defect in the object?"
