@@ -13,7 +13,6 @@ another's split.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pandas as pd
 from adfm.data import boxes_table, split_table
 from adfm.data.datasets import manifest
 from adfm.io import InputError, stable_seed
+from adfm.settings.data import SplitSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,31 +55,25 @@ def split_category(images: pd.DataFrame, roles: str, fraction: float, seed: int)
     return out
 
 
-def make_split(images: pd.DataFrame, protocol: dict, seed: int) -> pd.DataFrame:
+def make_split(images: pd.DataFrame, settings: SplitSettings) -> pd.DataFrame:
     """The split of one protocol over the manifest rows (with boxes) of its datasets."""
-    roles = {}
-    if protocol["kind"] == "holdout":
-        roles = {name: "holdout" for name in protocol["datasets"]}
-    elif protocol["kind"] == "transfer":
-        roles = {**{name: "test" for name in protocol["test"]}, **{name: "train" for name in protocol["train"]}}
-    else:
-        raise InputError(f"unknown protocol kind {protocol['kind']!r}")
+    roles = settings.roles()
     parts = []
     for (dataset, _), group in images.groupby(["dataset", "category"], sort=True):
         if dataset in roles:
-            parts.append(split_category(group, roles[dataset], protocol["train_fraction"], seed))
+            parts.append(split_category(group, roles[dataset], settings.train_fraction, settings.seed))
     split = pd.concat(parts, ignore_index=True)
     split = split.sort_values(["dataset", "category", "role", "image_path"], kind="stable")
     return split[split_table.COLUMNS].reset_index(drop=True)
 
 
-def run_split(manifests: list[Path], boxes: list[Path], protocol: dict, seed: int, out: Path) -> None:
+def run_split(manifests: list[Path], boxes: list[Path], settings: SplitSettings, out: Path) -> None:
     images = pd.concat([manifest.read(p) for p in manifests], ignore_index=True)
     images = images.merge(boxes_table.read(*boxes), on="image_path", how="left", validate="one_to_one")
     if images["boxes"].isna().any():
         missing = images.loc[images["boxes"].isna(), "image_path"].iloc[0]
         raise InputError(f"{missing}: no boxes computed for this image (boxes and manifest out of step)")
-    split = make_split(images, protocol, seed)
+    split = make_split(images, settings)
     log.info("split: %s", split.groupby(["dataset", "role"]).size().to_dict())
     split_table.write(split, out)
 
@@ -93,7 +87,6 @@ def register(subparsers) -> None:
     parser.add_argument("--manifests", required=True, nargs="+", type=Path,
                         help="the protocol's datasets' manifests (`adfm index`)")
     parser.add_argument("--boxes", required=True, nargs="+", type=Path, help="their boxes (`adfm boxes`)")
-    parser.add_argument("--protocol", required=True, help="the protocol's config entry, as JSON")
-    parser.add_argument("--seed", required=True, type=int, help="random seed of the split and the references")
+    parser.add_argument("--settings", required=True, type=SplitSettings.argument, help=SplitSettings.describe())
     parser.add_argument("--out", required=True, type=Path, help="the split (CSV)")
-    parser.set_defaults(func=lambda a: run_split(a.manifests, a.boxes, json.loads(a.protocol), a.seed, a.out))
+    parser.set_defaults(func=lambda a: run_split(a.manifests, a.boxes, a.settings, a.out))
