@@ -55,6 +55,7 @@ from adfm.data.datasets import mmad_demo
 from adfm.data.datasets.manifest import ManifestRow, image_size
 from adfm.data.datasets.mvtec_ad import GOOD, images_in
 from adfm.data.datasets.synthetic import DemoSpec, write_file
+from adfm.data.download import extract
 from adfm.io import InputError
 
 log = logging.getLogger(__name__)
@@ -222,8 +223,8 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
 def _source_rows(work: Path, source: str, categories: list[str], spec: DemoSpec) -> list[ManifestRow]:
     """The demo dataset MMAD's `source` takes its images from: the archive `spec.sources` names
     (the very files the demo's own datasets hold), else generated here with `spec`'s sizes."""
+    # the registry imports this module: read it when the demo is made, once every layout is loaded
     from adfm.data.datasets import LAYOUTS
-    from adfm.data.download import extract
 
     layout, root = SOURCE_LAYOUTS[source], work / source
     archive = dict(spec.sources).get(source)
