@@ -13,6 +13,7 @@ from model_fixtures import write_split
 
 from adfm import config as adfm_config
 from adfm.inference.hf import select_rows
+from adfm.settings.evaluation import FigureSettings
 
 
 @pytest.fixture(scope="module")
@@ -46,4 +47,4 @@ def test_figure5_draws_from_all_rows_so_it_can_reach_500_images(paper):
     fig5 = json.loads(adfm_config.sample_settings(paper, "fig5"))
     assert (fig5["role"], fig5["max_images"]) == ("all", 500)
     assert json.loads(adfm_config.sample_settings(paper, "fig4"))["role"] == "train"
-    assert json.loads(adfm_config.figure_settings(paper, "fig5"))["rows"] == "all"
+    assert FigureSettings.from_config(paper, "fig5").rows == "all"

@@ -6,9 +6,10 @@ import copy
 import json
 
 import pytest
+from conftest import REPO
 
 from adfm import config as adfm_config
-from conftest import REPO
+from adfm.settings.evaluation import FigureSettings, TableSettings
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,8 @@ def test_table_inputs_and_spec_follow_availability(paper, monkeypatch):
     assert not any("gpt" in p or "clip" in p for p in without["metrics"])
     keyed = adfm_config.table_inputs(paper, "table2", {"OPENAI_API_KEY": "sk-x"})
     assert "results/metrics/gpt-4o_cross/dagm.csv" in keyed["metrics"]
-    spec = json.loads(adfm_config.table_spec(paper, "table2", {}))
-    skipped = {row["run"]: row.get("skip") for row in spec["rows"]}
+    spec = TableSettings.from_config(paper, "table2", {})
+    skipped = {row.run: row.skip for row in spec.rows}
     assert skipped["gpt-4o_cross"].startswith("not run") and skipped["adfm_cross"] is None
     assert adfm_config.table_inputs(paper, "table3", {}) == {
         "metrics": [], "mmad_metrics": ["results/mmad/metrics/zero_shot.csv", "results/mmad/metrics/adfm.csv"]}
@@ -55,7 +56,7 @@ def test_table_inputs_and_spec_follow_availability(paper, monkeypatch):
 def test_settings_never_hold_the_key(paper, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     for text in (adfm_config.api_settings(paper, "gpt-4.1"), adfm_config.mmad_settings(paper, "gpt-4.1"),
-                 adfm_config.table_spec(paper, "table1")):
+                 TableSettings.from_config(paper, "table1").to_json()):
         assert "sk-secret" not in text
     settings = json.loads(adfm_config.api_settings(paper, "gpt-4.1"))
     assert settings["api"]["key_env"] == "OPENAI_API_KEY" and settings["api"]["model"] == "gpt-4.1"
@@ -67,7 +68,7 @@ def test_sampling_settings_of_the_figures(paper, demo):
     assert fig5["max_new_tokens"] == paper["train"]["grpo"]["max_completion_length"]
     fig4 = json.loads(adfm_config.sample_settings(demo, "fig4"))
     assert (fig4["label"], fig4["max_images"]) == (1, 1)
-    assert json.loads(adfm_config.figure_settings(paper, "fig4"))["rewards"]["alpha"] == paper["rewards"]["alpha"]
+    assert FigureSettings.from_config(paper, "fig4").rewards["alpha"] == paper["rewards"]["alpha"]
 
 
 def test_reference_problems_name_the_key(paper):

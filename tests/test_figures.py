@@ -7,8 +7,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from adfm.evaluation.figures import pick_cases, pick_responses, run_figure, scheme_rewards, zero_variance
+from adfm.evaluation.drawing import Outputs
+from adfm.evaluation.figure_cases import pick_cases
+from adfm.evaluation.figure_rewards import pick_responses, scheme_rewards, zero_variance
+from adfm.evaluation.figures import run_figure
 from adfm.protocol import format_response
+from adfm.settings.evaluation import FigureSettings
 
 GT = [[20.0, 20.0, 50.0, 50.0]]
 
@@ -69,6 +73,9 @@ def test_figure3_cases_prefer_the_kinds_of_the_paper(image):
     assert [c[2] for c in only_wrong] == [False, False]
 
 
+KINDS = {"fig3": "cases", "fig4": "reward_schemes", "fig5": "zero_variance"}
+
+
 @pytest.mark.parametrize("figure", ["fig3", "fig4", "fig5"])
 def test_figures_are_written_as_png_pdf_and_csv(figure, image, tmp_path):
     import json
@@ -87,7 +94,8 @@ def test_figures_are_written_as_png_pdf_and_csv(figure, image, tmp_path):
     predictions = tmp_path / "p.jsonl"
     predictions.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "figs" / f"{figure}.png"
-    run_figure(figure, [predictions], {"rewards": {"alpha": 0.3}, "title": "test"}, out)
+    settings = FigureSettings(kind=KINDS[figure], title="test", rewards={"alpha": 0.3})
+    run_figure([predictions], settings, Outputs(out, out.with_suffix(".pdf"), out.with_suffix(".csv")))
     assert out.read_bytes()[:4] == b"\x89PNG" and out.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
     table = pd.read_csv(out.with_suffix(".csv"))
     if figure == "fig5":

@@ -17,9 +17,11 @@ from adfm.data.datasets import LAYOUTS, manifest, mmad
 from adfm.data.datasets.synthetic import DemoSpec
 from adfm.data.demo_archive import make_demo_archive
 from adfm.data.download import extract
-from adfm.io import InputError
+from adfm.data.mmad_questions import mmad_question_table
+from adfm.data.split import make_split
 from adfm.inference.mmad import split_drop_reasons
-from adfm.data.split import make_split, mmad_question_table
+from adfm.io import InputError
+from adfm.settings.data import SplitSettings
 
 SIZE = 48
 SOURCES = {"DS-MVTec": ("mvtec_ad", "bottle"), "MVTec-LOCO": ("mvtec_loco", "pushpins"),
@@ -141,8 +143,9 @@ def test_filter_on_the_demo_drops_exactly_the_training_role_images(demo):
     frames = [manifest.to_frame(LAYOUTS[layout].parse(roots[layout], layout, [category]))
               for layout, category in SOURCES.values()]
     images = pd.concat(frames, ignore_index=True).assign(boxes="[]")
-    protocol = {"kind": "holdout", "datasets": [layout for layout, _ in SOURCES.values()], "train_fraction": 0.2}
-    split = make_split(images, protocol, seed=0)
+    protocol = SplitSettings(kind="holdout", datasets=[layout for layout, _ in SOURCES.values()], train_fraction=0.2,
+                             seed=0)
+    split = make_split(images, protocol)
     mmad_images = manifest.to_frame(mmad.parse(root, "mmad")).assign(boxes="[]")
     questions = mmad_question_table(mmad.parse_questions(root), mmad_images)
     reasons = split_drop_reasons(questions, split, {layout: layout for layout, _ in SOURCES.values()})

@@ -3,14 +3,15 @@ import copy
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO
 from jsonschema import Draft202012Validator
 
 from adfm.config import check_references, load_config
-from adfm.io import InputError
 from adfm.evaluation.score import accuracy_table, balanced_accuracy
-from adfm.evaluation.tables import build_table, row_protocol, to_markdown
-
-from conftest import REPO
+from adfm.evaluation.table_layout import row_protocol, to_markdown
+from adfm.evaluation.tables import build_table
+from adfm.io import InputError
+from adfm.settings.evaluation import TableRow, TableSettings
 
 
 def record(model, category, label, answer, dataset="mvtec_ad"):
@@ -45,7 +46,7 @@ def metrics(run="adfm", **accuracies):
 
 
 def test_table_cells_hold_ours_paper_and_difference():
-    table = build_table(TABLE1, metrics(mvtec_ad=80.0))
+    table = build_table(TableSettings.from_dict(TABLE1), metrics(mvtec_ad=80.0))
     cell = table[(table.model == "AD-FM") & (table.column == "MVTec")].iloc[0]
     assert (cell.ours, cell.paper, cell["diff"], cell.status) == (80.0, 90.72, -10.72, "ok")
     visa = table[(table.model == "AD-FM") & (table.column == "VisA")].iloc[0]
@@ -55,7 +56,7 @@ def test_table_cells_hold_ours_paper_and_difference():
 
 
 def test_rows_not_run_keep_the_paper_value_only():
-    table = build_table(TABLE1, metrics(mvtec_ad=80.0))
+    table = build_table(TableSettings.from_dict(TABLE1), metrics(mvtec_ad=80.0))
     gpt = table[table.model == "GPT-4.1"]
     assert gpt.ours.isna().all() and (gpt.status == "not run").all()
     assert gpt[gpt.column == "Avg"].paper.iloc[0] == 71.60
@@ -63,13 +64,13 @@ def test_rows_not_run_keep_the_paper_value_only():
 
 
 def test_average_over_all_columns_when_all_ran():
-    table = build_table(TABLE1, metrics(mvtec_ad=80.0, visa=70.0, mvtec_loco=60.0, goodsad=50.0))
+    table = build_table(TableSettings.from_dict(TABLE1), metrics(mvtec_ad=80.0, visa=70.0, mvtec_loco=60.0, goodsad=50.0))
     average = table[(table.model == "AD-FM") & (table.column == "Avg")].iloc[0]
     assert average.ours == 65.0 and average["diff"] == round(65.0 - 73.15, 2)
 
 
 def test_markdown_has_the_paper_shape():
-    text = to_markdown(build_table(TABLE1, metrics(mvtec_ad=80.0)), TABLE1["keys"])
+    text = to_markdown(build_table(TableSettings.from_dict(TABLE1), metrics(mvtec_ad=80.0)), TABLE1["keys"])
     assert "| group | model | scale | MVTec | VisA | MVTec-LOCO | GoodsAD | Avg |" in text
     assert "| Fine-tuned | AD-FM | 7B | 80.00 (90.72) | – (79.52) |" in text
 
@@ -77,22 +78,22 @@ def test_markdown_has_the_paper_shape():
 def test_a_row_the_paper_lacks_gets_our_value_and_an_empty_paper_cell():
     spec = copy.deepcopy(TABLE1)
     spec["rows"][0]["match"] = {"model": "AD-FM", "scale": "3B"}
-    table = build_table(spec, metrics(mvtec_ad=80.0))
+    table = build_table(TableSettings.from_dict(spec), metrics(mvtec_ad=80.0))
     new = table[(table.model == "AD-FM") & (table.scale == "3B")]
     assert len(new) == 5 and new.paper.isna().all() and new["diff"].isna().all()
     assert new[new.column == "MVTec"].ours.iloc[0] == 80.0
     assert table.iloc[-1].model == "AD-FM" and table.iloc[-1].scale == "3B"  # below the paper's rows
-    assert "| AD-FM | 3B | 80.00 (–) |" in to_markdown(table, spec["keys"], spec)
+    assert "| AD-FM | 3B | 80.00 (–) |" in to_markdown(table, spec["keys"], TableSettings.from_dict(spec))
 
 
 def test_an_ambiguous_or_unknown_match_is_an_error():
     spec = copy.deepcopy(TABLE1)
     spec["rows"][0]["match"] = {"group": "Open-source"}
     with pytest.raises(InputError, match=r"matches \d+ rows of table1_multidomain.csv; name more"):
-        build_table(spec, metrics(mvtec_ad=80.0))
+        build_table(TableSettings.from_dict(spec), metrics(mvtec_ad=80.0))
     spec["rows"][0]["match"] = {"modle": "AD-FM"}
     with pytest.raises(InputError, match=r"names \['modle'\], not row keys"):
-        build_table(spec, metrics(mvtec_ad=80.0))
+        build_table(TableSettings.from_dict(spec), metrics(mvtec_ad=80.0))
 
 
 def load(path):
@@ -177,7 +178,7 @@ TABLE2 = {
 def test_table2_has_both_threshold_rows_and_skipped_api_rows():
     metrics = pd.DataFrame([dict(model="winclip", dataset=d, category="all", accuracy=50.0, accuracy_youden=75.0)
                             for d in ("visa", "mpdd", "dtd_synthetic", "dagm")])
-    table = build_table(TABLE2, metrics)
+    table = build_table(TableSettings.from_dict(TABLE2), metrics)
     half = table[(table.model == "WinCLIP (tau=0.5)") & (table.column == "Avg")].iloc[0]
     youden = table[(table.model == "WinCLIP (Youden J)") & (table.column == "Avg")].iloc[0]
     assert (half.ours, half.paper) == (50.0, 57.08) and (youden.ours, youden.paper) == (75.0, 75.85)
@@ -191,7 +192,7 @@ def test_table2_has_both_threshold_rows_and_skipped_api_rows():
 def test_youden_row_on_binary_predictions_is_an_error():
     metrics = pd.DataFrame([dict(model="winclip", dataset="visa", category="all", accuracy=50.0)])
     with pytest.raises(InputError, match="accuracy_youden"):
-        build_table(TABLE2, metrics)
+        build_table(TableSettings.from_dict(TABLE2), metrics)
 
 
 def test_table3_selects_question_types_averaged_over_mmad_sources():
@@ -202,12 +203,12 @@ def test_table3_selects_question_types_averaged_over_mmad_sources():
             "rows": [{"match": {"model": "AD-FM", "scale": "7B"}, "run": "adfm"}]}
     metrics = pd.DataFrame([dict(model="adfm", dataset=d, category=t, accuracy=a)
                             for t in TYPES for d, a in (("all", 60.0), ("VisA", 10.0))])
-    table = build_table(spec, pd.DataFrame(columns=["model", "dataset", "category", "accuracy"]), metrics)
+    table = build_table(TableSettings.from_dict(spec), pd.DataFrame(columns=["model", "dataset", "category", "accuracy"]), metrics)
     row = table[table.model == "AD-FM"].set_index("column")
     assert row.loc["Object Analysis", "ours"] == 60.0 and row.loc["Object Analysis", "paper"] == 86.67
     assert row.loc["Avg", "ours"] == 60.0 and row.loc["Avg", "paper"] == 83.56
     assert len(row) == 7  # six question types and the average
-    assert (row["protocol"] == row_protocol({}, "question_type")).all() and "MMAD's letter prompt" in row["protocol"].iloc[0]
+    assert (row["protocol"] == row_protocol(TableRow(match={}, run="any"), "question_type")).all() and "MMAD's letter prompt" in row["protocol"].iloc[0]
 
 
 # ---- plain and balanced accuracy; rows filled with the protocol of the paper's number
@@ -257,7 +258,7 @@ def mmad_metrics(**extra):
 def test_api_rows_of_table1_take_mmads_balanced_anomaly_detection_accuracy():
     split = pd.DataFrame([{"model": "zero_shot", "dataset": d, "category": "all", "accuracy": 55.5,
                            "balanced_accuracy": 50.0} for d in TABLE1["columns"].values()])
-    table = build_table(TABLE1_MMAD, split, mmad_metrics())
+    table = build_table(TableSettings.from_dict(TABLE1_MMAD), split, mmad_metrics())
     gpt = table[table.model == "GPT-4o-mini"].set_index("column")
     assert gpt.loc["MVTec", "ours"] == 80.0 and gpt.loc["GoodsAD", "ours"] == 50.0
     assert gpt.loc["Avg", "ours"] == 65.0 and gpt.loc["Avg", "diff"] == round(65.0 - 64.33, 2)
@@ -266,7 +267,7 @@ def test_api_rows_of_table1_take_mmads_balanced_anomaly_detection_accuracy():
     assert qwen.loc["VisA", "ours"] == 55.5  # plain accuracy, the default metric
     assert qwen.loc["VisA", "protocol"] == ("our multi_stage prompt; plain accuracy; every split row of each dataset "
                                             "(the full test split under the multi-domain protocol)")
-    markdown = to_markdown(table, TABLE1["keys"], TABLE1_MMAD)
+    markdown = to_markdown(table, TABLE1["keys"], TableSettings.from_dict(TABLE1_MMAD))
     assert "- GPT-4o-mini (gpt-4o-mini): ours: MMAD's letter prompt" in markdown and "Paper: from MMAD" in markdown
     assert "- Qwen2.5-VL 7B (zero_shot): ours: our multi_stage prompt; plain accuracy; every split row" in markdown
 
@@ -274,10 +275,10 @@ def test_api_rows_of_table1_take_mmads_balanced_anomaly_detection_accuracy():
 def test_mmad_rows_name_what_is_missing():
     spec = {**TABLE1_MMAD, "mmad_sources": {"MVTec": "DS-MVTec"}}
     with pytest.raises(InputError, match="mmad_sources"):
-        build_table(spec, metrics(mvtec_ad=80.0), mmad_metrics())
+        build_table(TableSettings.from_dict(spec), metrics(mvtec_ad=80.0), mmad_metrics())
     without = mmad_metrics(path="results/mmad/metrics/gpt-4o-mini.csv").drop(columns="balanced_accuracy")
     with pytest.raises(InputError, match="no 'balanced_accuracy' in results/mmad/metrics/gpt-4o-mini.csv"):
-        build_table(TABLE1_MMAD, metrics(mvtec_ad=80.0), without)
+        build_table(TableSettings.from_dict(TABLE1_MMAD), metrics(mvtec_ad=80.0), without)
 
 
 def test_shipped_tables_fill_each_row_with_its_papers_protocol():

@@ -3,8 +3,9 @@ import filecmp
 import pandas as pd
 import pytest
 
-from adfm.io import InputError
 from adfm.data.split import make_split, run_split
+from adfm.io import InputError
+from adfm.settings.data import SplitSettings
 
 
 def images(categories=("a", "b"), n_test=10, n_train=4):
@@ -24,8 +25,12 @@ def images(categories=("a", "b"), n_test=10, n_train=4):
 HOLDOUT = {"kind": "holdout", "datasets": ["d"], "train_fraction": 0.2}
 
 
+def protocol(entry: dict, seed: int = 0) -> SplitSettings:
+    return SplitSettings.from_dict({**entry, "seed": seed})
+
+
 def test_holdout_takes_a_fifth_per_category_for_training():
-    split = make_split(images(), HOLDOUT, seed=0)
+    split = make_split(images(), protocol(HOLDOUT))
     counts = split.groupby(["category", "role"]).size().to_dict()
     assert counts == {("a", "test"): 8, ("a", "train"): 2, ("b", "test"): 8, ("b", "train"): 2}
     assert not split["image_path"].str.contains("/train/").any()  # the dataset's train split is never evaluated
@@ -33,22 +38,22 @@ def test_holdout_takes_a_fifth_per_category_for_training():
 
 def test_every_row_has_a_normal_training_reference_of_its_category():
     frame = images()
-    split = make_split(frame, HOLDOUT, seed=0)
+    split = make_split(frame, protocol(HOLDOUT))
     normal_train = set(frame[(frame.source_split == "train") & (frame.label == 0)].image_path)
     assert split["reference_path"].isin(normal_train).all()
     assert (split["reference_path"].str[0] == split["category"]).all()
 
 
 def test_seed_changes_the_split_and_same_seed_reproduces_it():
-    first, again, other = (make_split(images(), HOLDOUT, seed=s) for s in (0, 0, 1))
+    first, again, other = (make_split(images(), protocol(HOLDOUT, seed=s)) for s in (0, 0, 1))
     pd.testing.assert_frame_equal(first, again)
     assert not first.equals(other)
 
 
 def test_transfer_protocol_trains_on_source_and_tests_on_whole_target():
     frame = pd.concat([images(), images().assign(dataset="e")], ignore_index=True)
-    protocol = {"kind": "transfer", "train": ["d"], "test": ["e"], "train_fraction": 0.2}
-    split = make_split(frame, protocol, seed=0)
+    transfer = {"kind": "transfer", "train": ["d"], "test": ["e"], "train_fraction": 0.2}
+    split = make_split(frame, protocol(transfer))
     assert set(split[split.dataset == "d"].role) == {"train"} and (split.dataset == "d").sum() == 4
     assert set(split[split.dataset == "e"].role) == {"test"} and (split.dataset == "e").sum() == 20
 
@@ -57,7 +62,7 @@ def test_category_without_normal_training_image_is_an_error():
     frame = images()
     frame = frame[~((frame.category == "b") & (frame.source_split == "train"))]
     with pytest.raises(InputError, match="d/b: no normal training image"):
-        make_split(frame, HOLDOUT, seed=0)
+        make_split(frame, protocol(HOLDOUT))
 
 
 def test_rerun_is_byte_identical(tmp_path):
@@ -66,13 +71,13 @@ def test_rerun_is_byte_identical(tmp_path):
     frame.drop(columns="boxes").assign(mask_paths="[]").to_csv(manifest, index=False)
     boxes = tmp_path / "boxes.csv"
     frame[["image_path", "boxes"]].to_csv(boxes, index=False)
-    run_split([manifest], [boxes], HOLDOUT, 0, tmp_path / "one.csv")
-    run_split([manifest], [boxes], HOLDOUT, 0, tmp_path / "two.csv")
+    run_split([manifest], [boxes], protocol(HOLDOUT), tmp_path / "one.csv")
+    run_split([manifest], [boxes], protocol(HOLDOUT), tmp_path / "two.csv")
     assert filecmp.cmp(tmp_path / "one.csv", tmp_path / "two.csv", shallow=False)
 
 
 def test_mmad_questions_join_their_images_and_templates():
-    from adfm.data.split import mmad_question_table
+    from adfm.data.mmad_questions import mmad_question_table
 
     questions = pd.DataFrame([
         dict(image_path="r/DS-MVTec/bottle/test/broken/000.png", dataset="DS-MVTec", category="bottle",

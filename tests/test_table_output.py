@@ -4,7 +4,6 @@ last good table kept through a failed table job."""
 
 from __future__ import annotations
 
-import json
 from html.parser import HTMLParser
 
 import pandas as pd
@@ -12,8 +11,9 @@ import pytest
 from conftest import REPO
 
 from adfm import config as adfm_config
-from adfm.io import InputError
 from adfm.evaluation.tables import last_good, run_table
+from adfm.io import InputError
+from adfm.settings.evaluation import TableSettings
 
 DATASETS = {"VisA": "visa", "MPDD": "mpdd", "DTD": "dtd_synthetic", "DAGM": "dagm"}
 SPEC = {
@@ -26,6 +26,11 @@ SPEC = {
         {"match": {"model": "AD-FM", "scale": "3B"}, "run": "adfm_small"},  # not in the paper
     ],
 }
+def outputs(csv):
+    """The table's three files, named as the rule names them."""
+    return csv, csv.with_suffix(".md"), csv.with_suffix(".html")
+
+
 DEMO = "Demo numbers: a tiny randomly initialised model (demo:tiny) on generated miniature datasets."
 
 
@@ -62,7 +67,7 @@ class Cells(HTMLParser):
 def test_report_html_is_the_papers_wide_table_with_the_demo_warning_and_caveats(tmp_path, metrics_file):
     out = tmp_path / "results" / "table2.csv"
     out.parent.mkdir()
-    run_table({**SPEC, "demo": DEMO}, [metrics_file], [], out)
+    run_table(TableSettings.from_dict({**SPEC, "demo": DEMO}), [metrics_file], [], *outputs(out))
     page = out.with_suffix(".html").read_text()
     header, *body = Cells(page).rows
     shown = pd.DataFrame(body, columns=header)
@@ -83,7 +88,7 @@ def test_report_html_is_the_papers_wide_table_with_the_demo_warning_and_caveats(
 
 def test_without_the_demo_the_table_says_ok_and_no_warning(tmp_path, metrics_file):
     out = tmp_path / "table2.csv"
-    run_table(SPEC, [metrics_file], [], out)
+    run_table(TableSettings.from_dict(SPEC), [metrics_file], [], *outputs(out))
     assert "Demo" not in out.with_suffix(".md").read_text()
     assert not pd.read_csv(out).demo.any()
     assert "|  | AD-FM | 3B | 75.00 (–) | 75.00 (–) | 75.00 (–) | 75.00 (–) | 75.00 (–) | ok |" in (
@@ -92,7 +97,7 @@ def test_without_the_demo_the_table_says_ok_and_no_warning(tmp_path, metrics_fil
 
 def test_a_failed_table_job_leaves_the_last_good_table(tmp_path, metrics_file):
     out = tmp_path / "table2.csv"
-    run_table(SPEC, [metrics_file], [], out)
+    run_table(TableSettings.from_dict(SPEC), [metrics_file], [], *outputs(out))
     kept = {suffix: last_good(out).with_suffix(suffix) for suffix in (".csv", ".md", ".html")}
     assert kept[".csv"].name == "table2.last-good.csv"
     assert all(kept[s].read_text() == out.with_suffix(s).read_text() for s in kept)
@@ -101,7 +106,7 @@ def test_a_failed_table_job_leaves_the_last_good_table(tmp_path, metrics_file):
     broken = {**SPEC, "rows": [{"match": {"model": "AD-FM", "scale": "3B"}, "run": "adfm_small",
                                 "metric": "accuracy_youden"}]}  # binary predictions have no Youden value
     with pytest.raises(InputError, match="last good table is kept in .*table2.last-good.md"):
-        run_table(broken, [metrics_file], [], out)
+        run_table(TableSettings.from_dict(broken), [metrics_file], [], *outputs(out))
     assert "100.00 (77.70)" in kept[".md"].read_text()
 
 
@@ -111,9 +116,9 @@ def demo_config():
 
 def test_the_workflow_marks_demo_tables_and_only_them():
     demo = demo_config()
-    assert json.loads(adfm_config.table_spec(demo, "table1", {}))["demo"].startswith("Demo numbers: a tiny")
+    assert TableSettings.from_config(demo, "table1", {}).demo.startswith("Demo numbers: a tiny")
     paper = adfm_config.load_config([REPO / "config.yaml"])
-    assert "demo" not in json.loads(adfm_config.table_spec(paper, "table1", {}))
+    assert TableSettings.from_config(paper, "table1", {}).demo is None
 
 
 def test_a_new_ablation_is_valid_and_every_row_problem_is_caught_before_any_job():

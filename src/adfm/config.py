@@ -9,15 +9,13 @@ from __future__ import annotations
 import copy
 import json
 import shlex
-from importlib import resources
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
+from adfm import paper
 from adfm.io import InputError
 from adfm.protocol import prompt_answer_format, prompt_template
-from adfm.evaluation.tables import row_problems
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -98,11 +96,10 @@ def check_references(config: dict) -> list[str]:
         if weights is not None and len(weights) != len(run.get("rewards", [])):
             problems.append(f"runs.{name}.reward_weights: {len(weights)} weights for {len(run.get('rewards', []))} rewards")
     for name, table in config["tables"].items():
-        if not resources.files("adfm").joinpath("paper", table["paper"]).is_file():
+        if not paper.exists(table["paper"]):
             problems.append(f"tables.{name}.paper: no paper table {table['paper']!r}")
             continue
-        with resources.files("adfm").joinpath("paper", table["paper"]).open() as handle:
-            header = pd.read_csv(handle, nrows=0).columns
+        header = paper.read(table["paper"]).columns
         for key in table["keys"]:
             if key not in header:
                 problems.append(f"tables.{name}.keys: {key!r} is not a column of {table['paper']}")
@@ -117,7 +114,7 @@ def check_references(config: dict) -> list[str]:
                 problems.append(f"tables.{name}.rows: unknown run {row['run']!r}")
         if not any(key not in header for key in table["keys"]):
             # the table job would fail on these only after every run it needs had trained
-            problems += [f"tables.{name}.{problem}" for problem in row_problems(table)]
+            problems += [f"tables.{name}.{problem}" for problem in paper.row_problems(table)]
     problems += evaluation_problems(config)
     grpo = config["train"]["grpo"]
     if grpo["per_device_train_batch_size"] % grpo["num_generations"]:
@@ -389,8 +386,8 @@ def evaluation_problems(config: dict) -> list[str]:
         if figure["dataset"] not in where:
             problems.append(f"figures.{name}.dataset: {figure['dataset']!r} is not in the protocol of run "
                             f"{figure['run']!r}")
-        elif ((name == "fig4" or figure.get("rows") == "train") and protocol["kind"] == "transfer"
-              and figure["dataset"] not in protocol["train"]):
+        elif ((figure["kind"] == "reward_schemes" or figure.get("rows") == "train")
+              and protocol["kind"] == "transfer" and figure["dataset"] not in protocol["train"]):
             problems.append(f"figures.{name}.dataset: {figure['dataset']!r} has no training images in the protocol "
                             f"of run {figure['run']!r}")
     return problems
@@ -418,14 +415,6 @@ def demo_note(config: dict) -> str | None:
         return None
     return (f"Demo numbers: a tiny randomly initialised model ({source}) on generated miniature datasets. "
             "They show that every stage runs; they say nothing about Qwen2.5-VL or AD-FM.")
-
-
-def table_spec(config: dict, table: str, environ=None) -> str:
-    """JSON spec of `adfm table`: the table's config entry with the skip reasons of this environment
-    and, for the demo, its warning."""
-    spec = {**config["tables"][table], "rows": table_rows(config, table, environ)}
-    demo = demo_note(config)
-    return settings_json({**spec, "demo": demo} if demo else spec)
 
 
 def unused_models(config: dict) -> list[str]:
@@ -542,24 +531,10 @@ def sample_settings(config: dict, figure: str) -> str:
         # truncated as GRPO samples (train.grpo's top_k / top_p, when set)
         **{key: config["train"]["grpo"][key] for key in ("top_k", "top_p") if key in config["train"]["grpo"]},
         # Figure 4 shows "the same training sample"; Figure 5 draws from figures.fig5.rows
-        "role": "train" if figure == "fig4" else spec["rows"],
+        "role": "train" if spec["kind"] == "reward_schemes" else spec["rows"],
     }
-    if figure == "fig4":
+    if spec["kind"] == "reward_schemes":
         settings.update({"label": 1, "max_images": 1} if not spec.get("image") else {"image": spec["image"]})
     else:
         settings["max_images"] = spec["images"]
-    return settings_json(settings)
-
-
-def figure_settings(config: dict, figure: str) -> str:
-    """JSON settings of `adfm figure`."""
-    spec = config["figures"][figure]
-    run = config["runs"][spec["run"]]
-    settings = {"title": spec.get("title") or spec["run"],
-                "rewards": {**config["rewards"], "answer_format": prompt_answer_format(config["prompts"]),
-                            "reasoning": run["reasoning"], "random_seed": config["seed"]}}
-    if spec.get("paper"):
-        settings["paper"] = spec["paper"]
-    if spec.get("rows"):
-        settings["rows"] = spec["rows"]
     return settings_json(settings)

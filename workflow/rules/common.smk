@@ -199,11 +199,13 @@ def sample_inputs(wildcards):
 
 def figure_inputs(wildcards):
     spec = config["figures"][wildcards.figure]
-    if wildcards.figure == "fig3":
+    if spec["kind"] == "cases":
         predictions = f"results/predictions/{spec['run']}/{spec['dataset']}.jsonl"
     else:
         predictions = f"results/samples/{wildcards.figure}.jsonl"
-    return {"predictions": predictions, "code": code("evaluation/figures.py", "rewards.py", "evaluation/tables.py", "paper/*.csv")}
+    code_used = code("evaluation/figures.py", "evaluation/figure_*.py", "evaluation/drawing.py",
+                     "settings/evaluation.py", "rewards.py", "boxes.py", "protocol.py", "paper/*")
+    return {"predictions": predictions, "code": code_used}
 
 
 def cap_local_gpu_jobs():

@@ -81,7 +81,7 @@ rule index:
 rule boxes:
     input:
         manifest="resources/manifests/{dataset}.csv",
-        code=code("boxes.py"),
+        code=code("data/masks.py", "data/boxes_table.py"),
     output:
         boxes="resources/boxes/{dataset}.csv",
         summary="resources/boxes/{dataset}.summary.csv",
@@ -106,12 +106,11 @@ rule boxes:
 rule split:
     input:
         unpack(protocol_inputs),
-        code=code("data/split.py"),
+        code=code("data/split.py", "data/boxes_table.py", "data/split_table.py", "settings/data.py"),
     output:
         "resources/splits/{protocol}.csv",
     params:
-        protocol=lambda wc: adfm_config.settings_json(config["protocols"][wc.protocol]),
-        seed=config["seed"],
+        settings=lambda wc: data_settings.SplitSettings.from_config(config, wc.protocol).to_json(),
     threads: res("default", "threads")
     resources:
         **family_resources("default"),
@@ -120,8 +119,8 @@ rule split:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m adfm split --manifests {input.manifests} --boxes {input.boxes} --protocol {params.protocol:q}"
-        " --seed {params.seed} --out {output} > {log} 2>&1"
+        "python -m adfm split --manifests {input.manifests} --boxes {input.boxes} --settings {params.settings:q}"
+        " --out {output} > {log} 2>&1"
 
 
 rule mmad_questions:
@@ -130,7 +129,7 @@ rule mmad_questions:
         root="resources/datasets/mmad",
         manifest="resources/manifests/mmad.csv",
         boxes="resources/boxes/mmad.csv",
-        code=code("data/split.py", "data/datasets/mmad.py", "inference/mmad.py"),
+        code=code("data/mmad_questions.py", "data/boxes_table.py", "data/datasets/mmad.py", "inference/mmad.py"),
     output:
         "resources/splits/mmad_questions.csv",
     params:

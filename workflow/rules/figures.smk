@@ -1,5 +1,6 @@
-# Figures 3-5: qualitative examples from a run's predictions; sampled responses of training images
-# (n per image at the GRPO temperature) for the reward-variance figures.
+# Figures 3-5: qualitative examples from a run's predictions (kind cases); sampled responses of
+# training images (n per image at the GRPO temperature) for the reward-variance figures (the others).
+SAMPLED_FIGURES = [name for name, spec in config.get("figures", {}).items() if spec["kind"] != "cases"]
 
 
 rule sample_responses:
@@ -14,7 +15,7 @@ rule sample_responses:
         settings=lambda wc: adfm_config.sample_settings(config, wc.figure),
         adapter=lambda wc, input: f"--adapter {input.adapter}" if "adapter" in input.keys() else "",
     wildcard_constraints:
-        figure="fig4|fig5",
+        figure="|".join(SAMPLED_FIGURES) or "no-figure",
     threads: res("predict", "threads")
     resources:
         **family_resources("predict"),
@@ -38,7 +39,7 @@ rule figure:
         pdf="results/{figure}.pdf",
         csv="results/{figure}.csv",
     params:
-        settings=lambda wc: adfm_config.figure_settings(config, wc.figure),
+        settings=lambda wc: evaluation_settings.FigureSettings.from_config(config, wc.figure).to_json(),
     wildcard_constraints:
         figure="|".join(config.get("figures", {})) or "no-figure",
     threads: res("default", "threads")
@@ -49,5 +50,5 @@ rule figure:
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m adfm figure --figure {wildcards.figure} --predictions {input.predictions}"
-        " --settings {params.settings:q} --out {output.png} > {log} 2>&1"
+        "python -m adfm figure --predictions {input.predictions} --settings {params.settings:q}"
+        " --png {output.png} --pdf {output.pdf} --csv {output.csv} > {log} 2>&1"

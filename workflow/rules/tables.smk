@@ -1,14 +1,14 @@
 rule table:
     input:
         unpack(table_metrics),
-        code=code("evaluation/tables.py"),
+        code=code("evaluation/tables.py", "evaluation/table_layout.py", "settings/evaluation.py", "paper/*"),
     output:
         csv="results/{table}.csv",
         markdown="results/{table}.md",
         html=report("results/{table}.html", caption="../report/table.rst", category="Tables",
                     labels={"table": "{table}"}),
     params:
-        spec=lambda wc: adfm_config.table_spec(config, wc.table),
+        settings=lambda wc: evaluation_settings.TableSettings.from_config(config, wc.table).to_json(),
     wildcard_constraints:
         table="|".join(config["tables"]),
     threads: res("default", "threads")
@@ -19,5 +19,6 @@ rule table:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m adfm table --spec {params.spec:q} --metrics {input.metrics} --mmad-metrics {input.mmad_metrics}"
-        " --out {output.csv} > {log} 2>&1"
+        "python -m adfm table --settings {params.settings:q} --metrics {input.metrics}"
+        " --mmad-metrics {input.mmad_metrics} --csv {output.csv} --markdown {output.markdown} --html {output.html}"
+        " > {log} 2>&1"

@@ -18,10 +18,8 @@ reads these records, so provenance describes the data a run used, not what the c
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import datetime
-import fcntl
-import hashlib
 import http.client
 import json
 import logging
@@ -37,6 +35,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 from tqdm import tqdm
 
+from adfm.data.checksums import check_lock, read_checksum_file, record_lock, verify
 from adfm.io import InputError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -58,72 +57,6 @@ def local_path(url: str) -> Path | None:
     if parsed.scheme:
         raise InputError(f"unsupported URL scheme {parsed.scheme!r} in {url!r}")
     return Path(url)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_checksum_file(path: Path) -> str:
-    """The sha256 in a `sha256sum`-style file (`<hex>  <name>`, or the hex alone)."""
-    try:
-        words = Path(path).read_text().split()
-    except OSError as error:
-        raise InputError(f"{path}: cannot read checksum file ({error.strerror})") from None
-    if not words or len(words[0]) != 64 or any(c not in "0123456789abcdef" for c in words[0].lower()):
-        raise InputError(f"{path}: expected a sha256 (64 hex digits) as the first word")
-    return words[0].lower()
-
-
-def verify(path: Path, expected: str | None) -> str:
-    """The file's sha256, checked against `expected` when one is given."""
-    actual = sha256_of(path)
-    if expected is not None and actual != expected.lower():
-        raise InputError(f"{path}: sha256 mismatch: expected {expected}, got {actual}")
-    return actual
-
-
-@contextlib.contextmanager
-def _locked(lock_file: Path):
-    """The lock file's entries, held under an exclusive lock and written back atomically."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file.with_name(lock_file.name + ".flock"), "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)  # parallel download jobs share one lock file
-        try:
-            entries = json.loads(lock_file.read_text()) if lock_file.exists() else {}
-        except json.JSONDecodeError as error:
-            raise InputError(f"{lock_file}: not valid JSON ({error})") from None
-        before = dict(entries)
-        yield entries
-        if entries != before:
-            with atomic_path(lock_file) as tmp:
-                tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-
-
-def check_lock(path: Path, url: str, digest: str, lock_file: Path) -> None:
-    """Check `path` (whose sha256 is `digest`) against the sha256 recorded for `url`, if any."""
-    with _locked(lock_file) as entries:
-        recorded = entries.get(url)
-    if recorded is None:
-        log.warning("%s: no published checksum and none recorded yet; it will be recorded in %s once the "
-                    "archive has extracted cleanly", path, lock_file)
-    elif recorded != digest:
-        raise InputError(f"{path}: sha256 mismatch: {lock_file} recorded {recorded} for {url} at its first "
-                         f"download, got {digest}. If the archive was replaced on purpose, delete the {url!r} "
-                         f"entry from {lock_file} and rerun.")
-
-
-def record_lock(digests: dict[str, str], lock_file: Path) -> None:
-    """Record {url: sha256} of archives that extracted cleanly, where none is recorded yet."""
-    with _locked(lock_file) as entries:
-        for url, digest in digests.items():
-            if url not in entries:
-                entries[url] = digest
-                log.info("%s: no published checksum; recorded sha256 %s in %s", url, digest, lock_file)
 
 
 def fetch(url: str, cache_dir: Path, expected_sha256: str | None) -> tuple[Path, str]:
@@ -292,6 +225,17 @@ def _fetch_and_extract(url: str, out_dir: Path, cache_dir: Path, expected: str |
     return {"sha256": digest, "extra_files": [{"url": extra["url"], "sha256": sha} for extra, _, sha in files]}
 
 
+def _extra_files(text: str) -> list[dict]:
+    """argparse type of --extra-files: a bad value is a usage error, not a traceback."""
+    try:
+        files = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+    if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("url"), str) for f in files):
+        raise argparse.ArgumentTypeError(f'expected a JSON list of {{"url", "sha256"}} objects, got {text}')
+    return files
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "download", help="fetch, verify and extract a dataset archive",
@@ -304,8 +248,8 @@ def register(subparsers) -> None:
     parser.add_argument("--manual", help="how to download by hand (shown when --url is missing)")
     parser.add_argument("--lock-file", type=Path, help="JSON file recording checksums of archives without a "
                                                        "published one (delete an entry to accept a new archive)")
-    parser.add_argument("--extra-files", default="[]", help='JSON list of {"url", "sha256"} fetched into the folder '
-                                                           "as they are (default: none)")
+    parser.add_argument("--extra-files", default=[], type=_extra_files,
+                        help='JSON list of {"url", "sha256"} fetched into the folder as they are (default: none)')
     parser.add_argument("--out", required=True, type=Path, help="folder to extract into")
     parser.add_argument("--cache-dir", type=Path, default=Path("resources/archives"),
                         help="where remote archives are downloaded to (default: %(default)s)")
@@ -319,6 +263,6 @@ def register(subparsers) -> None:
     parser.set_defaults(
         func=lambda a: download(a.url, a.out, cache_dir=a.cache_dir, sha256=a.sha256,
                                 checksum_file=a.checksum_file, strip_components=a.strip_components,
-                                lock_file=a.lock_file, extra_files=json.loads(a.extra_files), manual=a.manual,
+                                lock_file=a.lock_file, extra_files=a.extra_files, manual=a.manual,
                                 source_record=a.source_record)
     )

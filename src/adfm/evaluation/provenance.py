@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from adfm.io import write_csv_atomic, write_text_atomic
+from adfm.io import settings_json, write_csv_atomic, write_text_atomic
 
 PACKAGES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate", "snakemake", "open-clip-torch")
 
@@ -105,7 +105,7 @@ def register(subparsers) -> None:
         description="Write the provenance record of a run (commit, Python and package versions, the data each "
                     "dataset came from, the merged config) and the table of the settings that change results, "
                     "with where each value comes from (paper, release, MMAD or ours).")
-    parser.add_argument("--config", required=True, help="the merged config, as JSON")
+    parser.add_argument("--config", required=True, type=settings_json, help="the merged config, as JSON")
     parser.add_argument("--commit", required=True, help="the checkout's git commit (-dirty when edited)")
     parser.add_argument("--sources", nargs="*", type=Path, default=[],
                         help="the download stage's source records (YAML), one per downloaded dataset")
@@ -114,5 +114,5 @@ def register(subparsers) -> None:
     parser.add_argument("--settings-csv", required=True, type=Path,
                         help="table of the settings that change results and their sources (CSV)")
     parser.add_argument("--settings-html", required=True, type=Path, help="the same table as HTML, for the report")
-    parser.set_defaults(func=lambda a: write_provenance(json.loads(a.config), a.commit, a.schema, a.out,
+    parser.set_defaults(func=lambda a: write_provenance(a.config, a.commit, a.schema, a.out,
                                                         a.settings_csv, a.settings_html, a.sources))

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from adfm.io import InputError, read_jsonl, write_csv_atomic
+from adfm.protocol import expected_answer
 
-ANSWER_OF_LABEL = {1: "yes", 0: "no"}
 ALL = "all"
 FIXED_THRESHOLD = 0.5
 ACCURACY, BALANCED_ACCURACY = "accuracy", "balanced_accuracy"
@@ -90,7 +90,7 @@ def accuracy_table(records: list[dict]) -> pd.DataFrame:
     frame = _frame(records)
     if "score" in frame and frame["score"].notna().any():
         return score_table(records)
-    frame["correct"] = [ANSWER_OF_LABEL[int(label)] == answer for label, answer in zip(frame["label"], frame["answer"])]
+    frame["correct"] = [expected_answer(label) == answer for label, answer in zip(frame["label"], frame["answer"])]
     frame["answered"] = frame["answer"].notna()
     table = _summarise(frame, {"n": ("correct", "size"), "correct": ("correct", "sum"),
                                "answered": ("answered", "sum")}, {BALANCED_ACCURACY: "correct"})

@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import cv2
+import numpy as np
 
 from adfm.data.datasets.manifest import ManifestRow, image_size
 from adfm.data.datasets.mvtec_ad import category_folders, select_categories

@@ -43,7 +43,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -52,9 +51,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from adfm.data.datasets import mmad_demo
 from adfm.data.datasets.manifest import ManifestRow, image_size
 from adfm.data.datasets.mvtec_ad import GOOD, images_in
 from adfm.data.datasets.synthetic import DemoSpec, write_file
+from adfm.data.download import extract
 from adfm.io import InputError
 
 log = logging.getLogger(__name__)
@@ -219,58 +220,11 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
 
 # ---- demo ------------------------------------------------------------------------------------
 
-_DESCRIPTIONS = {True: "A bright spot on the surface.", False: "A dark spot on the surface."}
-
-
-def _choice(rng: np.random.Generator, correct: str, wrong: list[str]) -> tuple[dict[str, str], str]:
-    """Options A.. with the correct one at a random position; (options, answer letter)."""
-    values = list(dict.fromkeys(w for w in wrong if w != correct))[:3]
-    position = int(rng.integers(0, len(values) + 1))
-    values.insert(position, correct)
-    letters = "ABCD"
-    return {letters[i]: v for i, v in enumerate(values)}, letters[position]
-
-
-def _conversation(rng, category: str, defect: str | None, mask: np.ndarray | None, bright: bool,
-                  all_defects: list[str], other_categories: list[str]) -> list[dict]:
-    def qa(kind: str, question: str, correct: str, wrong: list[str]) -> dict:
-        options, answer = _choice(rng, correct, wrong)
-        return {"Question": question, "Answer": answer, "Options": options, "type": kind, "annotation": True}
-
-    anomalous = defect is not None
-    yes_no = {"A": "Yes.", "B": "No."}
-    items = [{"Question": "Is there any defect in the object?", "Answer": "A" if anomalous else "B",
-              "Options": yes_no, "type": "Anomaly Detection", "annotation": True}]
-    if anomalous:
-        names = [d.replace("_", " ") for d in all_defects if d != defect] + ["crack", "stain", "missing part"]
-        items.append(qa("Defect Classification", "There is a defect in the object. What is the type of the defect?",
-                        defect.replace("_", " "), names))
-        ys, xs = np.nonzero(mask)
-        vertical = "Top" if ys.mean() < mask.shape[0] / 2 else "Bottom"
-        horizontal = "left" if xs.mean() < mask.shape[1] / 2 else "right"
-        corners = [f"{v} {h}." for v in ("Top", "Bottom") for h in ("left", "right")]
-        correct = f"{vertical} {horizontal}."
-        items.append(qa("Defect Localization", "There is a defect in the object. Where is the defect?", correct,
-                        [c for c in corners if c != correct]))
-        items.append(qa("Defect Description", "There is a defect in the object. What is its appearance?",
-                        _DESCRIPTIONS[bright], [_DESCRIPTIONS[not bright], "A missing piece.", "A bent edge."]))
-        items.append(qa("Defect Analysis", "There is a defect in the object. What is its effect on the object?",
-                        "It damages the surface of the part.",
-                        ["It has no effect.", "It changes the colour of the background.", "It makes the part larger."]))
-    items.append(qa("Object Classification", "What kind of product is in the image?", category.replace("_", " "),
-                    [c.replace("_", " ") for c in other_categories] + ["screw", "cable", "pill"]))
-    items.append(qa("Object Structure", "What is the shape of the object?", "A square part on a dark background.",
-                    ["A round part.", "A long thin part.", "A ring."]))
-    items.append(qa("Object Details", "What does the surface of the object show?", "Regular stripes.",
-                    ["Text.", "Holes.", "Nothing at all."]))
-    return items
-
-
 def _source_rows(work: Path, source: str, categories: list[str], spec: DemoSpec) -> list[ManifestRow]:
     """The demo dataset MMAD's `source` takes its images from: the archive `spec.sources` names
     (the very files the demo's own datasets hold), else generated here with `spec`'s sizes."""
+    # the registry imports this module: read it when the demo is made, once every layout is loaded
     from adfm.data.datasets import LAYOUTS
-    from adfm.data.download import extract
 
     layout, root = SOURCE_LAYOUTS[source], work / source
     archive = dict(spec.sources).get(source)
@@ -281,58 +235,8 @@ def _source_rows(work: Path, source: str, categories: list[str], spec: DemoSpec)
     return LAYOUTS[layout].parse(root, layout, categories)
 
 
-def _copy(source: str | Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-
-
-def _union(masks: list[str]) -> np.ndarray:
-    union = None
-    for path in masks:
-        mask = cv2.imread(path, cv2.IMREAD_GRAYSCALE) > 0
-        union = mask if union is None else union | mask
-    return union.astype(np.uint8) * 255
-
-
-def _place_query(out_dir: Path, source: str, category: str, row: ManifestRow) -> tuple[str, str]:
-    """Copy a query image (and its masks) where MMAD keeps it; (key, mask_path)."""
-    name = Path(row.image_path).name
-    stem = Path(name).stem
-    base = out_dir / source / category
-    if row.label == 0:
-        rel = f"image/{GOOD}/{name}" if source == "DS-MVTec" else f"test/{GOOD}/{name}"
-        _copy(row.image_path, base / rel)
-        return f"{source}/{category}/{rel}", ""
-    folder = "bad" if source == "VisA" else Path(row.image_path).parent.name
-    if source == "DS-MVTec":  # Defect Spectrum's layout: binary and coloured masks side by side
-        rel = f"image/{folder}/{name}"
-        union = _union(row.mask_paths)
-        write_file(base / f"mask/{folder}/{stem}_mask.png", cv2.imencode(".png", union)[1].tobytes())
-        coloured = np.zeros((*union.shape, 3), np.uint8)
-        coloured[union > 0] = (0, 0, 255)
-        mask_path = f"rbg_mask/{folder}/{stem}_rbg_mask.png"
-        write_file(base / mask_path, cv2.imencode(".png", coloured)[1].tobytes())
-    elif source == "MVTec-LOCO":  # mask_path names `<stem>.png`; the region masks lie in `<stem>/`
-        rel = f"test/{folder}/{name}"
-        for mask in row.mask_paths:
-            _copy(mask, base / f"ground_truth/{folder}/{stem}/{Path(mask).name}")
-        mask_path = f"ground_truth/{folder}/{stem}.png"
-    else:
-        rel = f"test/{folder}/{name}"
-        mask_path = f"ground_truth/{folder}/{stem}.png"
-        write_file(base / mask_path, cv2.imencode(".png", _union(row.mask_paths))[1].tobytes())
-    _copy(row.image_path, base / rel)
-    return f"{source}/{category}/{rel}", mask_path
-
-
-def make_demo(out_dir: Path, spec: DemoSpec) -> None:
-    """`spec.categories` are `<Dataset>/<category>` names, Dataset one of DS-MVTec, MVTec-LOCO, VisA,
-    GoodsAD. MMAD holds the test images of its source datasets: per category every test image of the
-    source demo dataset (`spec.sources`: MMAD source -> that dataset's demo archive, so MMAD asks about
-    the very images the demo trains and tests on; generated with `spec`'s sizes when absent), every
-    normal training image as a template, and an mmad.json with every question type (the defect
-    questions for anomalous images only)."""
-    rng = np.random.default_rng(spec.seed)
+def _demo_categories(spec: DemoSpec) -> dict[str, list[str]]:
+    """MMAD source -> the demo's categories of it (`spec.categories` are `<Dataset>/<category>`)."""
     wanted: dict[str, list[str]] = {}
     for full in spec.categories:
         source, _, category = full.partition("/")
@@ -343,6 +247,18 @@ def make_demo(out_dir: Path, spec: DemoSpec) -> None:
     unknown = sorted(set(dict(spec.sources)) - set(wanted))
     if unknown:
         raise InputError(f"MMAD demo sources {unknown}: no category of theirs is asked for")
+    return wanted
+
+
+def make_demo(out_dir: Path, spec: DemoSpec) -> None:
+    """`spec.categories` are `<Dataset>/<category>` names, Dataset one of DS-MVTec, MVTec-LOCO, VisA,
+    GoodsAD. MMAD holds the test images of its source datasets: per category every test image of the
+    source demo dataset (`spec.sources`: MMAD source -> that dataset's demo archive, so MMAD asks about
+    the very images the demo trains and tests on; generated with `spec`'s sizes when absent), every
+    normal training image as a template, and an mmad.json with every question type (the defect
+    questions for anomalous images only)."""
+    rng = np.random.default_rng(spec.seed)
+    wanted = _demo_categories(spec)
     names = [c.split("/", 1)[-1] for c in spec.categories]
     entries = {}
     with tempfile.TemporaryDirectory() as work:
@@ -356,24 +272,24 @@ def make_demo(out_dir: Path, spec: DemoSpec) -> None:
                     name = Path(row.image_path).name
                     if row.source_split == "train" and row.label == 0 and name not in templates:
                         templates[name] = f"{template_source}/{category}/train/{GOOD}/{name}"
-                        _copy(row.image_path, out_dir / templates[name])
+                        mmad_demo.copy(row.image_path, out_dir / templates[name])
                 listed = sorted(templates.values())
                 defects = sorted({Path(r.image_path).parent.name for r in mine if r.label == 1})
                 others = [c for c in names if c != category]
                 for row in sorted((r for r in mine if r.source_split == "test"), key=lambda r: r.image_path):
-                    key, mask_path = _place_query(out_dir, source, category, row)
+                    key, mask_path = mmad_demo.place_query(out_dir, source, category, row)
                     defect = union = None
                     bright = False
                     if row.label == 1:
                         defect = "bad" if source == "VisA" else Path(row.image_path).parent.name
-                        union = _union(row.mask_paths)
+                        union = mmad_demo.union_mask(row.mask_paths)
                         bright = bool(cv2.imread(row.image_path, cv2.IMREAD_GRAYSCALE)[union > 0].mean() > 128)
                     entries[key] = {
                         "image_path": key.split("/", 2)[2],
                         "mask_path": mask_path,
                         "similar_templates": listed,
                         "random_templates": [listed[i] for i in rng.permutation(len(listed))],
-                        "conversation": _conversation(rng, category, defect, union, bright,
+                        "conversation": mmad_demo.conversation(rng, category, defect, union, bright,
                                                       defects if source != "VisA" else ["bad"], others),
                     }
     write_file(out_dir / JSON_NAME, json.dumps(entries, indent=4, ensure_ascii=False) + "\n")
