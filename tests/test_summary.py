@@ -58,6 +58,15 @@ def test_cells_are_sorted_into_compared_no_paper_value_and_not_run(tables):
     assert frame.loc[("AD-FM 7B", "VisA"), "mark"] == ""
 
 
+def test_rows_are_named_by_their_keys_and_by_the_group_only_where_it_tells_them_apart(tmp_path):
+    path = tmp_path / "table1.csv"
+    records = [cell("Ours", "AD-FM", "7B", "VisA", 70.0, 80.0), cell("Other", "AD-FM", "7B", "VisA", 60.0, 61.0)]
+    pd.DataFrame(records).to_csv(path, index=False)
+    assert summary.read_table(path)["row"].tolist() == ["Ours AD-FM 7B", "Other AD-FM 7B"]
+    pd.DataFrame(records[:1]).to_csv(path, index=False)
+    assert summary.read_table(path)["row"].tolist() == ["AD-FM 7B"]
+
+
 def test_the_differences_are_laid_out_as_the_paper_table_with_empty_cells(tables):
     frame = summary.cells([tables["table2"]], tolerance=2)
     diffs = summary.grid(frame, "diff")
@@ -88,7 +97,8 @@ def test_figure_has_a_scatter_and_a_heatmap_per_table_with_a_run_cell(tables):
 def test_only_the_tables_given_are_drawn(tables):
     frame = summary.cells([tables["table3"]], tolerance=2)
     assert summary.shown_tables(frame) == []
-    assert len(summary.figure(frame, tolerance=2).axes) == 1
+    fig = summary.figure(frame, tolerance=2, demo_note="Demo numbers: a tiny random model.")
+    assert len(fig.axes) == 1 and fig.get_suptitle() == "Demo numbers: a tiny random model."
 
 
 def test_one_sentence_per_table_with_counts_and_the_largest_gap(tables):

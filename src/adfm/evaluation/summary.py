@@ -30,6 +30,7 @@ import base64
 import html
 import re
 import string
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,19 @@ def _numbers(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
         raise InputError(f"{path}: column {column!r} is not numeric ({error})") from None
 
 
+def row_labels(frame: pd.DataFrame) -> pd.Series:
+    """Each cell's row in words: its row keys (the columns before `column`), without the group
+    unless two rows differ only by it."""
+    keys = list(frame.columns[: list(frame.columns).index("column")])
+
+    def words(columns: list[str]) -> pd.Series:
+        return frame[columns].apply(lambda row: " ".join(value for value in row if value), axis=1)
+
+    labels = words([key for key in keys if key != "group"] or keys)
+    rows = frame.drop_duplicates(keys).index
+    return labels if not labels[rows].duplicated().any() else words(keys)
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """One table's cells in long form: table, row (its keys in words, the group left out where
     other keys name the row), column, ours, paper, diff, status."""
@@ -74,10 +88,7 @@ def read_table(path: Path) -> pd.DataFrame:
     missing = [column for column in NEEDED if column not in frame.columns]
     if missing:
         raise InputError(f"{path}: not a table of `adfm table`: no column {', '.join(missing)}")
-    keys = list(frame.columns[: list(frame.columns).index("column")])
-    named = [key for key in keys if key != "group"] or keys
-    rows = frame[named].apply(lambda row: " ".join(value for value in row if value), axis=1)
-    return pd.DataFrame({"table": table_title(path), "row": rows, "column": frame["column"],
+    return pd.DataFrame({"table": table_title(path), "row": row_labels(frame), "column": frame["column"],
                          **{name: _numbers(frame, name, path) for name in ("ours", "paper", "diff")},
                          "status": frame["status"]})
 
@@ -87,7 +98,7 @@ def cells(paths: list[Path], tolerance: float) -> pd.DataFrame:
     paper, its reason when it has no difference, and the letter marking that reason in its table."""
     frame = pd.concat([read_table(path) for path in paths], ignore_index=True)
     frame["kind"] = np.where(frame["diff"].notna(), COMPARED, np.where(frame["ours"].notna(), NO_PAPER, NOT_RUN))
-    frame["within"] = frame["diff"].abs().le(tolerance + 1e-9) & frame["kind"].eq(COMPARED)
+    frame["within"] = frame["diff"].abs().le(tolerance) & frame["kind"].eq(COMPARED)
     frame["reason"] = np.where(frame["kind"].eq(NOT_RUN), frame["status"],
                                np.where(frame["kind"].eq(NO_PAPER), "run; the paper prints no value here", ""))
     frame["mark"] = ""
@@ -137,7 +148,7 @@ def scatter(ax, table: pd.DataFrame, tolerance: float) -> None:
     ax.plot(edge, edge, color="0.4", linewidth=0.8)
     for index, (row, points) in enumerate(compared.groupby("row", sort=False)):
         ax.scatter(points["paper"], points["ours"], marker=MARKERS[index % len(MARKERS)], s=28, label=row,
-                   color=f"C{index % 10}", zorder=3)
+                   color=f"C{index % 10}", zorder=3, clip_on=False)  # a 0 or 100 shown whole
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
     ax.set_aspect("equal")
@@ -177,21 +188,24 @@ def heatmap(ax, table: pd.DataFrame, tolerance: float):
     return image
 
 
-def figure(frame: pd.DataFrame, tolerance: float):
-    """A row of two panels (scatter, differences) per table with a run cell."""
+def figure(frame: pd.DataFrame, tolerance: float, demo_note: str = ""):
+    """A row of two panels (scatter, differences) per table with a run cell, under the demo's
+    warning, so that the image alone cannot pass for the paper's model."""
     plt = _pyplot()
     tables = shown_tables(frame)
     if not tables:
         fig, ax = plt.subplots(figsize=(6, 2))
         ax.axis("off")
         ax.text(0.5, 0.5, "No cell of any table was run.", ha="center", va="center")
-        return fig
-    fig, axes = plt.subplots(len(tables), 2, figsize=(13, 6.5 * len(tables)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1.4]})
-    for (left, right), table in zip(axes, tables):
-        scatter(left, table, tolerance)
-        fig.colorbar(heatmap(right, table, tolerance), ax=right, shrink=0.7)
-    fig.subplots_adjust(hspace=0.7, wspace=0.35)
+    else:
+        fig, axes = plt.subplots(len(tables), 2, figsize=(13, 6.5 * len(tables)), squeeze=False,
+                                 gridspec_kw={"width_ratios": [1, 1.4]})
+        for (left, right), table in zip(axes, tables):
+            scatter(left, table, tolerance)
+            fig.colorbar(heatmap(right, table, tolerance), ax=right, shrink=0.7)
+        fig.subplots_adjust(hspace=0.7, wspace=0.35)
+    if demo_note:
+        fig.suptitle(textwrap.fill(demo_note, 140), fontsize=9, color="firebrick")
     return fig
 
 
@@ -240,7 +254,7 @@ def save_figure(fig, png: Path, pdf: Path) -> None:
 def run_summary(args: argparse.Namespace) -> None:
     frame = cells(args.tables, args.tolerance)
     lines = sentences(frame, args.tolerance)
-    save_figure(figure(frame, args.tolerance), args.png, args.pdf)
+    save_figure(figure(frame, args.tolerance, args.demo_note), args.png, args.pdf)
     write_csv_atomic(frame.drop(columns="status"), args.csv)
     write_text_atomic(args.sentences, "\n".join([args.demo_note, *lines] if args.demo_note else lines) + "\n")
     write_text_atomic(args.html, html_summary(frame, lines, args.demo_note, args.png, args.tolerance))
