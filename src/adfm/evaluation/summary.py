@@ -42,6 +42,8 @@ COMPARED, NO_PAPER, NOT_RUN = "compared", "no paper value", "not run"
 NEEDED = ("column", "ours", "paper", "diff", "status")
 MARKERS = "osD^vP*X<>hp"
 CMAP = "RdBu"  # red: below the paper, blue: above
+STYLE = (".adfm-summary table {border-collapse: collapse; margin: 1em 0; font-size: small} "
+         ".adfm-summary td, .adfm-summary th {border: 1px solid #ccc; padding: 2px 6px; text-align: right}")
 
 
 def _pyplot():
@@ -239,7 +241,7 @@ def html_summary(frame: pd.DataFrame, lines: list[str], demo_note: str, png: Pat
     warning = f"<p><strong>{html.escape(demo_note)}</strong></p>\n" if demo_note else ""
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     grids = "\n".join(html_grid(table, tolerance) for table in shown_tables(frame))
-    return (f'<div class="adfm-summary">\n{warning}<ul>{items}</ul>\n'
+    return (f'<div class="adfm-summary">\n<style>{STYLE}</style>\n{warning}<ul>{items}</ul>\n'
             f'<img alt="ours against the paper" style="max-width:100%" src="data:image/png;base64,{image}">\n'
             f"<p>Empty cells were not run or have no paper value: hover over one for why.</p>\n{grids}\n</div>\n")
 
