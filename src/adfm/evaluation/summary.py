@@ -218,7 +218,8 @@ def _html_cell(item: pd.Series, limit: float, cmap) -> str:
 
     colour = to_hex(cmap(0.5 + item["diff"] / (2 * limit)))
     hover = f"ours {item['ours']:.2f}, paper {item['paper']:.2f}"
-    return f'<td title="{hover}" style="background:{colour}">{item["diff"]:+.2f}</td>'
+    text = "white" if abs(item["diff"]) > 0.6 * limit else "black"  # as in the figure: readable on dark cells
+    return f'<td title="{hover}" style="background:{colour};color:{text}">{item["diff"]:+.2f}</td>'
 
 
 def html_grid(table: pd.DataFrame, tolerance: float) -> str:
