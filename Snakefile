@@ -20,10 +20,12 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:
     input:
         get_final_output(),
         figure_targets(),
+        "results/summary.png",
     default_target: True

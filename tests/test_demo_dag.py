@@ -12,7 +12,8 @@ import time
 import pandas as pd
 import pytest
 
-from adfm.config import datasets_tested_by
+from adfm.config import datasets_tested_by, demo_note
+from adfm.evaluation.summary import table_title
 
 from conftest import RUN_SETUP, planned_jobs, run_config, run_setup, snakemake
 
@@ -181,3 +182,29 @@ def test_report_bundles_tables_figures_and_provenance(demo_run):
     assert settings.loc["train.grpo.top_k", "source"].startswith("release")
     assert settings.loc["mmad.max_pixels", "source"].startswith("MMAD")
     assert str(settings.loc["train.grpo.max_steps", "value"]) == str(run_config(demo_run)["train"]["grpo"]["max_steps"])
+
+
+
+def test_summary_figure_and_sentences_match_the_tables(demo_run):
+    config = run_config(demo_run)
+    tolerance = config["summary"]["tolerance"]
+    drawn = pd.read_csv(demo_run / "results/summary.csv")
+    lines = (demo_run / "results/summary.txt").read_text().splitlines()
+    assert lines[0] == demo_note(config)  # the demo says where its numbers come from
+    for name, line in zip(config["tables"], lines[1:], strict=True):
+        path = demo_run / f"results/{name}.csv"
+        table, mine = pd.read_csv(path), drawn[drawn["table"] == table_title(path)]
+        assert mine["ours"].fillna(-1).tolist() == table["ours"].fillna(-1).tolist()
+        assert mine["diff"].fillna(-1).tolist() == table["diff"].fillna(-1).tolist()
+        compared = table.dropna(subset=["diff"])
+        assert mine["within"].sum() == (compared["diff"].abs() <= tolerance).sum()
+        if compared.empty:
+            assert line.startswith(f"{table_title(path)}: no run cell"), line
+            continue
+        gap = compared.loc[compared["diff"].abs().idxmax()]
+        assert line.startswith(f"{table_title(path)}: {mine['within'].sum()} of {len(compared)} run cells "
+                               f"within ±{tolerance:g} points"), line
+        assert f"{gap['column']}: ours {gap['ours']:.2f}, paper {gap['paper']:.2f} ({gap['diff']:+.2f})" in line
+    page = (demo_run / "results/summary.html").read_text()
+    assert all(line in page for line in lines) and "data:image/png;base64," in page
+    assert (demo_run / "results/summary.png").stat().st_size and (demo_run / "results/summary.pdf").stat().st_size

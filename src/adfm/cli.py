@@ -31,6 +31,7 @@ STAGE_MODULES = {
     "table": "adfm.evaluation.tables",
     "detect": "adfm.inference.detect",
     "provenance": "adfm.evaluation.provenance",
+    "summary": "adfm.evaluation.summary",
     "check-config": "adfm.cli",
 }
 
