@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from adfm.io import InputError, atomic_path, write_csv_atomic
+from adfm.evaluation.drawing import Outputs, pyplot, save
+from adfm.io import InputError, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,7 @@ def panel_order(metrics) -> list[str]:
 
 def draw(curves: pd.DataFrame, runs: list[str], title: str):
     """The figure: one panel per metric (panel_order), a line (with markers) per run."""
-    from adfm.evaluation.figures import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     panels = panel_order(curves["metric"].unique())
@@ -116,10 +115,7 @@ def training_curves(runs: list[tuple[str, Path]], title: str, png: Path, pdf: Pa
     curves = long_form(logs)
     if curves.empty:
         raise InputError(f"training-curves: no logged metric in {[str(path) for _, path in runs]}")
-    fig = draw(curves, list(logs), title)
-    for path in (png, pdf):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=150, bbox_inches="tight")
+    save(draw(curves, list(logs), title), Outputs(png, pdf, csv))
     write_csv_atomic(curves, csv)
     log.info("training curves of %d run(s), %d panel(s): %s", len(logs), curves["metric"].nunique(), png)
 
