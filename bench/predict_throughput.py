@@ -4,7 +4,7 @@
 
 Builds the tiny demo Qwen2.5-VL (adfm.model.demo) in a temporary folder, writes `--images` pairs of
 112 x 112 images (a normal reference and a query with a bright square), and runs the Hugging Face
-backend's generation (adfm.inference.hf.generate_batch: the prompt of the demo, two images per prompt,
+backend's generation (adfm.inference.generate.generate_batch: the prompt of the demo, two images per prompt,
 left padding, greedy decoding) once image by image and once in batches of `--batch-size`. Prints
 images per second of both and their ratio; the issue asks for at least 3x. With --fixed-length every
 response is forced to --max-new-tokens tokens (min_new_tokens), so an early end-of-text in the
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
 
     import torch
 
+    from adfm.inference.generate import generate_batch, greedy_config
     from adfm.model.load import fetch_model, load_model_and_processor
-    from adfm.inference.hf import generate_batch, greedy_config
     from adfm.protocol import build_prompt
 
     if args.threads:

@@ -27,13 +27,12 @@ from PIL import Image, ImageDraw
 
 from adfm import boxes as box_ops
 from adfm.io import InputError, atomic_path
-from adfm.protocol import parse_response, prompt_answer_format, prompt_template
+from adfm.protocol import REASONING_MODES, parse_response, prompt_answer_format, prompt_template
 
 log = logging.getLogger(__name__)
 
 # the config beside the package in a checkout (src/adfm/../../config.yaml)
 CHECKOUT_CONFIG = Path(__file__).resolve().parents[3] / "config.yaml"
-REASONING_MODES = ("multi_stage", "one_stage")
 
 
 def annotate(image_path: Path, boxes: list[list[float]], answer: str | None, out: Path) -> None:
@@ -173,8 +172,8 @@ def apply_adapter(model, adapter: Path, model_dir: Path):
 def detect(model_dir: Path | None, adapter: Path | None, reference: Path, queries: list[Path], out_dir: Path,
            config_paths: list[Path] | None = None, reasoning: str | None = None) -> list[dict]:
     """One result per query, in order: image, answer, boxes, annotated, response; or image, error."""
+    from adfm.inference.generate import generate_batch, greedy_config
     from adfm.model.load import load_model_and_processor
-    from adfm.inference.hf import generate_batch, greedy_config
     from adfm.protocol import build_prompt
 
     if reasoning is not None and reasoning not in REASONING_MODES:
