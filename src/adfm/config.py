@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from adfm.evaluation.tables import row_problems
 from adfm.io import InputError
 from adfm.protocol import prompt_answer_format, prompt_template
+from adfm.evaluation.tables import row_problems
 from adfm.settings.inference import API_OPTIONS, CLIP_METHOD_OPTIONS, CLIP_METHODS
 
 
