@@ -60,6 +60,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from adfm.data.datasets.mmad import source_image
 from adfm.inference.api import ApiBackend
 from adfm.inference.generate import greedy_config, load_backend, model_config
 from adfm.inference.records import PredictionWriter, key
@@ -131,8 +132,6 @@ def split_drop_reasons(questions: pd.DataFrame, split: pd.DataFrame, layouts: di
     """Why each question is not asked under `split` ("" when its source image is a test image).
 
     layouts: the split's dataset names -> their layouts (adfm.data.datasets), which name source images."""
-    from adfm.data.datasets.mmad import source_image
-
     roles: dict[str, str] = {}
     for row in split.itertuples(index=False):
         if row.dataset in layouts:
