@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from adfm.data import split_table
-from adfm.io import InputError, read_jsonl, stable_seed
+from adfm.io import InputError, read_jsonl, stable_seed, write_jsonl
 from adfm.protocol import parse_response
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,7 @@ def load_done(partial: Path) -> list[dict]:
     if not partial.is_file():
         return []
     records = read_jsonl(partial)
-    with open(partial, "w") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
+    write_jsonl(partial, records)
     return records
 
 
