@@ -4,8 +4,8 @@
 
 Builds the tiny demo Qwen2.5-VL (adfm.model.demo) in a temporary folder, writes `--images` pairs of
 112 x 112 images (a normal reference and a query with a bright square), and runs the Hugging Face
-backend's generation (adfm.inference.hf.generate_batch: the prompt of the demo, two images per prompt,
-left padding, greedy decoding) once image by image and once in batches of `--batch-size`. Prints
+backend as `adfm predict` runs it (adfm.inference.generate.HFBackend: the prompt of the demo, two
+images per prompt, left padding, greedy decoding) once image by image and once in batches of `--batch-size`. Prints
 images per second of both and their ratio; the issue asks for at least 3x. With --fixed-length every
 response is forced to --max-new-tokens tokens (min_new_tokens), so an early end-of-text in the
 batch-1 loop cannot flatter it.
@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from adfm.inference.generate import HFBackend, greedy_config
+from adfm.model.load import fetch_model, load_model_and_processor
 
 PROMPT = (
     "You are an industrial quality inspector. The first image shows a normal, defect-free sample. The second image "
@@ -55,10 +58,6 @@ def main(argv=None) -> int:
 
     import torch
 
-    from adfm.model.load import fetch_model, load_model_and_processor
-    from adfm.inference.hf import generate_batch, greedy_config
-    from adfm.protocol import build_prompt
-
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,14 +68,21 @@ def main(argv=None) -> int:
         config = greedy_config(model, max_new_tokens=args.max_new_tokens, repetition_penalty=1.0)
         if args.fixed_length:
             config.min_new_tokens = args.max_new_tokens
-        prompt = build_prompt(PROMPT)
-        generate_batch(model, processor, prompt, pairs[:2], config)  # warm-up (allocations, kernels)
+
+        def prompt_of(pair):
+            return [("image", pair[0]), ("image", pair[1]), ("text", PROMPT)]
+
+        def run(batch_size: int, jobs) -> list[str]:
+            responses = []
+            HFBackend(model, processor, config, batch_size=batch_size).answer(
+                jobs, prompt_of, lambda answers: responses.extend(texts[0] for _, texts in answers))
+            return responses
+
+        run(2, pairs[:2])  # warm-up (allocations, kernels)
 
         def timed(batch_size: int) -> tuple[float, list[str]]:
             start = time.perf_counter()
-            responses = []
-            for i in range(0, len(pairs), batch_size):
-                responses += generate_batch(model, processor, prompt, pairs[i : i + batch_size], config)
+            responses = run(batch_size, pairs)
             return len(pairs) / (time.perf_counter() - start), responses
 
         single, single_responses = timed(1)

@@ -12,6 +12,7 @@ from model_fixtures import write_split
 from adfm.inference import api as api_backend
 from adfm.inference.api import ChatClient, predict_api
 from adfm.io import InputError, read_jsonl
+from adfm.settings.inference import ApiSettings, MmadSettings
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -34,9 +35,10 @@ def split_csv(tmp_path):
     return write_split(tmp_path / "data", n_train=1, n_test=6)
 
 
-def settings(url, **api):
-    return {"prompt": "Is the query defective?", "reasoning": "multi_stage",
-            "api": {"base_url": url, "model": "fake-4o", "key_env": "FAKE_API_KEY", "backoff_s": 0.01, **api}}
+def settings(url, **api) -> ApiSettings:
+    return ApiSettings.from_dict({
+        "prompt": "Is the query defective?", "reasoning": "multi_stage",
+        "api": {"base_url": url, "model": "fake-4o", "key_env": "FAKE_API_KEY", "backoff_s": 0.01, **api}})
 
 
 def test_records_requests_and_the_key_never_written(chat, split_csv, tmp_path, monkeypatch, caplog):
@@ -56,7 +58,7 @@ def test_records_requests_and_the_key_never_written(chat, split_csv, tmp_path, m
     assert [c["type"] for c in content] == ["image_url", "image_url", "text"]
     assert content[0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert set(server.auth) == {f"Bearer {KEY}"}
-    for text in [out.read_text(), caplog.text, json.dumps(settings(server.url))]:
+    for text in [out.read_text(), caplog.text, settings(server.url).to_json()]:
         assert KEY not in text
 
 
@@ -119,7 +121,7 @@ def test_mmad_questions_through_the_api(chat, tmp_path, monkeypatch):
 
     questions = write_questions(tmp_path)
     server = chat(reply=lambda body: "The answer is B." if "defect" in json.dumps(body) else "A")
-    out = predict_mmad(questions, "gpt-fake", {"api": settings(server.url)["api"], "max_new_tokens": 16},
+    out = predict_mmad(questions, "gpt-fake", MmadSettings(api=settings(server.url).api, max_new_tokens=16),
                        tmp_path / "mmad.jsonl")
     records = read_jsonl(out)
     assert len(records) == len(pd.read_csv(questions)) and {r["answer"] for r in records} <= {"A", "B"}

@@ -7,25 +7,26 @@ import torch
 from model_fixtures import write_split
 
 from adfm.inference import clip as clip_baselines
-from adfm.inference.clip import (
+from adfm.inference.anomalyclip import AnomalyCLIP
+from adfm.inference.clip import predict_clip
+from adfm.inference.clip_model import TINY_CLIP, load_clip
+from adfm.inference.winclip import (
     ANOMALOUS_STATES,
     NORMAL_STATES,
     TEMPLATES,
-    AnomalyCLIP,
     WinCLIP,
     association,
     harmonic_aggregation,
-    load_clip,
-    predict_clip,
     prompt_ensemble,
     window_masks,
 )
 from adfm.io import InputError, read_jsonl
+from adfm.settings.inference import ClipSettings
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_clip(clip_baselines.TINY_CLIP, None, seed=0, device="cpu")
+    return load_clip(TINY_CLIP, None, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +105,8 @@ def test_anomalyclip_scores_and_learned_prompts(tiny, images, tmp_path):
 
 def test_predict_clip_records_are_resumable(images, tmp_path, monkeypatch):
     split, queries, _ = images
-    settings = {"method": "winclip", "clip": {"model": clip_baselines.TINY_CLIP, "pretrained": None}, "seed": 0,
-                "batch_size": 3}
+    settings = ClipSettings.from_dict({"method": "winclip", "clip": {"model": TINY_CLIP, "pretrained": None},
+                                       "seed": 0, "batch_size": 3})
     out = predict_clip(split, "toyset", "winclip", settings, tmp_path / "w.jsonl")
     records = read_jsonl(out)
     assert [r["image_path"] for r in records] == queries
@@ -117,6 +118,6 @@ def test_predict_clip_records_are_resumable(images, tmp_path, monkeypatch):
 
 def test_missing_weights_and_unknown_models_are_input_errors():
     with pytest.raises(InputError, match="not found"):
-        load_clip(clip_baselines.TINY_CLIP, "weights/missing.bin")
+        load_clip(TINY_CLIP, "weights/missing.bin")
     with pytest.raises(InputError, match="unknown open_clip model"):
         load_clip("ViT-Nonexistent", None)

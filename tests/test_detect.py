@@ -80,18 +80,18 @@ def test_training_records_what_detect_needs(trained, tiny_model_dir):  # noqa: F
 def test_adapter_brings_its_base_model_prompt_and_dtype(trained, images, tmp_path, capsys, monkeypatch):
     """No --model, no --config, run from another folder: all from the adapter's training.json; the
     model loads in its own dtype (float32) where config.yaml says bfloat16."""
-    import adfm.model.load
+    import adfm.inference.detect
 
     assert yaml.safe_load((REPO / "config.yaml").read_text())["model"]["dtype"] == "bfloat16"
     loaded = []
-    original = adfm.model.load.load_model_and_processor
+    original = adfm.inference.detect.load_model_and_processor
 
     def spy(*args, **kwargs):
         model, processor = original(*args, **kwargs)
         loaded.append(model.dtype)
         return model, processor
 
-    monkeypatch.setattr(adfm.model.load, "load_model_and_processor", spy)
+    monkeypatch.setattr(adfm.inference.detect, "load_model_and_processor", spy)
     monkeypatch.chdir(tmp_path)
     reference, queries = images
     assert main(["detect", "--adapter", str(trained), "--reference", str(reference), str(queries[0])]) == 0

@@ -12,8 +12,9 @@ from conftest import REPO
 from model_fixtures import write_split
 
 from adfm import config as adfm_config
-from adfm.inference.hf import select_rows
+from adfm.inference.records import select_rows
 from adfm.settings.evaluation import FigureSettings
+from adfm.settings.inference import ApiSettings, ClipSettings, PredictSettings
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +23,10 @@ def paper():
 
 
 def test_untrained_rows_use_the_full_test_split_trained_ones_the_held_out_rows(paper):
-    role = {name: json.loads(adfm_config.predict_settings(paper, name))["role"] for name in ("zero_shot", "adfm")}
+    role = {name: PredictSettings.from_config(paper, name).role for name in ("zero_shot", "adfm")}
     assert role == {"zero_shot": "all", "adfm": "test"}
-    assert json.loads(adfm_config.api_settings(paper, "gpt-4.1"))["role"] == "all"
-    assert json.loads(adfm_config.clip_settings(paper, "winclip"))["role"] == "test"  # the schema's default
+    assert ApiSettings.from_config(paper, "gpt-4.1").role == "all"
+    assert ClipSettings.from_config(paper, "winclip").role == "test"  # the schema's default
 
 
 def test_a_trained_run_on_all_rows_is_a_config_error(paper):
@@ -38,13 +39,13 @@ def test_a_trained_run_on_all_rows_is_a_config_error(paper):
 def test_all_rows_are_every_role_of_the_dataset(tmp_path):
     split = write_split(tmp_path / "data", n_train=2, n_test=5, datasets=("alpha", "beta"))
     table = pd.read_csv(split)
-    rows = select_rows(split, "alpha", {"role": "all"})
+    rows = select_rows(split, "alpha", "all")
     assert sorted(rows["image_path"]) == sorted(table[table["dataset"] == "alpha"]["image_path"])
-    assert len(select_rows(split, "alpha", {"role": "test"})) == 5 and len(rows) == 7
+    assert len(select_rows(split, "alpha", "test")) == 5 and len(rows) == 7
 
 
 def test_figure5_draws_from_all_rows_so_it_can_reach_500_images(paper):
-    fig5 = json.loads(adfm_config.sample_settings(paper, "fig5"))
-    assert (fig5["role"], fig5["max_images"]) == ("all", 500)
-    assert json.loads(adfm_config.sample_settings(paper, "fig4"))["role"] == "train"
+    fig5 = PredictSettings.for_figure(paper, "fig5")
+    assert (fig5.role, fig5.max_images) == ("all", 500)
+    assert PredictSettings.for_figure(paper, "fig4").role == "train"
     assert FigureSettings.from_config(paper, "fig5").rows == "all"

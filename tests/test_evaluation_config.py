@@ -10,6 +10,7 @@ from conftest import REPO
 
 from adfm import config as adfm_config
 from adfm.settings.evaluation import FigureSettings, TableSettings
+from adfm.settings.inference import ApiSettings, MmadSettings, PredictSettings
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +56,18 @@ def test_table_inputs_and_spec_follow_availability(paper, monkeypatch):
 
 def test_settings_never_hold_the_key(paper, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
-    for text in (adfm_config.api_settings(paper, "gpt-4.1"), adfm_config.mmad_settings(paper, "gpt-4.1"),
+    for text in (ApiSettings.from_config(paper, "gpt-4.1").to_json(), MmadSettings.from_config(paper, "gpt-4.1").to_json(),
                  TableSettings.from_config(paper, "table1").to_json()):
         assert "sk-secret" not in text
-    settings = json.loads(adfm_config.api_settings(paper, "gpt-4.1"))
+    settings = ApiSettings.from_config(paper, "gpt-4.1").to_dict()
     assert settings["api"]["key_env"] == "OPENAI_API_KEY" and settings["api"]["model"] == "gpt-4.1"
 
 
 def test_sampling_settings_of_the_figures(paper, demo):
-    fig5 = json.loads(adfm_config.sample_settings(paper, "fig5"))
+    fig5 = PredictSettings.for_figure(paper, "fig5").to_dict()
     assert (fig5["num_samples"], fig5["temperature"], fig5["max_images"], fig5["role"]) == (6, 0.9, 500, "all")
     assert fig5["max_new_tokens"] == paper["train"]["grpo"]["max_completion_length"]
-    fig4 = json.loads(adfm_config.sample_settings(demo, "fig4"))
+    fig4 = PredictSettings.for_figure(demo, "fig4").to_dict()
     assert (fig4["label"], fig4["max_images"]) == (1, 1)
     assert FigureSettings.from_config(paper, "fig4").rewards["alpha"] == paper["rewards"]["alpha"]
 

@@ -43,7 +43,7 @@ def test_jsonl_round_trip_drops_only_a_torn_last_line(tmp_path):
         read_jsonl(tmp_path / "bad.jsonl")
 
 
-@pytest.mark.parametrize("settings, message", [("{not json", "not valid JSON"), (json.dumps([1, 2]), "a JSON object")])
+@pytest.mark.parametrize("settings, message", [("{not json", "not valid JSON"), (json.dumps([1, 2]), "expected a mapping")])
 def test_bad_settings_are_a_usage_error_naming_the_argument(settings, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["predict-api", "--split", "s.csv", "--dataset", "d", "--run-name", "r", "--settings", settings,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,12 +12,12 @@ import pytest
 from model_fixtures import MAX_PIXELS, MIN_PIXELS, tiny_model_dir  # noqa: F401 (fixture)
 from PIL import Image
 
-from adfm.io import InputError, read_jsonl
+from adfm.evaluation.mmad_score import mmad_table
+from adfm.inference import generate as generate_module
 from adfm.inference.mmad import (
     INSPECTOR,
     INSTRUCTION,
     generation_config,
-    mmad_table,
     parse_choice,
     parse_reply,
     predict_mmad,
@@ -25,6 +26,9 @@ from adfm.inference.mmad import (
     question_text,
     split_drop_reasons,
 )
+from adfm.io import InputError, read_jsonl
+from adfm.settings import SettingsError
+from adfm.settings.inference import MmadSettings
 
 YES_NO = {"A": "Yes.", "B": "No."}
 FOUR = {"A": "scratch", "B": "crack", "C": "stain", "D": "blob"}
@@ -119,8 +123,9 @@ def test_scores_merge_object_types_balance_detection_and_average_sources():
 
 def test_tiny_model_answers_every_question_and_resumes(tiny_model_dir, tmp_path, monkeypatch):  # noqa: F811
     questions = write_questions(tmp_path)
-    settings = {"model": {"dtype": "float32", "min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS},
-                "max_new_tokens": 6, "batch_size": 3, "templates": 1}
+    settings = MmadSettings.from_dict({"model": {"dtype": "float32", "min_pixels": MIN_PIXELS,
+                                                 "max_pixels": MAX_PIXELS},
+                                       "max_new_tokens": 6, "batch_size": 3, "templates": 1})
     out = predict_mmad(questions, "tiny", settings, tmp_path / "p.jsonl", model_dir=tiny_model_dir)
     records = read_jsonl(out)
     assert len(records) == 8
@@ -131,9 +136,7 @@ def test_tiny_model_answers_every_question_and_resumes(tiny_model_dir, tmp_path,
     assert set(table["category"]) <= {"Anomaly Detection", "Object Analysis", "Average"}
 
     out.rename(tmp_path / "p.jsonl.partial")
-    import adfm.inference.hf
-
-    monkeypatch.setattr(adfm.inference.hf, "generate_conversations", lambda *a, **k: pytest.fail("regenerated"))
+    monkeypatch.setattr(generate_module, "generate_conversations", lambda *a, **k: pytest.fail("regenerated"))
     predict_mmad(questions, "tiny", settings, out, model_dir=tiny_model_dir)
     assert read_jsonl(out) == records
 
@@ -176,19 +179,16 @@ def test_model_generation_config_is_mmads_and_greedy_is_plain():
         generation_config = GenerationConfig(do_sample=True, top_k=1, top_p=0.001, repetition_penalty=1.05,
                                              eos_token_id=[7, 8])
 
-    mmad = generation_config(Model(), {"generation": "model", "max_new_tokens": 512})
+    mmad = generation_config(Model(), MmadSettings(generation="model", max_new_tokens=512))
     assert (mmad.repetition_penalty, mmad.top_k, mmad.max_new_tokens, mmad.pad_token_id) == (1.05, 1, 512, 7)
-    greedy = generation_config(Model(), {"generation": "greedy", "max_new_tokens": 128})
+    greedy = generation_config(Model(), MmadSettings(generation="greedy", max_new_tokens=128))
     assert (greedy.do_sample, greedy.repetition_penalty, greedy.max_new_tokens) == (False, 1.0, 128)
     assert Model.generation_config.max_new_tokens != 512  # the model's own config is left alone
-    with pytest.raises(InputError, match="unknown MMAD generation"):
-        generation_config(Model(), {"generation": "beam"})
+    with pytest.raises(SettingsError, match="generation: 'beam'"):
+        MmadSettings.from_dict({"generation": "beam"})
 
 
 def test_templates_above_one_show_that_many(tmp_path, monkeypatch):
-    import adfm.model.load
-    import adfm.inference.hf
-
     questions = write_questions(tmp_path, sources=("VisA",))
     table = pd.read_csv(questions)
     extra = []
@@ -199,18 +199,19 @@ def test_templates_above_one_show_that_many(tmp_path, monkeypatch):
     table["templates"] = [json.dumps([t, *extra]) for t in table["reference_path"]]
     table.to_csv(questions, index=False)
     seen = []
-    monkeypatch.setattr(adfm.model.load, "load_model_and_processor", lambda *a, **k: (None, None))
-    monkeypatch.setattr(adfm.inference.hf, "generate_conversations",
+    monkeypatch.setattr(generate_module, "load_model_and_processor", lambda *a, **k: (None, None))
+    monkeypatch.setattr(generate_module, "generate_conversations",
                         lambda model, processor, conversations, config, **k: seen.extend(conversations)
                         or [["A"] for _ in conversations])
     monkeypatch.setattr("adfm.inference.mmad.generation_config", lambda model, settings: None)
-    settings = {"model": {"min_pixels": 1, "max_pixels": 2}, "templates": 3}
+    settings = MmadSettings.from_dict({"model": {"min_pixels": 1, "max_pixels": 2}, "templates": 3})
     predict_mmad(questions, "m", settings, tmp_path / "p.jsonl", model_dir=tmp_path)
     images = [value for kind, value in seen[0] if kind == "image"]
     assert images == [table["reference_path"][0], *extra, table["image_path"][0]]
     assert "Following is/are 3 image of normal sample" in seen[0][2][1]
     with pytest.raises(InputError, match="mmad.templates is 4 but MMAD lists 3"):
-        predict_mmad(questions, "m", {**settings, "templates": 4}, tmp_path / "p4.jsonl", model_dir=tmp_path)
+        predict_mmad(questions, "m", dataclasses.replace(settings, templates=4), tmp_path / "p4.jsonl",
+                     model_dir=tmp_path)
     Path(extra[1]).unlink()
     with pytest.raises(InputError, match=r"extra1.png: template of .* not found"):
         predict_mmad(questions, "m", settings, tmp_path / "p3.jsonl", model_dir=tmp_path)
@@ -223,9 +224,9 @@ def test_filtered_questions_are_not_asked_and_are_counted(tmp_path):
     table.loc[table["image_path"] == train_image, "drop_reason"] = "training"
     table.loc[(table["dataset"] == "VisA") & (table["label"] == 1), "drop_reason"] = "not_in_split"
     table.to_csv(questions, index=False)
-    asked = question_rows(questions, {})
+    asked = question_rows(questions, MmadSettings())
     assert train_image not in set(asked["image_path"]) and len(asked) == 4
-    assert len(question_rows(questions, {"filter": False})) == 8
+    assert len(question_rows(questions, MmadSettings(filter=False))) == 8
     records = [record(r.dataset, r.type, r.answer, r.answer, int(r.label), r.image_path) for r in asked.itertuples()]
     metrics = mmad_table(records, pd.read_csv(questions, keep_default_na=False, dtype=str)).set_index(
         ["dataset", "category"])
@@ -262,15 +263,15 @@ def test_config_decodes_each_run_kind_as_mmad_says_and_filters_runs_only():
     from adfm import config as adfm_config
 
     paper = adfm_config.load_config([REPO / "config.yaml"])
-    trained, base = (json.loads(adfm_config.mmad_settings(paper, name)) for name in ("adfm", "zero_shot"))
+    trained, base = (MmadSettings.from_config(paper, name).to_dict() for name in ("adfm", "zero_shot"))
     assert (base["instruction"], base["max_new_tokens"], base["parse"]) == ("letter", 128, "letter")  # MMAD
     assert (trained["instruction"], trained["max_new_tokens"], trained["parse"]) == ("reasoning", 512, "answer_tag")
     assert trained["reasoning_instruction"] == paper["mmad"]["reasoning_instructions"]["multi_stage"]
-    assert "reasoning_instruction" not in base
+    assert base["reasoning_instruction"] is None
     for settings in (trained, base):
         assert (settings["model"]["min_pixels"], settings["model"]["max_pixels"]) == (64 * 28 * 28, 1280 * 28 * 28)
         assert settings["generation"] == "model" and settings["templates"] == 1 and settings["filter"] is True
-    assert json.loads(adfm_config.mmad_settings(paper, "gpt-4o"))["filter"] is False  # MMAD's whole question set
+    assert MmadSettings.from_config(paper, "gpt-4o").filter is False  # MMAD's whole question set
     assert adfm_config.mmad_split_filter(paper) == {"split": "resources/splits/multidomain.csv"}
     assert "--layouts" in adfm_config.mmad_question_args(paper)
     config = copy.deepcopy(paper)

@@ -5,21 +5,29 @@ from __future__ import annotations
 import argparse
 import json
 
+import model_fixtures
 import pandas as pd
 import pytest
 from model_fixtures import (  # noqa: F401 (fixture)
     MAX_PIXELS,
     MIN_PIXELS,
-    predict_settings,
     tiny_model_dir,
     write_split,
 )
 from PIL import Image
 
-from adfm.inference import hf as predict_module
 from adfm.boxes import to_model_frame
-from adfm.io import InputError, read_jsonl
+from adfm.inference import generate as generate_module
+from adfm.inference.generate import greedy_config, sampling_config
 from adfm.inference.hf import predict, register
+from adfm.inference.records import PredictionWriter, key, record_key, select_rows
+from adfm.io import InputError, read_jsonl
+from adfm.model.load import load_model_and_processor
+from adfm.settings.inference import PredictSettings
+
+
+def predict_settings(**overrides) -> PredictSettings:
+    return PredictSettings.from_dict(model_fixtures.predict_settings(**overrides))
 
 FIELDS = {
     "model", "dataset", "category", "image_path", "reference_path", "label", "sample", "response", "answer", "boxes",
@@ -62,13 +70,13 @@ def test_restart_skips_records_already_written(tiny_model_dir, two_dataset_split
     partial.write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])
 
     generated = []
-    original = predict_module.generate_batch
+    original = generate_module.generate_conversations
 
-    def counting(model, processor, prompt, pairs, config):
-        generated.extend(query for _, query in pairs)
-        return original(model, processor, prompt, pairs, config)
+    def counting(model, processor, conversations, config, **options):
+        generated.extend(parts[1][1] for parts in conversations)  # (reference, query, prompt)
+        return original(model, processor, conversations, config, **options)
 
-    monkeypatch.setattr(predict_module, "generate_batch", counting)
+    monkeypatch.setattr(generate_module, "generate_conversations", counting)
     predict(two_dataset_split, "alpha", tiny_model_dir, "tiny-base", predict_settings(batch_size=2), out)
     assert generated == [r["image_path"] for r in complete[2:]]
     assert read_jsonl(out) == complete  # greedy: the resumed run writes what the full run wrote
@@ -123,16 +131,16 @@ def test_predict_subcommand():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     argv = ["predict", "--split", "s.csv", "--dataset", "visa", "--model", "m", "--run-name", "base",
-            "--settings", "{}", "--out", "p.jsonl"]
+            "--settings", '{"prompt": "Defect?"}', "--out", "p.jsonl"]
     args = parser.parse_args(argv)
     assert (args.dataset, args.adapter, args.run_name, args.out) == ("visa", None, "base", "p.jsonl")
     assert parser.parse_args(argv + ["--adapter", "a"]).adapter == "a"
+    assert args.settings == PredictSettings(prompt="Defect?")
+    with pytest.raises(SystemExit):  # a misspelt key is a usage error
+        parser.parse_args([*argv[:-4], "--settings", '{"prompt": "p", "batchsize": 2}', "--out", "p.jsonl"])
 
 
 def test_decoding_is_plain_greedy_despite_checkpoint_sampling_defaults(tiny_model_dir):
-    from adfm.model.load import load_model_and_processor
-    from adfm.inference.hf import greedy_config
-
     model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     assert model.generation_config.do_sample and model.generation_config.top_k == 1  # as Qwen2.5-VL-7B ships
     config = greedy_config(model, max_new_tokens=7, repetition_penalty=1.0)
@@ -157,31 +165,26 @@ def test_sampling_writes_n_samples_per_image_and_resumes(tiny_model_dir, two_dat
     # the same seed and batches sample the same responses; a complete file is not regenerated
     again = predict(two_dataset_split, "alpha", tiny_model_dir, "m", settings, tmp_path / "again.jsonl")
     assert [r["response"] for r in read_jsonl(again)] == [r["response"] for r in records]
-    monkeypatch.setattr(predict_module, "generate_batch", lambda *a, **k: pytest.fail("regenerated"))
+    monkeypatch.setattr(generate_module, "generate_conversations", lambda *a, **k: pytest.fail("regenerated"))
     out.rename(tmp_path / "samples.jsonl.partial")
     predict(two_dataset_split, "alpha", tiny_model_dir, "m", settings, out)
     assert read_jsonl(out) == records
 
 
 def test_row_selection_label_image_and_seeded_subsample(two_dataset_split):
-    from adfm.inference.hf import select_rows
-
-    rows = select_rows(two_dataset_split, "beta", {"role": "test", "label": 1})
+    rows = select_rows(two_dataset_split, "beta", "test", label=1)
     assert set(rows["label"]) == {1}
-    first = select_rows(two_dataset_split, "beta", {"max_images": 3, "seed": 0})
+    first = select_rows(two_dataset_split, "beta", max_images=3, seed=0)
     assert len(first) == 3
-    assert first["image_path"].tolist() == select_rows(two_dataset_split, "beta", {"max_images": 3, "seed": 0})[
+    assert first["image_path"].tolist() == select_rows(two_dataset_split, "beta", max_images=3, seed=0)[
         "image_path"].tolist()
-    one = select_rows(two_dataset_split, "beta", {"image": first["image_path"].iloc[0]})
+    one = select_rows(two_dataset_split, "beta", image=first["image_path"].iloc[0])
     assert one["image_path"].tolist() == [first["image_path"].iloc[0]]
     with pytest.raises(InputError, match="not a test row"):
-        select_rows(two_dataset_split, "beta", {"image": "nowhere.png"})
+        select_rows(two_dataset_split, "beta", image="nowhere.png")
 
 
 def test_sampling_config_samples_without_truncation(tiny_model_dir):
-    from adfm.model.load import load_model_and_processor
-    from adfm.inference.hf import sampling_config
-
     model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     resolved, _ = model._prepare_generation_config(sampling_config(model, max_new_tokens=5, temperature=0.9))
     assert resolved.do_sample and resolved.temperature == 0.9
@@ -191,30 +194,25 @@ def test_sampling_config_samples_without_truncation(tiny_model_dir):
 
 
 def test_writer_keys_include_the_question(tmp_path):
-    from adfm.inference.hf import PredictionWriter, record_key
-
     base = {"model": "m", "dataset": "mmad", "image_path": "a.png", "sample": 0}
     assert record_key({**base, "question_index": 2}) != record_key({**base, "question_index": 3})
     with PredictionWriter(tmp_path / "p.jsonl") as writer:
         writer.write([{**base, "question_index": 0}])
     resumed = PredictionWriter(tmp_path / "p.jsonl")
     assert ("m", "mmad", "a.png", 0, 0) in resumed.done
+    assert resumed.pending(["a.png", "b.png"], lambda image: [key("m", "mmad", image, question_index=0)]) == ["b.png"]
     assert resumed.finish().is_file() and not (tmp_path / "p.jsonl.partial").exists()
 
 
 def test_sampling_config_truncates_as_grpo_does(tiny_model_dir):
     # Figures 4 and 5 sample as GRPO does: train.grpo's top_k / top_p (the release's 50 / 0.9)
-    import json
-
     from conftest import REPO
 
     from adfm import config as adfm_config
-    from adfm.model.load import load_model_and_processor
-    from adfm.inference.hf import sampling_config
 
-    settings = json.loads(adfm_config.sample_settings(adfm_config.load_config([REPO / "config.yaml"]), "fig5"))
-    assert (settings["top_k"], settings["top_p"]) == (50, 0.9)
+    settings = PredictSettings.for_figure(adfm_config.load_config([REPO / "config.yaml"]), "fig5")
+    assert (settings.top_k, settings.top_p) == (50, 0.9)
     model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
-    config = sampling_config(model, max_new_tokens=5, temperature=0.9, top_k=settings["top_k"], top_p=settings["top_p"])
+    config = sampling_config(model, max_new_tokens=5, temperature=0.9, top_k=settings.top_k, top_p=settings.top_p)
     resolved, _ = model._prepare_generation_config(config)
     assert (resolved.top_k, resolved.top_p, resolved.temperature) == (50, 0.9, 0.9)

@@ -91,7 +91,8 @@ def test_prompt_switch_end_to_end(answer_format):
     from conftest import REPO
 
     from adfm import config as adfm_config
-    from adfm.inference.hf import response_record
+    from adfm.inference.records import response_record
+    from adfm.settings.inference import PredictSettings
     from adfm.protocol import answer_word
     from adfm.rewards import make_reward_funcs
     from adfm.evaluation.score import accuracy_table
@@ -100,7 +101,7 @@ def test_prompt_switch_end_to_end(answer_format):
     config["prompts"]["answer_format"] = answer_format
     assert adfm_config.config_problems(config) == []
     train = json.loads(adfm_config.train_settings(config, "adfm"))
-    predict = json.loads(adfm_config.predict_settings(config, "adfm"))
+    predict = PredictSettings.from_config(config, "adfm").to_dict()
     warm = json.loads(adfm_config.warm_start_settings(config, "multidomain", "multi_stage"))
     # the prompt of the chosen pair, everywhere
     assert train["prompt"] == predict["prompt"] == warm["prompt"] == config["prompts"][answer_format]["multi_stage"]

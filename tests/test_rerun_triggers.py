@@ -23,6 +23,7 @@ from adfm import config as adfm_config
 from adfm.config import CLIP_BACKENDS
 from adfm.rewards import REWARD_OPTIONS
 from adfm.settings.evaluation import FigureSettings, TableSettings
+from adfm.settings.inference import ApiSettings, ClipSettings, MmadSettings, PredictSettings
 
 pytestmark = pytest.mark.slow  # runs Snakemake or real training processes
 
@@ -42,15 +43,16 @@ def every_param(config: dict) -> list[str]:
     """Every settings string the workflow's rules get from config (adfm.config), named in sorted order."""
     runs = sorted(config["runs"])
     params = [adfm_config.train_settings(config, run) for run in runs if config["runs"][run]["trained"]]
-    params += [adfm_config.predict_settings(config, run) for run in runs]
-    params += [adfm_config.mmad_settings(config, run) for run in runs]
+    params += [PredictSettings.from_config(config, run).to_json() for run in runs]
+    params += [MmadSettings.from_config(config, run).to_json() for run in runs]
     params += [adfm_config.warm_start_settings(config, protocol, reasoning) for protocol in sorted(config["protocols"])
                for reasoning in ("multi_stage", "one_stage")]
     params += [TableSettings.from_config(config, table, {}).to_json() for table in sorted(config["tables"])]
-    params += [adfm_config.clip_settings(config, name) for name in sorted(adfm_config.baselines(config, *CLIP_BACKENDS))]
-    params += [adfm_config.api_settings(config, name) for name in sorted(adfm_config.baselines(config, "api"))]
+    params += [ClipSettings.from_config(config, name).to_json()
+               for name in sorted(adfm_config.baselines(config, *CLIP_BACKENDS))]
+    params += [ApiSettings.from_config(config, name).to_json() for name in sorted(adfm_config.baselines(config, "api"))]
     figures = sorted(config["figures"])
-    params += [adfm_config.sample_settings(config, figure) for figure in figures
+    params += [PredictSettings.for_figure(config, figure).to_json() for figure in figures
                if config["figures"][figure]["kind"] != "cases"]
     params += [FigureSettings.from_config(config, figure).to_json() for figure in figures]
     return [*params, adfm_config.mmad_question_args(config), adfm_config.settings_json(config)]

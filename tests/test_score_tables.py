@@ -196,7 +196,7 @@ def test_youden_row_on_binary_predictions_is_an_error():
 
 
 def test_table3_selects_question_types_averaged_over_mmad_sources():
-    from adfm.inference.mmad import TYPES
+    from adfm.evaluation.mmad_score import TYPES
 
     spec = {"paper": "table3_multitask.csv", "keys": ["model", "scale"], "select": "question_type",
             "columns": {t: t for t in TYPES if t != "Anomaly Detection"},

@@ -25,7 +25,7 @@ STAGE_MODULES = {
     "predict-api": "adfm.inference.api",
     "predict-clip": "adfm.inference.clip",
     "predict-mmad": "adfm.inference.mmad",
-    "score-mmad": "adfm.inference.mmad",
+    "score-mmad": "adfm.evaluation.mmad_score",
     "score": "adfm.evaluation.score",
     "figure": "adfm.evaluation.figures",
     "table": "adfm.evaluation.tables",

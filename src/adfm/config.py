@@ -7,6 +7,7 @@ not exist, a table row naming an unknown run) is checked here, with a message na
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shlex
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from adfm import paper
 from adfm.io import InputError
 from adfm.protocol import prompt_answer_format, prompt_template
+from adfm.settings.inference import API_OPTIONS, CLIP_METHOD_OPTIONS, CLIP_METHODS
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -235,19 +237,6 @@ def gpu_job_prefix(config: dict, gpus: int) -> str:
     return " ".join(words) + " --"
 
 
-def predict_settings(config: dict, run: str) -> str:
-    """JSON settings of `adfm predict` for one run."""
-    spec = config["runs"][run]
-    return settings_json({
-        "prompt": prompt_template(config["prompts"], spec["reasoning"]),
-        "reasoning": spec["reasoning"],
-        "answer_format": prompt_answer_format(config["prompts"]),
-        "model": model_settings(config),
-        "role": eval_rows(config, run),
-        **config["predict"],
-    })
-
-
 def evaluated_datasets(config: dict, table: str) -> list[str]:
     """The datasets a table's columns need (each a configured dataset: check_references)."""
     return list(config["tables"][table]["columns"].values())
@@ -270,14 +259,12 @@ def protocol_datasets(config: dict, protocol: str) -> list[str]:
     return spec["datasets"] if spec["kind"] == "holdout" else [*spec["train"], *spec["test"]]
 
 
-# ---- evaluation: baselines, MMAD, tables and figures (adfm.inference.hf, api_backend, clip_baselines, ...)
+# ---- evaluation: baselines, MMAD, tables and figures (adfm.inference, adfm.evaluation)
 
-CLIP_BACKENDS = ("winclip", "anomalyclip")
-CLIP_OPTIONS = {"winclip": ("scales", "shots", "image_size", "batch_size"),
-                "anomalyclip": ("prompts", "prompt_length", "deep_prompt_depth", "deep_prompt_length", "image_size",
-                                "batch_size")}
-API_OPTIONS = ("base_url", "key_env", "concurrency", "max_retries", "backoff_s", "timeout_s", "max_image_side",
-               "max_tokens")
+CLIP_BACKENDS = CLIP_METHODS
+# the keys a CLIP baseline's config entry may carry besides backend, protocol and clip
+CLIP_OPTIONS = {method: (*(f.name for f in dataclasses.fields(options)), "batch_size")
+                for method, options in CLIP_METHOD_OPTIONS.items()}
 SCORE_METRICS = ("accuracy_youden", "balanced_accuracy_youden")  # metrics only continuous-score predictions have
 
 
@@ -454,25 +441,6 @@ def table_inputs(config: dict, table: str, environ=None) -> dict[str, list[str]]
     return {kind: list(dict.fromkeys(found)) for kind, found in paths.items()}
 
 
-def clip_settings(config: dict, name: str) -> str:
-    """JSON settings of `adfm predict-clip` for a CLIP baseline."""
-    spec = config["baselines"][name]
-    options = {k: spec[k] for k in CLIP_OPTIONS[spec["backend"]] if k in spec and spec[k] is not None}
-    return settings_json({"method": spec["backend"], "clip": spec["clip"], "seed": config["seed"],
-                       "role": eval_rows(config, name), **options})
-
-
-def api_settings(config: dict, name: str) -> str:
-    """JSON settings of `adfm predict-api` (the key itself is never part of them: only its variable's name)."""
-    spec = config["baselines"][name]
-    api = {k: v for k, v in config["api"].items() if k != "enabled"}
-    api.update({k: spec[k] for k in API_OPTIONS if k in spec})
-    reasoning = spec.get("reasoning", "multi_stage")
-    return settings_json({"prompt": prompt_template(config["prompts"], reasoning), "reasoning": reasoning,
-                       "answer_format": prompt_answer_format(config["prompts"]), "role": eval_rows(config, name),
-                       "api": {**api, "model": spec["model"]}})
-
-
 def mmad_split_filter(config: dict) -> dict:
     """The split the MMAD question table marks leakage against (`mmad.split_filter`), as the inputs
     of the `mmad_questions` rule: {} when the filter is off, else {"split": path}."""
@@ -495,46 +463,4 @@ def mmad_filtered(config: dict, name: str) -> bool:
     return name in config["runs"]
 
 
-def mmad_settings(config: dict, name: str) -> str:
-    """JSON settings of `adfm predict-mmad` for a run (Hugging Face) or an API baseline.
-
-    A trained run is decoded as `mmad.decoding.trained` says, every other model as
-    `mmad.decoding.untrained`; `filter` says `mmad_filtered`."""
-    mmad = config["mmad"]
-    run = config["runs"].get(name)
-    decoding = mmad["decoding"]["trained" if run is not None and run["trained"] else "untrained"]
-    model = {**model_settings(config), "min_pixels": mmad["min_pixels"], "max_pixels": mmad["max_pixels"]}
-    settings = {"model": model, "templates": mmad["templates"], "generation": mmad["generation"],
-                "instruction": decoding["instruction"], "max_new_tokens": decoding["max_new_tokens"],
-                "parse": decoding["parse"], "filter": mmad_filtered(config, name),
-                "batch_size": mmad.get("batch_size") or config["predict"]["batch_size"]}
-    if decoding["instruction"] == "reasoning":
-        reasoning = evaluated_models(config)[name].get("reasoning", "multi_stage")
-        settings["reasoning_instruction"] = mmad["reasoning_instructions"][reasoning]
-    if mmad.get("max_images"):
-        settings["max_images"] = mmad["max_images"]
-    spec = config.get("baselines", {}).get(name)
-    if spec is not None and spec["backend"] == "api":
-        settings["api"] = json.loads(api_settings(config, name))["api"]
-    return settings_json(settings)
-
-
-def sample_settings(config: dict, figure: str) -> str:
-    """JSON settings of `adfm predict` sampling the responses of Figure 4 or 5 (training images)."""
-    spec = config["figures"][figure]
-    run = config["runs"][spec["run"]]
-    settings = {
-        "prompt": prompt_template(config["prompts"], run["reasoning"]), "reasoning": run["reasoning"],
-        "answer_format": prompt_answer_format(config["prompts"]), "model": model_settings(config),
-        "batch_size": config["predict"]["batch_size"], "max_new_tokens": config["train"]["grpo"]["max_completion_length"],
-        "num_samples": spec["num_generations"], "temperature": spec["temperature"], "seed": config["seed"],
-        # truncated as GRPO samples (train.grpo's top_k / top_p, when set)
-        **{key: config["train"]["grpo"][key] for key in ("top_k", "top_p") if key in config["train"]["grpo"]},
-        # Figure 4 shows "the same training sample"; Figure 5 draws from figures.fig5.rows
-        "role": "train" if spec["kind"] == "reward_schemes" else spec["rows"],
-    }
-    if spec["kind"] == "reward_schemes":
-        settings.update({"label": 1, "max_images": 1} if not spec.get("image") else {"image": spec["image"]})
-    else:
-        settings["max_images"] = spec["images"]
     return settings_json(settings)

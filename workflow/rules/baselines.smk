@@ -6,12 +6,13 @@
 rule predict_clip:
     input:
         split=baseline_split,
-        code=code("inference/clip.py", "inference/hf.py", "inference/clip_configs/*.json"),
+        code=code("inference/clip.py", "inference/clip_model.py", "inference/winclip.py", "inference/anomalyclip.py",
+                  "inference/records.py", "inference/clip_configs/*.json"),
     output:
         "results/predictions/{baseline}/{dataset}.jsonl",
     params:
         gpu_job=gpu_job,
-        settings=lambda wc: adfm_config.clip_settings(config, wc.baseline),
+        settings=lambda wc: inference_settings.ClipSettings.from_config(config, wc.baseline).to_json(),
     wildcard_constraints:
         baseline="|".join(adfm_config.baselines(config, "winclip", "anomalyclip")) or "no-clip-baseline",
     threads: res("predict", "threads")
@@ -31,11 +32,11 @@ rule predict_clip:
 rule predict_api:
     input:
         split=baseline_split,
-        code=code("inference/api.py", "inference/hf.py", "protocol.py"),
+        code=code("inference/api.py", "inference/records.py", "protocol.py", "boxes.py"),
     output:
         "results/predictions/{baseline}/{dataset}.jsonl",
     params:
-        settings=lambda wc: adfm_config.api_settings(config, wc.baseline),
+        settings=lambda wc: inference_settings.ApiSettings.from_config(config, wc.baseline).to_json(),
     wildcard_constraints:
         baseline="|".join(adfm_config.baselines(config, "api")) or "no-api-baseline",
     threads: res("default", "threads")
@@ -74,12 +75,13 @@ rule predict_mmad:
     input:
         unpack(mmad_model_inputs),
         questions="resources/splits/mmad_questions.csv",
-        code=code("inference/mmad.py", "inference/hf.py", "model/load.py", "inference/api.py", "protocol.py"),
+        code=code("inference/mmad.py", "inference/records.py", "inference/generate.py", "model/load.py", "inference/api.py",
+                  "protocol.py"),
     output:
         "results/mmad/predictions/{name}.jsonl",
     params:
         gpu_job=gpu_job,
-        settings=lambda wc: adfm_config.mmad_settings(config, wc.name),
+        settings=lambda wc: inference_settings.MmadSettings.from_config(config, wc.name).to_json(),
         model=mmad_model_args,
     wildcard_constraints:
         name="|".join([*config["runs"], *adfm_config.baselines(config, "api")]),
@@ -101,7 +103,7 @@ rule score_mmad:
     input:
         predictions="results/mmad/predictions/{name}.jsonl",
         questions="resources/splits/mmad_questions.csv",
-        code=code("inference/mmad.py"),
+        code=code("evaluation/mmad_score.py", "data/datasets/mmad.py"),
     output:
         "results/mmad/metrics/{name}.csv",
     params:

@@ -137,7 +137,8 @@ def predict_inputs(wildcards):
     inputs = {
         "split": f"resources/splits/{run['protocol']}.csv",
         "model": run_model(wildcards.run),
-        "code": code("inference/hf.py", "model/load.py", "protocol.py", "boxes.py"),
+        "code": code("inference/hf.py", "inference/records.py", "inference/generate.py", "model/load.py", "protocol.py",
+                     "boxes.py"),
     }
     if run["trained"]:
         inputs["adapter"] = f"resources/adapters/{wildcards.run}"
@@ -190,7 +191,8 @@ def sample_inputs(wildcards):
     inputs = {
         "split": f"resources/splits/{config['runs'][run]['protocol']}.csv",
         "model": run_model(run),
-        "code": code("inference/hf.py", "model/load.py", "protocol.py", "boxes.py"),
+        "code": code("inference/hf.py", "inference/records.py", "inference/generate.py", "model/load.py", "protocol.py",
+                     "boxes.py"),
     }
     if config["runs"][run]["trained"]:
         inputs["adapter"] = f"resources/adapters/{run}"

@@ -5,7 +5,7 @@ rule predict:
         "results/predictions/{run}/{dataset}.jsonl",
     params:
         gpu_job=gpu_job,
-        settings=lambda wc: adfm_config.predict_settings(config, wc.run),
+        settings=lambda wc: inference_settings.PredictSettings.from_config(config, wc.run).to_json(),
         adapter=lambda wc, input: f"--adapter {input.adapter}" if "adapter" in input.keys() else "",
     threads: res("predict", "threads")
     resources:

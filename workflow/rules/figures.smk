@@ -12,7 +12,7 @@ rule sample_responses:
         gpu_job=gpu_job,
         dataset=lambda wc: config["figures"][wc.figure]["dataset"],
         run=lambda wc: config["figures"][wc.figure]["run"],
-        settings=lambda wc: adfm_config.sample_settings(config, wc.figure),
+        settings=lambda wc: inference_settings.PredictSettings.for_figure(config, wc.figure).to_json(),
         adapter=lambda wc, input: f"--adapter {input.adapter}" if "adapter" in input.keys() else "",
     wildcard_constraints:
         figure="|".join(SAMPLED_FIGURES) or "no-figure",

@@ -6,8 +6,8 @@ Each selected split row (role == "test" of dataset NAME) becomes one chat reques
 reference image, the query image (both as base64 data URLs, downscaled so that the longer side is
 at most `max_image_side`) and the prompt template of the run's reasoning mode; the response is
 parsed like the Hugging Face backend's (adfm.protocol.parse_response) and written as the same
-record (adfm.inference.hf.PredictionWriter: appended, resumable, keyed by model, dataset, image,
-sample). Boxes and ground truth are in the frame of the image as sent.
+record (adfm.inference.records.PredictionWriter: appended, resumable, keyed by model, dataset,
+image, sample). Boxes and ground truth are in the frame of the image as sent.
 
 The API key is read from the environment variable named by `key_env` (never from the config or
 the command line) and sent only in the Authorization header: it is not logged, not written to the
@@ -15,8 +15,8 @@ output, and removed from any error message. Requests run `concurrency` at a time
 (connection error, timeout, HTTP 429 or 5xx) is retried `max_retries` times with exponential
 backoff (`backoff_s` x 2^attempt, at most 60 s); other HTTP errors stop the job.
 
-Settings JSON: {"prompt", "reasoning", "api": {"base_url", "model", "key_env", "concurrency",
-"max_retries", "backoff_s", "timeout_s", "max_image_side", "max_tokens", "temperature"}}.
+`ApiBackend` is the chat API's side of the backend seam every prediction stage uses (the Hugging
+Face side: adfm.inference.generate.HFBackend); MMAD's questions go through it too.
 """
 
 from __future__ import annotations
@@ -27,27 +27,20 @@ import io
 import json
 import logging
 import os
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from adfm.io import InputError, settings_json
-from adfm.inference.hf import Part
+from adfm.boxes import scale_boxes
+from adfm.inference.generate import Part
+from adfm.inference.records import PredictionWriter, key, pair_prompt, response_record, select_rows
+from adfm.io import InputError
+from adfm.settings.inference import ApiOptions, ApiSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "concurrency": 4,
-    "max_retries": 5,
-    "backoff_s": 1.0,
-    "timeout_s": 120.0,
-    "max_image_side": 512,
-    "max_tokens": 1024,
-    "temperature": 0.0,
-}
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_BACKOFF_S = 60.0
 
@@ -61,10 +54,6 @@ def api_key(key_env: str) -> str:
     if not key:
         raise InputError(f"environment variable {key_env} is not set: no API key for the API backend")
     return key
-
-
-def key_available(key_env: str) -> bool:
-    return bool(os.environ.get(key_env, "").strip())
 
 
 def encode_image(path: str, max_side: int) -> tuple[str, tuple[int, int]]:
@@ -92,8 +81,7 @@ def sent_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 def sent_frame(boxes, width: int, height: int, max_side: int) -> tuple[list[list[float]], tuple[int, int]]:
     """Ground-truth boxes (original pixels) in the frame of the image as sent, and that frame."""
     frame = sent_size(width, height, max_side)
-    sx, sy = frame[0] / width, frame[1] / height
-    return [[round(b[0] * sx, 2), round(b[1] * sy, 2), round(b[2] * sx, 2), round(b[3] * sy, 2)] for b in boxes], frame
+    return scale_boxes(boxes, (width, height), frame, ndigits=2), frame
 
 
 def openai_content(parts: Sequence[Part], max_side: int) -> list[dict]:
@@ -159,76 +147,63 @@ class ChatClient:
         raise APIError(f"{self.url}: giving up after {self.max_retries + 1} attempts ({last_error})")
 
 
-def client_from_settings(api: dict, **kwargs) -> ChatClient:
-    merged = {**DEFAULTS, **api}
-    return ChatClient(merged["base_url"], merged["model"], merged["key_env"], max_retries=merged["max_retries"],
-                      backoff_s=merged["backoff_s"], timeout_s=merged["timeout_s"], **kwargs)
+class ApiBackend:
+    """Prompts -> responses through the chat API, `concurrency` requests at a time.
 
-
-def run_requests(client: ChatClient, jobs: list, make_content, on_result, *, concurrency: int, max_tokens: int,
-                 temperature: float, n: int = 1) -> None:
-    """Send one request per job, `concurrency` at a time; `on_result(job, texts)` in the calling thread.
-
-    A job that fails for good stops the run after the requests under way finish; what was
-    written stays written (the next run resumes).
+    A job that fails for good stops the run after the requests under way finish; what was written
+    stays written (the next run resumes).
     """
-    lock = threading.Lock()
 
-    def call(job):
-        return job, client.complete(make_content(job), max_tokens=max_tokens, temperature=temperature, n=n)
+    def __init__(self, api: ApiOptions, *, max_tokens: int, temperature: float, sleep=time.sleep):
+        self.client = ChatClient(api.base_url, api.model, api.key_env, max_retries=api.max_retries,
+                                 backoff_s=api.backoff_s, timeout_s=api.timeout_s, sleep=sleep)
+        self.concurrency, self.max_side = api.concurrency, api.max_image_side
+        self.max_tokens, self.temperature = max_tokens, temperature
 
-    failure = None
-    with ThreadPoolExecutor(max_workers=max(1, int(concurrency))) as pool:
-        futures = [pool.submit(call, job) for job in jobs]
-        for future in as_completed(futures):
-            try:
-                job, texts = future.result()
-            except APIError as error:
-                failure = failure or error
-                for other in futures:
-                    other.cancel()
-                continue
-            with lock:
-                on_result(job, texts)
-    if failure is not None:
-        raise InputError(str(failure))
+    def answer(self, jobs: list, prompt_of: Callable[[object], Sequence[Part]],
+               on_answers: Callable[[list[tuple[object, list[str]]]], None]) -> None:
+        """`on_answers([(job, texts)])` in the calling thread, as each request completes."""
+        def call(job):
+            content = openai_content(prompt_of(job), self.max_side)
+            return job, self.client.complete(content, max_tokens=self.max_tokens, temperature=self.temperature)
+
+        failure = None
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            futures = [pool.submit(call, job) for job in jobs]
+            for future in as_completed(futures):
+                try:
+                    answered = future.result()
+                except APIError as error:
+                    failure = failure or error
+                    for other in futures:
+                        other.cancel()
+                    continue
+                on_answers([answered])
+        if failure is not None:
+            raise InputError(str(failure))
 
 
-def predict_api(split_csv, dataset: str, run_name: str, settings: dict, out, *, sleep=time.sleep):
-    from adfm.inference.hf import PredictionWriter, response_record, select_rows
-
-    if "prompt" not in settings or "api" not in settings:
-        raise InputError("predict-api settings: need prompt and api")
-    api = {**DEFAULTS, **settings["api"]}
-    reasoning = settings.get("reasoning", "multi_stage")
-    rows = select_rows(split_csv, dataset, settings)
+def predict_api(split_csv, dataset: str, run_name: str, settings: ApiSettings, out, *, sleep=time.sleep):
+    api = settings.api
+    rows = select_rows(split_csv, dataset, settings.role)
     writer = PredictionWriter(out)
-    todo = [row for row in rows.itertuples(index=False) if (run_name, dataset, str(row.image_path), 0) not in writer.done]
-    log.info("%s (%s at %s) on %s: %d images, %d to go", run_name, api["model"], api["base_url"], dataset, len(rows),
+    todo = writer.pending(rows.itertuples(index=False), lambda row: [key(run_name, dataset, row.image_path)])
+    log.info("%s (%s at %s) on %s: %d images, %d to go", run_name, api.model, api.base_url, dataset, len(rows),
              len(todo))
-    if todo:
-        client = client_from_settings(api, sleep=sleep)
-        max_side = int(api["max_image_side"])
+    if not todo:
+        return writer.finish()
+    backend = ApiBackend(api, max_tokens=api.max_tokens, temperature=api.temperature, sleep=sleep)
 
-        def content(row):
-            return openai_content([("image", str(row.reference_path)), ("image", str(row.image_path)),
-                                   ("text", settings["prompt"])], max_side)
+    def frame_of_row(row):
+        return sent_frame(row.boxes, int(row.width), int(row.height), api.max_image_side)
 
-        def frame_of_row(row):
-            return sent_frame(row.boxes, int(row.width), int(row.height), max_side)
+    def record(answers):
+        writer.write([response_record(row, run_name, dataset, 0, texts[0], settings.reasoning, frame_of_row,
+                                      settings.answer_format) for row, texts in answers])
 
-        def record(row, texts):
-            writer.write([response_record(row, run_name, dataset, 0, texts[0], reasoning, frame_of_row,
-                                          settings.get("answer_format", "yes_no"))])
-
-        with writer:
-            run_requests(client, todo, content, record, concurrency=api["concurrency"], max_tokens=api["max_tokens"],
-                         temperature=api["temperature"])
+    with writer:
+        backend.answer(todo, lambda row: pair_prompt(row, settings.prompt), record)
     return writer.finish()
-
-
-def _main(args: argparse.Namespace) -> None:
-    predict_api(args.split, args.dataset, args.run_name, args.settings, args.out)
 
 
 def register(subparsers) -> None:
@@ -237,8 +212,6 @@ def register(subparsers) -> None:
     parser.add_argument("--split", required=True, help="split CSV")
     parser.add_argument("--dataset", required=True, help="dataset name (test rows of this dataset are predicted)")
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
-    parser.add_argument("--settings", required=True, type=settings_json,
-                        help='JSON: {"prompt", "reasoning", "api": {base_url, model, key_env, concurrency, '
-                        'max_retries, backoff_s, timeout_s, max_image_side, max_tokens}}')
+    parser.add_argument("--settings", required=True, type=ApiSettings.argument, help=ApiSettings.describe())
     parser.add_argument("--out", required=True, help="predictions JSONL")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=lambda a: predict_api(a.split, a.dataset, a.run_name, a.settings, a.out))

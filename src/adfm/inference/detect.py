@@ -26,14 +26,17 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from adfm import boxes as box_ops
+from adfm.config import load_config
+from adfm.inference.generate import generate_batch, greedy_config
 from adfm.io import InputError, atomic_path
-from adfm.protocol import parse_response, prompt_answer_format, prompt_template
+from adfm.model.load import load_model_and_processor
+from adfm.model.train import weights_fingerprint
+from adfm.protocol import REASONING_MODES, build_prompt, parse_response, prompt_answer_format, prompt_template
 
 log = logging.getLogger(__name__)
 
 # the config beside the package in a checkout (src/adfm/../../config.yaml)
 CHECKOUT_CONFIG = Path(__file__).resolve().parents[3] / "config.yaml"
-REASONING_MODES = ("multi_stage", "one_stage")
 
 
 def annotate(image_path: Path, boxes: list[list[float]], answer: str | None, out: Path) -> None:
@@ -90,8 +93,6 @@ def read_training_record(adapter: Path) -> dict | None:
 def resolve_base_model(adapter: Path, record: dict | None, model_dir: Path | None) -> Path:
     """The model folder the adapter goes on: --model, checked against what training recorded, or the
     recorded base model itself."""
-    from adfm.model.train import weights_fingerprint
-
     if record is None:
         base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if model_dir is None:
@@ -118,8 +119,6 @@ def resolve_base_model(adapter: Path, record: dict | None, model_dir: Path | Non
 def detection_settings(config_paths: list[Path] | None, record: dict | None, reasoning: str | None) -> dict:
     """Prompt, reasoning, answer format, image budget and decoding: the adapter's record first, then
     the config."""
-    from adfm.config import load_config
-
     if record is not None:
         if reasoning is not None and reasoning != record["reasoning"]:
             raise InputError(f"--reasoning {reasoning}: the adapter was trained with {record['reasoning']} "
@@ -170,67 +169,67 @@ def apply_adapter(model, adapter: Path, model_dir: Path):
     return model
 
 
+def resolve_model(model_dir: Path | None, adapter: Path | None) -> tuple[Path, dict | None]:
+    """The model folder and the adapter's training record (None without one)."""
+    if adapter is None:
+        if model_dir is None:
+            raise InputError("give --model (and --adapter for a trained model)")
+        return model_dir, None
+    if not (adapter / "adapter_config.json").is_file():
+        raise InputError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    record = read_training_record(adapter)
+    return resolve_base_model(adapter, record, model_dir), record
+
+
+def respond(model_dir: Path, adapter: Path | None, settings: dict, reference: Path, queries: list[Path]) -> list[str]:
+    """The model's greedy response to each query beside the reference."""
+    model, processor = load_model_and_processor(model_dir, dtype="auto", min_pixels=settings["min_pixels"],
+                                                max_pixels=settings["max_pixels"])
+    if adapter is not None:
+        model = apply_adapter(model, adapter, model_dir)
+    generation = greedy_config(model, max_new_tokens=settings["max_new_tokens"], repetition_penalty=1.0)
+    prompt = build_prompt(settings["prompt"])
+    responses = []
+    for start in range(0, len(queries), settings["batch_size"]):
+        batch = queries[start:start + settings["batch_size"]]
+        responses += generate_batch(model, processor, prompt, [(str(reference), str(q)) for q in batch], generation)
+    return responses
+
+
+def detection(query: Path, response: str, settings: dict, annotated: Path) -> dict:
+    """A query's answer and boxes (in its own pixels), drawn into `annotated`."""
+    with Image.open(query) as image:
+        width, height = image.size
+    frame = box_ops.model_frame_size(width, height, min_pixels=settings["min_pixels"],
+                                     max_pixels=settings["max_pixels"])
+    parsed = parse_response(response, settings["reasoning"], settings["answer_format"])
+    kept = [b for b in (box_ops.sanitize(b, frame) for b in parsed.boxes) if b is not None]
+    original = [[round(v, 1) for v in b] for b in box_ops.from_model_frame(kept, frame, width, height)]
+    annotate(query, original, parsed.answer, annotated)
+    return {"image": str(query), "answer": parsed.answer, "boxes": original, "annotated": str(annotated),
+            "response": response}
+
+
 def detect(model_dir: Path | None, adapter: Path | None, reference: Path, queries: list[Path], out_dir: Path,
            config_paths: list[Path] | None = None, reasoning: str | None = None) -> list[dict]:
     """One result per query, in order: image, answer, boxes, annotated, response; or image, error."""
-    from adfm.model.load import load_model_and_processor
-    from adfm.inference.hf import generate_batch, greedy_config
-    from adfm.protocol import build_prompt
-
     if reasoning is not None and reasoning not in REASONING_MODES:
         raise InputError(f"--reasoning {reasoning}: expected one of {', '.join(REASONING_MODES)}")
     problem = image_problem(reference)
     if problem:
         raise InputError(f"{reference}: {problem}")
     # everything checked before the model loads (minutes for a 7B)
-    record = None
-    if adapter is not None:
-        if not (adapter / "adapter_config.json").is_file():
-            raise InputError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
-        record = read_training_record(adapter)
-        model_dir = resolve_base_model(adapter, record, model_dir)
-    elif model_dir is None:
-        raise InputError("give --model (and --adapter for a trained model)")
+    model_dir, record = resolve_model(model_dir, adapter)
     settings = detection_settings(config_paths, record, reasoning)
     problems = {q: image_problem(q) for q in queries}
     for query, problem in problems.items():
         if problem:
             log.error("%s: %s", query, problem)
     readable = [q for q in queries if not problems[q]]
+    responses = dict(zip(readable, respond(model_dir, adapter, settings, reference, readable))) if readable else {}
     names = dict(zip(queries, output_names(queries)))
-
-    responses: dict[Path, str] = {}
-    if readable:
-        model, processor = load_model_and_processor(model_dir, dtype="auto", min_pixels=settings["min_pixels"],
-                                                    max_pixels=settings["max_pixels"])
-        if adapter is not None:
-            model = apply_adapter(model, adapter, model_dir)
-        generation = greedy_config(model, max_new_tokens=settings["max_new_tokens"], repetition_penalty=1.0)
-        prompt = build_prompt(settings["prompt"])
-        size = settings["batch_size"]
-        for start in range(0, len(readable), size):
-            batch = readable[start:start + size]
-            answers = generate_batch(model, processor, prompt, [(str(reference), str(q)) for q in batch], generation)
-            responses.update(zip(batch, answers))
-
-    results = []
-    for query in queries:
-        if problems[query]:
-            results.append({"image": str(query), "error": problems[query]})
-            continue
-        response = responses[query]
-        with Image.open(query) as image:
-            width, height = image.size
-        frame = box_ops.model_frame_size(width, height, min_pixels=settings["min_pixels"],
-                                         max_pixels=settings["max_pixels"])
-        parsed = parse_response(response, settings["reasoning"], settings["answer_format"])
-        kept = [b for b in (box_ops.sanitize(b, frame) for b in parsed.boxes) if b is not None]
-        original = [[round(v, 1) for v in b] for b in box_ops.from_model_frame(kept, frame, width, height)]
-        annotated = out_dir / names[query]
-        annotate(query, original, parsed.answer, annotated)
-        results.append({"image": str(query), "answer": parsed.answer, "boxes": original, "annotated": str(annotated),
-                        "response": response})
-    return results
+    return [{"image": str(query), "error": problems[query]} if problems[query]
+            else detection(query, responses[query], settings, out_dir / names[query]) for query in queries]
 
 
 def register(subparsers) -> None:
