@@ -39,18 +39,22 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from adfm import boxes as box_ops
+from adfm.io import InputError
 from adfm.protocol import (
     ANSWER_WORDS,
+    REASONING_MODES,
     answer_text,
     answer_word,
     completion_text,
+    expected_answer,
+    first_block,
+    has_box,
     parse_boxes,
     parse_response,
 )
@@ -79,15 +83,12 @@ CHOICES = {
     "answer_format": tuple(ANSWER_WORDS),
     "giou_mean": ("matched", "predicted"),
     "format_reward": ("strict", "graded"),
-    "reasoning": ("multi_stage", "one_stage"),
+    "reasoning": REASONING_MODES,
 }
 
 # The release's rescaling of r_loc (anomalous images): (r - low) / (high - low), clipped to [0, 1].
 # r_loc itself spans [-1 - 0.1 alpha, 1 + alpha], so both ends saturate.
 LOC_RESCALE_RANGE = (-0.5, 1.0)
-
-ANSWER_OF_LABEL = {1: "yes", 0: "no"}
-
 
 def r_count(m: int, n: int) -> float:
     """Eq. 5: 1 for the right number of boxes, 0.5 when one off, -0.1 otherwise."""
@@ -144,11 +145,10 @@ def loc_reward(
         return r_focus(len(predicted))
     if no_box_zero and not predicted:
         return 0.0
-    pairs = matched_giou(predicted, truth)
     if giou_mean == "predicted":
-        giou_term = sum(pairs) / len(predicted) if predicted else 0.0
+        giou_term = sum(matched_giou(predicted, truth)) / len(predicted) if predicted else 0.0
     else:
-        giou_term = float(np.mean(pairs)) if pairs else 0.0
+        giou_term = matched_mean_giou(predicted, truth)
     value = giou_term + alpha * r_count(len(predicted), len(truth))
     if rescale:
         low, high = LOC_RESCALE_RANGE
@@ -193,7 +193,7 @@ def cls_reward(answer: str | None, text: str, label: int, *, answer_format: str 
     "a" without tags counts, as in the release) and `partial_credit` when it has at most 10
     characters and contains the right word (e.g. "a/b", or "option a" for an anomalous image).
     """
-    if answer == ANSWER_OF_LABEL[int(label)]:
+    if answer == expected_answer(label):
         return 1.0
     if partial_credit:
         raw = answer_text(text)
@@ -239,14 +239,6 @@ def make_count(options: dict) -> RewardFunc:
     )
 
 
-_BOX_LIST = re.compile(r"\[\s*[-+]?[\d.]+\s*,\s*[-+]?[\d.]+\s*,\s*[-+]?[\d.]+\s*,\s*[-+]?[\d.]+\s*\]")
-
-
-def _first_block(tag: str, text: str) -> str | None:
-    match = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL | re.IGNORECASE)
-    return match.group(1).strip() if match else None
-
-
 def graded_format_reward(text: str, frame=None, answer_format: str = "yes_no") -> float:
     """The release's graded structure reward, at most 1.2 (first block of each tag, any case):
 
@@ -256,21 +248,24 @@ def graded_format_reward(text: str, frame=None, answer_format: str = "yes_no") -
     - a [x1, y1, x2, y2] box in <think>: 0.2, and every box inside the frame: + 0.1 (the release
       checks coordinates < 505 for its 504-pixel frame); else a bracket pair in <think>: 0.1.
     """
+    def block(tag: str) -> str:  # the release's reading: the first block in any case, stripped
+        return (first_block(text, tag, any_case=True) or "").strip()
+
     reward = 0.0
-    think = _first_block("think", text)
+    think = block("think")
     if think:
         reward += 0.3 + (0.1 if len(think) > 10 else 0.0)
-    rethink = _first_block("rethink", text)
+    rethink = block("rethink")
     if rethink:
         reward += 0.2 + (0.1 if len(rethink) > 10 else 0.0)
-    answer = (_first_block("answer", text) or "").lower()
+    answer = block("answer").lower()
     words = ANSWER_WORDS[answer_format]
     if answer in words:
         reward += 0.2
     elif any(word in answer for word in words):
         reward += 0.1
     if think:
-        if _BOX_LIST.search(think):
+        if has_box(think):
             reward += 0.2
             boxes = parse_boxes(f"<think>{think}</think>")
             width, height = frame if frame is not None else (float("inf"), float("inf"))
@@ -303,7 +298,7 @@ def make_random(options: dict) -> RewardFunc:
     Seeded with random_seed plus this process's rank (torchrun's RANK, 0 in a single process): each
     data-parallel process scores its own completions, and one seed for all would give every process
     the same noise sequence. The generator is exposed as the function's `generator`: training saves
-    its state with each checkpoint and restores it on resume (adfm.model.train.resumable_trainer), so that
+    its state with each checkpoint and restores it on resume (adfm.model.grpo.resumable_trainer), so that
     a resumed run draws the noise an uninterrupted one draws.
     """
     generator = np.random.default_rng(int(options["random_seed"]) + int(os.environ.get("RANK", "0")))
@@ -343,13 +338,13 @@ def check_options(options: dict) -> dict:
     """The options merged over the defaults; an unknown option or value is a clear error."""
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown reward option(s) {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
+        raise InputError(f"unknown reward option(s) {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
     merged = {**DEFAULT_OPTIONS, **options}
     for key, allowed in CHOICES.items():
         if merged[key] not in allowed:
-            raise ValueError(f"reward option {key}={merged[key]!r}: expected one of {', '.join(allowed)}")
+            raise InputError(f"reward option {key}={merged[key]!r}: expected one of {', '.join(allowed)}")
     if not 0.0 <= float(merged["cls_partial_credit"]) <= 1.0:
-        raise ValueError(f"reward option cls_partial_credit={merged['cls_partial_credit']}: expected 0..1")
+        raise InputError(f"reward option cls_partial_credit={merged['cls_partial_credit']}: expected 0..1")
     return merged
 
 
@@ -358,5 +353,5 @@ def make_reward_funcs(names: Sequence[str], options: dict | None = None) -> list
     merged = check_options(dict(options or {}))
     unknown = [name for name in names if name not in REWARDS]
     if unknown:
-        raise ValueError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}")
+        raise InputError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}")
     return [REWARDS[name]({key: merged[key] for key in REWARD_OPTIONS[name]}) for name in names]
