@@ -4,14 +4,8 @@ import pytest
 
 from adfm.io import InputError
 from adfm.protocol import format_response
-from adfm.rewards import (
-    DEFAULT_OPTIONS,
-    REWARDS,
-    make_reward_funcs,
-    matched_mean_giou,
-    r_count,
-    r_focus,
-)
+from adfm.reward_terms import matched_mean_giou, r_count, r_focus
+from adfm.rewards import DEFAULT_OPTIONS, REWARDS, make_reward_funcs
 
 ALPHA = 0.3
 

@@ -52,7 +52,7 @@ rule train:
     input:
         split=lambda wc: f"resources/splits/{config['runs'][wc.run]['protocol']}.csv",
         model=lambda wc: run_model(wc.run),
-        code=code("model/train.py", "model/grpo.py", "model/checkpoints.py", "model/train_log.py", "rewards.py",
+        code=code("model/train.py", "model/grpo.py", "model/checkpoints.py", "model/train_log.py", "rewards.py", "reward_terms.py",
                   "protocol.py", "boxes.py", "io.py", "model/load.py", "settings/model.py"),
     output:
         directory("resources/adapters/{run}"),

@@ -111,7 +111,7 @@ def save(fig, out: Path) -> None:
 
 
 def _localisation(record: dict) -> float:
-    from adfm.rewards import matched_mean_giou
+    from adfm.reward_terms import matched_mean_giou
 
     return matched_mean_giou(record.get("boxes") or [], record.get("gt_boxes") or [])
 
