@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from adfm.boxes import to_model_frame
@@ -152,7 +153,6 @@ def resumable_trainer(**kwargs):
     The states go into resume_state_<rank>.pt beside the Trainer's rng_state*.pth, and are restored
     where the Trainer restores its RNG states (after skipping the trained batches).
     """
-    import numpy as np
     import torch
     from trl import GRPOTrainer
     from trl.trainer.utils import RepeatSampler
@@ -173,35 +173,50 @@ def resumable_trainer(**kwargs):
                 seed=sampler.seed,
             )
 
-        def _generators(self) -> dict[str, np.random.Generator]:
-            return {f.__name__: f.generator for f in self.reward_funcs if isinstance(getattr(f, "generator", None),
-                                                                                   np.random.Generator)}
-
         def _save_rng_state(self, output_dir: str) -> None:
             super()._save_rng_state(output_dir)
-            mid_block = self._step % (self.args.steps_per_generation * self.num_iterations) != 0
-            state = {
-                "world_size": self.args.world_size,
-                "step": self._step,
-                "buffered_inputs": self._buffered_inputs if mid_block else None,
-                "generators": {name: g.bit_generator.state for name, g in self._generators().items()},
-            }
-            torch.save(state, Path(output_dir) / RESUME_STATE.format(rank=self.args.process_index))
+            save_resume_state(self, Path(output_dir))
 
         def _load_rng_state(self, checkpoint: str | None) -> None:
             super()._load_rng_state(checkpoint)
-            if checkpoint is None:
-                return
-            path = Path(checkpoint) / RESUME_STATE.format(rank=self.args.process_index)
-            # our own file in our own checkpoint: buffered generations are tensors, lists and dicts
-            state = torch.load(path, weights_only=False, map_location=self.args.device) if path.is_file() else None
-            if state is None or state["world_size"] != self.args.world_size:
-                log.warning("%s: written by another number of processes; the resumed run will differ from an "
-                            "uninterrupted one (recorded in training.json)", checkpoint)
-                return
-            self._step = state["step"]
-            self._buffered_inputs = state["buffered_inputs"]
-            for name, generator in self._generators().items():
-                generator.bit_generator.state = state["generators"][name]
+            if checkpoint is not None:
+                load_resume_state(self, Path(checkpoint))
 
     return ResumableGRPOTrainer(**kwargs)
+
+
+def _generators(trainer) -> dict:
+    """The reward functions' own numpy generators (r_random's), by function name."""
+    return {f.__name__: f.generator for f in trainer.reward_funcs
+            if isinstance(getattr(f, "generator", None), np.random.Generator)}
+
+
+def save_resume_state(trainer, checkpoint: Path) -> None:
+    """This process's resume state: micro-step counter, buffered generations (only inside a block of
+    reused generations), reward generators."""
+    import torch
+
+    mid_block = trainer._step % (trainer.args.steps_per_generation * trainer.num_iterations) != 0
+    state = {
+        "world_size": trainer.args.world_size,
+        "step": trainer._step,
+        "buffered_inputs": trainer._buffered_inputs if mid_block else None,
+        "generators": {name: g.bit_generator.state for name, g in _generators(trainer).items()},
+    }
+    torch.save(state, checkpoint / RESUME_STATE.format(rank=trainer.args.process_index))
+
+
+def load_resume_state(trainer, checkpoint: Path) -> None:
+    import torch
+
+    path = checkpoint / RESUME_STATE.format(rank=trainer.args.process_index)
+    # our own file in our own checkpoint: buffered generations are tensors, lists and dicts
+    state = torch.load(path, weights_only=False, map_location=trainer.args.device) if path.is_file() else None
+    if state is None or state["world_size"] != trainer.args.world_size:
+        log.warning("%s: written by another number of processes; the resumed run will differ from an "
+                    "uninterrupted one (recorded in training.json)", checkpoint)
+        return
+    trainer._step = state["step"]
+    trainer._buffered_inputs = state["buffered_inputs"]
+    for name, generator in _generators(trainer).items():
+        generator.bit_generator.state = state["generators"][name]
