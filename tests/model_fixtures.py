@@ -93,6 +93,8 @@ def train_settings(**grpo) -> dict:
     """Small, fast GRPO settings for the tiny model on CPU (2 prompts x 2 generations x 12 tokens)."""
     return {
         "prompt": PROMPT,
+        "reasoning": "multi_stage",
+        "answer_format": "yes_no",
         "model": dict(MODEL_SETTINGS),
         "rewards": ["cls", "loc"],
         "reward_weights": [1.0, 1.0],
@@ -114,6 +116,12 @@ def train_settings(**grpo) -> dict:
             "save_steps": 100,
             "gradient_checkpointing": False,
             "use_vllm": False,
+            # TRL's sampling and optimiser, not config.yaml's (the release's)
+            "top_k": 0,
+            "top_p": 1.0,
+            "lr_scheduler_type": "linear",
+            "weight_decay": 0.0,
+            "adam_beta2": 0.999,
             **grpo,
         },
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0},

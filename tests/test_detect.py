@@ -29,12 +29,13 @@ def write_image(path, seed):
 def trained(tiny_model_dir, tmp_path_factory):  # noqa: F811
     """An adapter trained by `adfm train` (1 step) on the tiny model, with its training.json."""
     from adfm.model.train import train
+    from adfm.settings.model import TrainSettings
 
     root = tmp_path_factory.mktemp("trained")
     split = write_split(root / "data", n_train=2, n_test=1)
     settings = train_settings(max_steps=1)
     settings.update(reasoning="multi_stage", answer_format="yes_no")
-    train(split, tiny_model_dir, settings, root / "adapter")
+    train(split, tiny_model_dir, TrainSettings.from_dict(settings), root / "adapter")
     return root / "adapter"
 
 

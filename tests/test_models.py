@@ -9,6 +9,7 @@ import pytest
 from model_fixtures import MAX_PIXELS, MIN_PIXELS, tiny_model_dir  # noqa: F401 (fixture)
 from PIL import Image
 
+from adfm.io import InputError
 from adfm.model import demo as demo_model
 from adfm.model.load import fetch_model, load_model_and_processor, register
 from adfm.protocol import build_prompt
@@ -80,9 +81,9 @@ def test_tokenizer_round_trips_responses(tiny_model_dir):
 
 
 def test_unknown_sources_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="s3://bucket/model"):
+    with pytest.raises(InputError, match="s3://bucket/model"):
         fetch_model("s3://bucket/model", None, tmp_path / "m")
-    with pytest.raises(ValueError, match="demo:huge"):
+    with pytest.raises(InputError, match="demo:huge"):
         fetch_model("demo:huge", None, tmp_path / "m")
     assert not (tmp_path / "m").exists()
 

@@ -103,12 +103,13 @@ def test_adapter_is_applied(tiny_model_dir, two_dataset_split, tmp_path):
     from peft import get_peft_model
 
     from adfm.model.load import load_model_and_processor
-    from adfm.model.train import lora_config
+    from adfm.model.grpo import lora_config
+    from adfm.settings.model import LoraSettings
 
     model, _ = load_model_and_processor(
         tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, for_training=True
     )
-    peft_config = lora_config({"r": 4, "alpha": 64, "dropout": 0.0})
+    peft_config = lora_config(LoraSettings(r=4, alpha=64, dropout=0.0))
     peft_config.init_lora_weights = False  # random B: the adapter changes the outputs
     get_peft_model(model, peft_config).save_pretrained(str(tmp_path / "adapter"))
 

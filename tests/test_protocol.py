@@ -1,6 +1,8 @@
 import pytest
 
+from adfm.io import InputError
 from adfm.protocol import build_prompt, completion_text, format_response, parse_response
+from adfm.settings.model import TrainSettings, WarmStartSettings
 
 GOOD = (
     '<think>scan: [{"bbox_2d": [10, 12, 50, 60], "label": "scratch"}, {"bbox_2d": [70, 70, 90, 95]}]</think>'
@@ -91,18 +93,18 @@ def test_prompt_switch_end_to_end(answer_format):
     from conftest import REPO
 
     from adfm import config as adfm_config
+    from adfm.evaluation.score import accuracy_table
     from adfm.inference.records import response_record
     from adfm.settings.inference import PredictSettings
     from adfm.protocol import answer_word
     from adfm.rewards import make_reward_funcs
-    from adfm.evaluation.score import accuracy_table
 
     config = adfm_config.load_config([REPO / "config.yaml"])
     config["prompts"]["answer_format"] = answer_format
     assert adfm_config.config_problems(config) == []
-    train = json.loads(adfm_config.train_settings(config, "adfm"))
+    train = json.loads(TrainSettings.from_config(config, "adfm").to_json())
     predict = PredictSettings.from_config(config, "adfm").to_dict()
-    warm = json.loads(adfm_config.warm_start_settings(config, "multidomain", "multi_stage"))
+    warm = json.loads(WarmStartSettings.from_config(config, "multidomain", "multi_stage").to_json())
     # the prompt of the chosen pair, everywhere
     assert train["prompt"] == predict["prompt"] == warm["prompt"] == config["prompts"][answer_format]["multi_stage"]
     asks = {"letter": "write only the letter of the correct option: a or b", "yes_no": "answer yes if"}
@@ -135,7 +137,7 @@ def test_prompt_switch_end_to_end(answer_format):
 def test_prompt_pair_lookup_errors_name_the_key():
     from adfm.protocol import prompt_template
 
-    with pytest.raises(ValueError, match="prompts.answer_format"):
+    with pytest.raises(InputError, match="prompts.answer_format"):
         prompt_template({"answer_format": "emoji"}, "multi_stage")
-    with pytest.raises(ValueError, match="prompts.letter.multi_stage"):
+    with pytest.raises(InputError, match="prompts.letter.multi_stage"):
         prompt_template({"answer_format": "letter", "letter": {}}, "multi_stage")

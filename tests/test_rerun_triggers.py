@@ -5,7 +5,6 @@ settings hold only the reward options its rewards read."""
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from adfm.config import CLIP_BACKENDS
 from adfm.rewards import REWARD_OPTIONS
 from adfm.settings.evaluation import FigureSettings, TableSettings
 from adfm.settings.inference import ApiSettings, ClipSettings, MmadSettings, PredictSettings
+from adfm.settings.model import TrainSettings, WarmStartSettings
 
 pytestmark = pytest.mark.slow  # runs Snakemake or real training processes
 
@@ -42,10 +42,10 @@ def reversed_keys(value):
 def every_param(config: dict) -> list[str]:
     """Every settings string the workflow's rules get from config (adfm.config), named in sorted order."""
     runs = sorted(config["runs"])
-    params = [adfm_config.train_settings(config, run) for run in runs if config["runs"][run]["trained"]]
+    params = [TrainSettings.from_config(config, run).to_json() for run in runs if config["runs"][run]["trained"]]
     params += [PredictSettings.from_config(config, run).to_json() for run in runs]
     params += [MmadSettings.from_config(config, run).to_json() for run in runs]
-    params += [adfm_config.warm_start_settings(config, protocol, reasoning) for protocol in sorted(config["protocols"])
+    params += [WarmStartSettings.from_config(config, protocol, reasoning).to_json() for protocol in sorted(config["protocols"])
                for reasoning in ("multi_stage", "one_stage")]
     params += [TableSettings.from_config(config, table, {}).to_json() for table in sorted(config["tables"])]
     params += [ClipSettings.from_config(config, name).to_json()
@@ -73,11 +73,11 @@ def test_a_reward_option_changes_only_the_training_of_runs_whose_rewards_read_it
     changed = copy.deepcopy(config)
     changed["rewards"]["alpha"] = 0.5
     retrained = {run for run in config["runs"] if config["runs"][run]["trained"]
-                 and adfm_config.train_settings(changed, run) != adfm_config.train_settings(config, run)}
+                 and TrainSettings.from_config(changed, run) != TrainSettings.from_config(config, run)}
     assert retrained == {run for run, spec in config["runs"].items()
                          if spec["trained"] and {"loc", "count"} & set(spec["rewards"])}
     assert "adfm" in retrained and "cls_random" not in retrained
-    options = json.loads(adfm_config.train_settings(config, "cls_random"))["reward_options"]
+    options = TrainSettings.from_config(config, "cls_random").reward_options
     assert set(options) == {key for reward in ("cls", "random", "format") for key in REWARD_OPTIONS[reward]}
 
 

@@ -2,15 +2,10 @@ import math
 
 import pytest
 
+from adfm.io import InputError
 from adfm.protocol import format_response
-from adfm.rewards import (
-    DEFAULT_OPTIONS,
-    REWARDS,
-    make_reward_funcs,
-    matched_mean_giou,
-    r_count,
-    r_focus,
-)
+from adfm.reward_terms import matched_mean_giou, r_count, r_focus
+from adfm.rewards import DEFAULT_OPTIONS, REWARDS, make_reward_funcs
 
 ALPHA = 0.3
 
@@ -31,7 +26,7 @@ def test_registry_names_match_function_names():
 
 
 def test_unknown_reward_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown reward"):
+    with pytest.raises(InputError, match="unknown reward"):
         make_reward_funcs(["accuracy"])
 
 
@@ -240,11 +235,11 @@ def test_strict_format_reward_with_letters():
 
 
 def test_bad_reward_options_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown reward option"):
+    with pytest.raises(InputError, match="unknown reward option"):
         make_reward_funcs(["cls"], {"alpah": 0.3})
-    with pytest.raises(ValueError, match="giou_mean"):
+    with pytest.raises(InputError, match="giou_mean"):
         make_reward_funcs(["loc"], {"giou_mean": "all"})
-    with pytest.raises(ValueError, match="cls_partial_credit"):
+    with pytest.raises(InputError, match="cls_partial_credit"):
         make_reward_funcs(["cls"], {"cls_partial_credit": 1.5})
 
 

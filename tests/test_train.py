@@ -17,22 +17,16 @@ from model_fixtures import (  # noqa: F401 (fixtures)
 )
 from transformers import TrainerCallback
 
-from adfm.data import split_table
 from adfm.boxes import to_model_frame
+from adfm.data import split_table
 from adfm.io import InputError
+from adfm.model.checkpoints import CHECKPOINT_SUFFIX, RESUME_STATE, prepare_checkpoint_dir
+from adfm.model.grpo import build_dataset, check_trainable, grpo_config, lora_config
 from adfm.model.load import load_model_and_processor
-from adfm.model.train import (
-    CHECKPOINT_SUFFIX,
-    RESUME_STATE,
-    build_dataset,
-    check_trainable,
-    grpo_config,
-    log_rows,
-    lora_config,
-    prepare_checkpoint_dir,
-    register,
-    train,
-)
+from adfm.model.train import register, train
+from adfm.model.train_log import log_rows
+from adfm.settings import SettingsError
+from adfm.settings.model import GrpoSettings, LoraSettings, TrainSettings
 
 
 def _peft(tiny_model_dir, lora: dict):
@@ -41,7 +35,7 @@ def _peft(tiny_model_dir, lora: dict):
     model, _ = load_model_and_processor(
         tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, for_training=True
     )
-    return get_peft_model(model, lora_config(lora))
+    return get_peft_model(model, lora_config(LoraSettings.from_dict(lora)))
 
 
 def test_lora_reaches_the_language_model_only(tiny_model_dir):
@@ -79,14 +73,14 @@ def test_dataset_rows(split_csv):
 
 def test_grpo_config_mapping(tmp_path):
     grpo = train_settings()["grpo"]
-    args = grpo_config({**grpo, "bf16": True}, output_dir=tmp_path, reward_weights=[1.0, 0.5])
+    args = grpo_config(GrpoSettings.from_dict({**grpo, "bf16": True}), output_dir=tmp_path, reward_weights=[1.0, 0.5])
     assert args.warmup_steps == grpo["warmup_ratio"]  # a ratio, as a float below 1
     assert (args.num_generations, args.beta, args.learning_rate) == (2, 0.04, 1e-3)
     assert args.reward_weights == [1.0, 0.5]
     assert args.loss_type == "grpo" and args.log_completions
     assert args.use_cpu and not args.bf16  # no GPU here
-    with pytest.raises(InputError, match="grpo.warmup_fraction"):
-        grpo_config({"warmup_fraction": 0.1}, output_dir=tmp_path, reward_weights=None)
+    with pytest.raises(SettingsError, match="warmup_fraction"):
+        GrpoSettings.from_dict({"warmup_fraction": 0.1})
 
 
 def fake_checkpoint(ckpt, step: int, *, world_size: int = 1, complete: bool = True):
@@ -141,7 +135,7 @@ def test_two_grpo_steps_write_adapter_and_log(tiny_model_dir, split_csv, tmp_pat
     from transformers import AutoModelForImageTextToText
 
     out = tmp_path / "adapter"
-    info = train(split_csv, tiny_model_dir, train_settings(max_steps=2), out)
+    info = train(split_csv, tiny_model_dir, TrainSettings.from_dict(train_settings(max_steps=2)), out)
     assert info == {"resumed_from": None, "start_step": 0, "global_step": 2, "max_steps": 2}
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     assert not (tmp_path / ("adapter" + CHECKPOINT_SUFFIX)).exists()  # checkpoints only serve a restart
@@ -192,12 +186,12 @@ class _CountSteps(TrainerCallback):
 def test_restarted_training_resumes_from_the_last_checkpoint(tiny_model_dir, split_csv, tmp_path):
     out = tmp_path / "adapter"
     with pytest.raises(KeyboardInterrupt):
-        train(split_csv, tiny_model_dir, train_settings(max_steps=2, save_steps=1), out, callbacks=[_KillAfterSave(2)])
+        train(split_csv, tiny_model_dir, TrainSettings.from_dict(train_settings(max_steps=2, save_steps=1)), out, callbacks=[_KillAfterSave(2)])
     ckpt = tmp_path / ("adapter" + CHECKPOINT_SUFFIX)
     assert (ckpt / "checkpoint-2").is_dir() and not out.exists()
 
     counter = _CountSteps()
-    info = train(split_csv, tiny_model_dir, train_settings(max_steps=4, save_steps=1), out, callbacks=[counter])
+    info = train(split_csv, tiny_model_dir, TrainSettings.from_dict(train_settings(max_steps=4, save_steps=1)), out, callbacks=[counter])
     assert info["resumed_from"].endswith("checkpoint-2")
     assert (info["start_step"], info["global_step"], info["max_steps"]) == (2, 4, 4)
     assert counter.steps == [3, 4]  # steps 1-2 were not redone
@@ -212,7 +206,7 @@ def test_train_subcommand():
         ["train", "--split", "s.csv", "--model", "m", "--settings", json.dumps(train_settings()), "--out", "a"]
     )
     assert (args.split, args.model, args.out) == ("s.csv", "m", "a")
-    assert args.settings["grpo"]["num_generations"] == 2
+    assert args.settings.grpo.num_generations == 2
     assert callable(args.func)
 
 
@@ -222,9 +216,9 @@ def test_vllm_without_vllm_installed_is_a_clear_error(tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     with pytest.raises(InputError, match="vllm is not installed"):
-        grpo_config({"use_vllm": True}, output_dir=tmp_path, reward_weights=None)
+        grpo_config(GrpoSettings(use_vllm=True), output_dir=tmp_path, reward_weights=None)
     # off (the default): no check, no error
-    assert not grpo_config({"use_vllm": False}, output_dir=tmp_path, reward_weights=None).use_vllm
+    assert not grpo_config(GrpoSettings(use_vllm=False), output_dir=tmp_path, reward_weights=None).use_vllm
 
 
 def test_launcher_plain_or_accelerate():
@@ -253,11 +247,11 @@ def test_grpo_config_receives_the_release_sampling_and_optimiser(tmp_path):
     from adfm.config import load_config
 
     grpo = load_config([REPO / "config.yaml"])["train"]["grpo"]
-    args = grpo_config(grpo, output_dir=tmp_path, reward_weights=None)
+    args = grpo_config(GrpoSettings.from_dict(grpo), output_dir=tmp_path, reward_weights=None)
     assert (args.top_k, args.top_p) == (50, 0.9)
     assert args.lr_scheduler_type == "cosine"
     assert (args.weight_decay, args.adam_beta2) == (0.1, 0.95)
     # TRL's values stay one setting away
-    trl = grpo_config({**grpo, "top_k": 0, "top_p": 1.0, "lr_scheduler_type": "linear", "weight_decay": 0.0},
-                      output_dir=tmp_path, reward_weights=None)
+    trl = grpo_config(GrpoSettings.from_dict({**grpo, "top_k": 0, "top_p": 1.0, "lr_scheduler_type": "linear",
+                                              "weight_decay": 0.0}), output_dir=tmp_path, reward_weights=None)
     assert (trl.top_k, trl.top_p, trl.weight_decay) == (0, 1.0, 0.0) and trl.lr_scheduler_type == "linear"

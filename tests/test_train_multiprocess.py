@@ -104,7 +104,7 @@ def test_two_processes_train_one_adapter(tiny_model_dir, split_csv, tmp_path):
     log = run_launched("train", split_csv, tiny_model_dir, settings, out, tmp_path)
 
     for rank in range(PROCESSES):
-        tag = f"[rank {rank}/{PROCESSES}] adfm.model.train: GRPO training"
+        tag = f"[rank {rank}/{PROCESSES}] adfm.model.train_log: GRPO training"
         assert f"{tag}: step 0 of {MAX_STEPS}, world size {PROCESSES}" in log
         assert f"{tag} done: step {MAX_STEPS} of {MAX_STEPS}" in log
     # one adapter, written once: nothing else next to it (checkpoints removed, no second folder)

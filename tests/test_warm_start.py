@@ -16,10 +16,12 @@ from model_fixtures import (  # noqa: F401 (fixtures)
 
 from adfm.data import split_table
 from adfm.model.demo import build_tokenizer
-from adfm.io import InputError
-from adfm.protocol import format_response, parse_response
 from adfm.model.train import train
-from adfm.model.warm_start import response_targets, token_weights, warm_start
+from adfm.model.warm_start import warm_start
+from adfm.model.warm_start_data import response_targets, token_weights
+from adfm.protocol import format_response, parse_response
+from adfm.settings import SettingsError
+from adfm.settings.model import TrainSettings, WarmStartSettings
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +60,8 @@ def test_training_forward_matches_generation_positions(tiny_model_dir, split_csv
     from PIL import Image
 
     from adfm.model.load import load_model_and_processor
+    from adfm.model.warm_start_data import batch_tensors
     from adfm.protocol import build_prompt
-    from adfm.model.warm_start import batch_tensors
 
     model, processor = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=3136, max_pixels=12544)
     rows = split_table.read(split_csv, "train").iloc[:2]
@@ -95,10 +97,10 @@ def test_targets_from_labels_and_boxes(split_csv):
     assert all(parse_response(t, "one_stage", "letter").well_formed for t, _ in one_stage)
 
 
-def warm_settings(**spec) -> dict:
-    return {"prompt": PROMPT, "reasoning": "multi_stage", "answer_format": "yes_no", "model": dict(MODEL_SETTINGS),
+def warm_settings(**spec) -> WarmStartSettings:
+    return WarmStartSettings.from_dict({"prompt": PROMPT, "reasoning": "multi_stage", "answer_format": "yes_no", "model": dict(MODEL_SETTINGS),
             "seed": 0, "warm_start": {"method": "full", "max_steps": 3, "batch_size": 2, "learning_rate": 1e-3,
-                                      "logging_steps": 1, **spec}}
+                                      "logging_steps": 1, **spec}})
 
 
 def test_warm_start_then_grpo_on_top(tiny_model_dir, split_csv, tmp_path):
@@ -118,7 +120,7 @@ def test_warm_start_then_grpo_on_top(tiny_model_dir, split_csv, tmp_path):
     assert any("language_model" in n for n in changed) and not any("visual" in n for n in changed)
 
     adapter = tmp_path / "adapter"
-    train(split_csv, warm, train_settings(max_steps=1), adapter)
+    train(split_csv, warm, TrainSettings.from_dict(train_settings(max_steps=1)), adapter)
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(warm)
     loaded = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(str(warm)), str(adapter))
@@ -135,5 +137,5 @@ def test_lora_warm_start_is_merged(tiny_model_dir, split_csv, tmp_path):
 
 
 def test_bad_method_is_a_clear_error(tiny_model_dir, split_csv, tmp_path):
-    with pytest.raises(InputError, match="method"):
-        warm_start(split_csv, tiny_model_dir, warm_settings(method="qlora"), tmp_path / "warm")
+    with pytest.raises(SettingsError, match="method"):
+        warm_settings(method="qlora")

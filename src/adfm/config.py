@@ -145,34 +145,6 @@ def sorted_keys(value):
     return [sorted_keys(item) for item in value] if isinstance(value, list) else value
 
 
-def model_settings(config: dict) -> dict:
-    model = config["model"]
-    return {key: model[key] for key in ("dtype", "min_pixels", "max_pixels")}
-
-
-def train_settings(config: dict, run: str) -> str:
-    """JSON settings of `adfm train` for one run: of the reward options, only those its rewards read
-    (adfm.rewards.REWARD_OPTIONS), so that another value of an option retrains only the runs using it."""
-    from adfm.rewards import REWARD_OPTIONS
-
-    spec = config["runs"][run]
-    options = {**config["rewards"], "answer_format": prompt_answer_format(config["prompts"]),
-               "reasoning": spec["reasoning"], "random_seed": config["seed"]}
-    used = {key for reward in spec["rewards"] for key in REWARD_OPTIONS[reward]}
-    return settings_json({
-        "prompt": prompt_template(config["prompts"], spec["reasoning"]),
-        # recorded with the adapter (training.json), so that `adfm detect` reads the response as trained
-        "reasoning": spec["reasoning"],
-        "answer_format": prompt_answer_format(config["prompts"]),
-        "model": model_settings(config),
-        "rewards": spec["rewards"],
-        "reward_weights": spec.get("reward_weights") or [1.0] * len(spec["rewards"]),
-        "reward_options": {key: value for key, value in options.items() if key in used},
-        "grpo": {**config["train"]["grpo"], "seed": config["seed"]},
-        "lora": config["train"]["lora"],
-    })
-
-
 def warm_start_enabled(config: dict) -> bool:
     return bool(config["train"].get("warm_start", {}).get("enabled", False))
 
@@ -189,21 +161,6 @@ def base_model_dir(config: dict, run: str) -> str:
     if spec is not None and spec["trained"] and warm_start_enabled(config):
         return warm_start_dir(config, spec["protocol"], spec["reasoning"])
     return f"resources/models/{config['model']['name']}"
-
-
-def warm_start_settings(config: dict, protocol: str, reasoning: str) -> str:
-    """JSON settings of `adfm warm-start` for a protocol's training split and a reasoning mode."""
-    spec = {key: value for key, value in config["train"]["warm_start"].items() if key != "enabled"}
-    spec["lora"] = {**config["train"]["lora"], **spec.get("lora", {})}
-    spec.setdefault("bf16", config["train"]["grpo"].get("bf16", True))
-    return settings_json({
-        "prompt": prompt_template(config["prompts"], reasoning),
-        "reasoning": reasoning,
-        "answer_format": prompt_answer_format(config["prompts"]),
-        "model": model_settings(config),
-        "seed": config["seed"],
-        "warm_start": spec,
-    })
 
 
 def launcher(config: dict, basedir: str | Path = ".") -> str:

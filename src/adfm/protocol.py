@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from adfm.io import InputError
+
 REASONING_MODES = ("multi_stage", "one_stage")
 
 # answer format -> {word written in <answer>: normalised answer}; the first word is the anomalous one
@@ -57,7 +59,7 @@ def prompt_answer_format(prompts: dict) -> str:
     """The answer format of the configured prompt pair (config `prompts.answer_format`)."""
     answer_format = prompts.get("answer_format")
     if answer_format not in ANSWER_WORDS:
-        raise ValueError(f"prompts.answer_format: {answer_format!r}, expected one of {', '.join(ANSWER_FORMATS)}")
+        raise InputError(f"prompts.answer_format: {answer_format!r}, expected one of {', '.join(ANSWER_FORMATS)}")
     return answer_format
 
 
@@ -67,7 +69,7 @@ def prompt_template(prompts: dict, reasoning: str) -> str:
     try:
         return prompts[answer_format][reasoning]
     except KeyError:
-        raise ValueError(f"prompts.{answer_format}.{reasoning}: no such prompt template") from None
+        raise InputError(f"prompts.{answer_format}.{reasoning}: no such prompt template") from None
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,11 @@ def parse_answer(text: str, answer_format: str = "yes_no") -> str | None:
     if not word:
         return None
     return ANSWER_WORDS.get(answer_format, ANSWER_WORDS["yes_no"]).get(word[0])
+
+
+def has_box(text: str) -> bool:
+    """Whether the text holds a bare [x1, y1, x2, y2] list of numbers (the box list parse_boxes falls back to)."""
+    return _BARE_BOX.search(text) is not None
 
 
 def parse_boxes(text: str) -> list[list[float]]:

@@ -39,21 +39,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
-from adfm import boxes as box_ops
-from adfm.protocol import (
-    ANSWER_WORDS,
-    answer_text,
-    answer_word,
-    completion_text,
-    parse_boxes,
-    parse_response,
-)
+from adfm.io import InputError
+from adfm.protocol import ANSWER_WORDS, REASONING_MODES, completion_text, parse_response
+from adfm.reward_terms import cls_reward, count_reward, graded_format_reward, loc_reward, predicted_boxes
 
 log = logging.getLogger(__name__)
 
@@ -79,89 +71,8 @@ CHOICES = {
     "answer_format": tuple(ANSWER_WORDS),
     "giou_mean": ("matched", "predicted"),
     "format_reward": ("strict", "graded"),
-    "reasoning": ("multi_stage", "one_stage"),
+    "reasoning": REASONING_MODES,
 }
-
-# The release's rescaling of r_loc (anomalous images): (r - low) / (high - low), clipped to [0, 1].
-# r_loc itself spans [-1 - 0.1 alpha, 1 + alpha], so both ends saturate.
-LOC_RESCALE_RANGE = (-0.5, 1.0)
-
-ANSWER_OF_LABEL = {1: "yes", 0: "no"}
-
-
-def r_count(m: int, n: int) -> float:
-    """Eq. 5: 1 for the right number of boxes, 0.5 when one off, -0.1 otherwise."""
-    gap = abs(m - n)
-    return 1.0 if gap == 0 else 0.5 if gap == 1 else -0.1
-
-
-def r_focus(m: int) -> float:
-    """Eq. 6: on a normal image, one region of interest is encouraged, several discouraged."""
-    return 0.0 if m == 0 else 0.5 if m == 1 else -0.1
-
-
-def matched_giou(predicted: Sequence[Sequence[float]], truth: Sequence[Sequence[float]]) -> list[float]:
-    """GIoU of each Hungarian-matched (predicted, truth) pair, with cost 1 - GIoU; [] when a side is empty."""
-    if not predicted or not truth:
-        return []
-    scores = np.array([[box_ops.giou(p, t) for t in truth] for p in predicted])
-    rows, cols = linear_sum_assignment(1.0 - scores)
-    return [float(v) for v in scores[rows, cols]]
-
-
-def matched_mean_giou(predicted: Sequence[Sequence[float]], truth: Sequence[Sequence[float]]) -> float:
-    """Mean GIoU over the Hungarian matching with cost 1 - GIoU; 0 when either side is empty."""
-    pairs = matched_giou(predicted, truth)
-    return float(np.mean(pairs)) if pairs else 0.0
-
-
-def predicted_boxes(
-    text: str, frame, reasoning: str, answer_format: str = "yes_no"
-) -> tuple[str | None, list[list[float]]]:
-    """Answer and well-formed boxes (clipped to the frame) of one response."""
-    parsed = parse_response(text, reasoning, answer_format)
-    frame_tuple = tuple(frame) if frame is not None else None
-    kept = [b for b in (box_ops.sanitize(box, frame_tuple) for box in parsed.boxes) if b is not None]
-    return parsed.answer, kept
-
-
-def loc_reward(
-    predicted: list[list[float]],
-    truth: list[list[float]],
-    label: int,
-    alpha: float,
-    *,
-    giou_mean: str = "matched",
-    no_box_zero: bool = False,
-    no_gt_as_normal: bool = False,
-    rescale: bool = False,
-) -> float:
-    """Eq. 4: matched GIoU + alpha * r_count on anomalous images, r_focus on normal ones.
-
-    The keyword options are the release's variants (module docstring); their defaults are the paper.
-    """
-    if int(label) != 1 or (no_gt_as_normal and not truth):
-        return r_focus(len(predicted))
-    if no_box_zero and not predicted:
-        return 0.0
-    pairs = matched_giou(predicted, truth)
-    if giou_mean == "predicted":
-        giou_term = sum(pairs) / len(predicted) if predicted else 0.0
-    else:
-        giou_term = float(np.mean(pairs)) if pairs else 0.0
-    value = giou_term + alpha * r_count(len(predicted), len(truth))
-    if rescale:
-        low, high = LOC_RESCALE_RANGE
-        value = min(1.0, max(0.0, (value - low) / (high - low)))
-    return value
-
-
-def count_reward(predicted: list[list[float]], truth: list[list[float]], label: int, alpha: float,
-                 *, no_gt_as_normal: bool = False) -> float:
-    """The "r_cls + r_count" scheme of Figure 5: r_loc without its GIoU term."""
-    if int(label) == 1 and not (no_gt_as_normal and not truth):
-        return alpha * r_count(len(predicted), len(truth))
-    return r_focus(len(predicted))
 
 
 def _per_completion(score: Callable, name: str, options: dict) -> RewardFunc:
@@ -182,28 +93,6 @@ def _per_completion(score: Callable, name: str, options: dict) -> RewardFunc:
     reward.__name__ = name
     reward.__qualname__ = name
     return reward
-
-
-def cls_reward(answer: str | None, text: str, label: int, *, answer_format: str = "yes_no",
-               partial_credit: float = 0.0) -> float:
-    """r_cls: 1 when the parsed answer is the label's, else 0 (the paper).
-
-    With `partial_credit` (the release's 0.8), the answer text (last <answer> block, else the whole
-    response), stripped and lower-cased, earns 1 when it is exactly the right answer word (so a bare
-    "a" without tags counts, as in the release) and `partial_credit` when it has at most 10
-    characters and contains the right word (e.g. "a/b", or "option a" for an anomalous image).
-    """
-    if answer == ANSWER_OF_LABEL[int(label)]:
-        return 1.0
-    if partial_credit:
-        raw = answer_text(text)
-        raw = (text if raw is None else raw).strip().lower()
-        word = answer_word(label, answer_format)
-        if raw == word:  # the release's exact match also takes a bare answer without tags
-            return 1.0
-        if len(raw) <= 10 and word in raw:
-            return float(partial_credit)
-    return 0.0
 
 
 def make_cls(options: dict) -> RewardFunc:
@@ -239,50 +128,6 @@ def make_count(options: dict) -> RewardFunc:
     )
 
 
-_BOX_LIST = re.compile(r"\[\s*[-+]?[\d.]+\s*,\s*[-+]?[\d.]+\s*,\s*[-+]?[\d.]+\s*,\s*[-+]?[\d.]+\s*\]")
-
-
-def _first_block(tag: str, text: str) -> str | None:
-    match = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL | re.IGNORECASE)
-    return match.group(1).strip() if match else None
-
-
-def graded_format_reward(text: str, frame=None, answer_format: str = "yes_no") -> float:
-    """The release's graded structure reward, at most 1.2 (first block of each tag, any case):
-
-    - <think> with text: 0.3, and more than 10 characters: + 0.1;
-    - <rethink> with text: 0.2, and more than 10 characters: + 0.1 (one-stage responses cannot earn it);
-    - <answer> exactly an answer word: 0.2; else one contained in it: 0.1;
-    - a [x1, y1, x2, y2] box in <think>: 0.2, and every box inside the frame: + 0.1 (the release
-      checks coordinates < 505 for its 504-pixel frame); else a bracket pair in <think>: 0.1.
-    """
-    reward = 0.0
-    think = _first_block("think", text)
-    if think:
-        reward += 0.3 + (0.1 if len(think) > 10 else 0.0)
-    rethink = _first_block("rethink", text)
-    if rethink:
-        reward += 0.2 + (0.1 if len(rethink) > 10 else 0.0)
-    answer = (_first_block("answer", text) or "").lower()
-    words = ANSWER_WORDS[answer_format]
-    if answer in words:
-        reward += 0.2
-    elif any(word in answer for word in words):
-        reward += 0.1
-    if think:
-        if _BOX_LIST.search(think):
-            reward += 0.2
-            boxes = parse_boxes(f"<think>{think}</think>")
-            width, height = frame if frame is not None else (float("inf"), float("inf"))
-            inside = all(
-                0 <= b[0] <= width and 0 <= b[2] <= width and 0 <= b[1] <= height and 0 <= b[3] <= height for b in boxes
-            )
-            reward += 0.1 if boxes and inside else 0.0
-        elif "[" in think and "]" in think:
-            reward += 0.1
-    return round(reward, 6)
-
-
 def make_format(options: dict) -> RewardFunc:
     reasoning, answer_format, style = options["reasoning"], options["answer_format"], options["format_reward"]
 
@@ -303,7 +148,7 @@ def make_random(options: dict) -> RewardFunc:
     Seeded with random_seed plus this process's rank (torchrun's RANK, 0 in a single process): each
     data-parallel process scores its own completions, and one seed for all would give every process
     the same noise sequence. The generator is exposed as the function's `generator`: training saves
-    its state with each checkpoint and restores it on resume (adfm.model.train.resumable_trainer), so that
+    its state with each checkpoint and restores it on resume (adfm.model.grpo.resumable_trainer), so that
     a resumed run draws the noise an uninterrupted one draws.
     """
     generator = np.random.default_rng(int(options["random_seed"]) + int(os.environ.get("RANK", "0")))
@@ -343,13 +188,13 @@ def check_options(options: dict) -> dict:
     """The options merged over the defaults; an unknown option or value is a clear error."""
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown reward option(s) {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
+        raise InputError(f"unknown reward option(s) {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
     merged = {**DEFAULT_OPTIONS, **options}
     for key, allowed in CHOICES.items():
         if merged[key] not in allowed:
-            raise ValueError(f"reward option {key}={merged[key]!r}: expected one of {', '.join(allowed)}")
+            raise InputError(f"reward option {key}={merged[key]!r}: expected one of {', '.join(allowed)}")
     if not 0.0 <= float(merged["cls_partial_credit"]) <= 1.0:
-        raise ValueError(f"reward option cls_partial_credit={merged['cls_partial_credit']}: expected 0..1")
+        raise InputError(f"reward option cls_partial_credit={merged['cls_partial_credit']}: expected 0..1")
     return merged
 
 
@@ -358,5 +203,5 @@ def make_reward_funcs(names: Sequence[str], options: dict | None = None) -> list
     merged = check_options(dict(options or {}))
     unknown = [name for name in names if name not in REWARDS]
     if unknown:
-        raise ValueError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}")
+        raise InputError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}")
     return [REWARDS[name]({key: merged[key] for key in REWARD_OPTIONS[name]}) for name in names]

@@ -26,12 +26,13 @@ rule warm_start:
     input:
         split="resources/splits/{protocol}.csv",
         model=MODEL_DIR,
-        code=code("model/warm_start.py", "model/train.py", "protocol.py", "boxes.py", "model/load.py"),
+        code=code("model/warm_start.py", "model/warm_start_data.py", "model/grpo.py", "model/checkpoints.py",
+                  "protocol.py", "boxes.py", "io.py", "model/load.py", "settings/model.py"),
     output:
         directory("resources/warm_start/{protocol}/{reasoning}"),
     params:
         gpu_job=gpu_job,
-        settings=lambda wc: adfm_config.warm_start_settings(config, wc.protocol, wc.reasoning),
+        settings=lambda wc: model_settings.WarmStartSettings.from_config(config, wc.protocol, wc.reasoning).to_json(),
         launcher=LAUNCHER,
     threads: res("train", "threads")
     resources:
@@ -51,12 +52,13 @@ rule train:
     input:
         split=lambda wc: f"resources/splits/{config['runs'][wc.run]['protocol']}.csv",
         model=lambda wc: run_model(wc.run),
-        code=code("model/train.py", "rewards.py", "protocol.py", "boxes.py", "model/load.py"),
+        code=code("model/train.py", "model/grpo.py", "model/checkpoints.py", "model/train_log.py", "rewards.py", "reward_terms.py",
+                  "protocol.py", "boxes.py", "io.py", "model/load.py", "settings/model.py"),
     output:
         directory("resources/adapters/{run}"),
     params:
         gpu_job=gpu_job,
-        settings=lambda wc: adfm_config.train_settings(config, wc.run),
+        settings=lambda wc: model_settings.TrainSettings.from_config(config, wc.run).to_json(),
         launcher=LAUNCHER,
     threads: res("train", "threads")
     resources:

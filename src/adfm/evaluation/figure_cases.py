@@ -19,7 +19,7 @@ from adfm.evaluation.drawing import (
 )
 from adfm.io import InputError, write_csv_atomic
 from adfm.protocol import first_block
-from adfm.rewards import matched_mean_giou
+from adfm.reward_terms import matched_mean_giou
 from adfm.settings.evaluation import FigureSettings
 
 HEDGES = re.compile(r"\b(might|may|maybe|perhaps|possibl\w*|slight\w*|unclear|uncertain\w*|normal variation|"

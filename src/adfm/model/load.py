@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from adfm.io import InputError, atomic_path
+from adfm.model import demo as demo_model
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def fetch_model(source: str, revision: str | None, out_dir: str | os.PathLike) -
     if source.startswith(HF_SCHEME):
         repo_id = source[len(HF_SCHEME) :].strip("/")
         if repo_id.count("/") != 1:
-            raise ValueError(f"model source {source!r}: expected hf://<owner>/<name>")
+            raise InputError(f"model source {source!r}: expected hf://<owner>/<name>")
         from huggingface_hub import snapshot_download
 
         # A fixed staging folder beside the output (not a random temp name), so that an interrupted
@@ -63,16 +64,14 @@ def fetch_model(source: str, revision: str | None, out_dir: str | os.PathLike) -
         return out
     if source.startswith(DEMO_SCHEME):
         name = source[len(DEMO_SCHEME) :]
-        from adfm.model import demo as demo_model
-
         if source != demo_model.DEMO_SOURCE:
-            raise ValueError(f"unknown demo model {name!r} in source {source!r}; known: {demo_model.DEMO_SOURCE}")
+            raise InputError(f"unknown demo model {name!r} in source {source!r}; known: {demo_model.DEMO_SOURCE}")
         with atomic_path(out) as tmp:
             demo_model.build_demo_model(tmp)
         return out
     if source.startswith(LOCAL_PREFIXES):
         return link_local_model(source, out)
-    raise ValueError(
+    raise InputError(
         f"unknown model source {source!r}: expected hf://<owner>/<name> (Hugging Face Hub), "
         f"{DEMO_SCHEME}tiny-qwen2.5-vl (the tiny demo model) or a model folder (/path, ./path, file:path)"
     )
@@ -168,10 +167,7 @@ def load_model_and_processor(
 
 
 def _fetch_main(args: argparse.Namespace) -> None:
-    try:
-        fetch_model(args.source, args.revision, args.out)
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    fetch_model(args.source, args.revision, args.out)
 
 
 def register(subparsers) -> None:
