@@ -255,3 +255,27 @@ def test_grpo_config_receives_the_release_sampling_and_optimiser(tmp_path):
     trl = grpo_config(GrpoSettings.from_dict({**grpo, "top_k": 0, "top_p": 1.0, "lr_scheduler_type": "linear",
                                               "weight_decay": 0.0}), output_dir=tmp_path, reward_weights=None)
     assert (trl.top_k, trl.top_p, trl.weight_decay) == (0, 1.0, 0.0) and trl.lr_scheduler_type == "linear"
+
+
+def test_report_to_tensorboard_writes_events_tensorboard_reads(tiny_model_dir, split_csv, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    out = tmp_path / "adapter"
+    settings = TrainSettings.from_dict({**train_settings(max_steps=2), "report_to": "tensorboard"})
+    train(split_csv, tiny_model_dir, settings, out)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/reward", "train/frac_reward_zero_std", "train/kl", "train/completions/mean_length"} <= scalars
+    assert [event.step for event in events.Scalars("train/reward")] == [1, 2]
+    logged = pd.read_csv(out / "train_log.csv")["reward"].tolist()
+    assert [event.value for event in events.Scalars("train/reward")] == pytest.approx(logged, rel=1e-6)
+
+
+def test_where_metrics_go_changes_no_checkpoint_fingerprint(split_csv, tiny_model_dir):
+    from adfm.model.checkpoints import run_fingerprint
+
+    plain = TrainSettings.from_dict(train_settings(max_steps=2))
+    watched = TrainSettings.from_dict({**train_settings(max_steps=2), "report_to": "wandb"})
+    assert run_fingerprint(split_csv, tiny_model_dir, plain) == run_fingerprint(split_csv, tiny_model_dir, watched)

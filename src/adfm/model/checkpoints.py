@@ -47,6 +47,7 @@ def weights_fingerprint(model_dir: Path) -> str:
 def run_fingerprint(split_csv: Path, model_dir: Path, settings: TrainSettings) -> str:
     """What a checkpoint must agree with to be resumed."""
     stable = settings.to_dict()
+    stable.pop("report_to")  # where the metrics go live changes nothing trained
     grpo = {k: v for k, v in stable.pop("grpo").items() if k not in RESUMABLE_CHANGES}
     config = model_dir / "config.json"
     # weights by name, size and modification time (hashing 15 GB would take minutes): a rebuilt

@@ -30,7 +30,6 @@ GRPO_DEFAULTS = {
     "log_completions": True,
     "num_completions_to_print": 2,
     "save_total_limit": 2,
-    "report_to": "none",
     # every LoRA weight takes part in every forward pass: spare DDP its search for unused parameters
     "ddp_find_unused_parameters": False,
 }
@@ -92,8 +91,10 @@ def check_vllm(grpo: GrpoSettings) -> None:
         raise InputError("train.grpo.use_vllm is true but no GPU is visible: vLLM generates on GPUs only")
 
 
-def grpo_config(grpo: GrpoSettings, *, output_dir: str | os.PathLike, reward_weights: list[float] | None):
-    """GRPOConfig from the `grpo` settings (under GRPOConfig's names: GrpoSettings.TRL_NAMES)."""
+def grpo_config(grpo: GrpoSettings, *, output_dir: str | os.PathLike, reward_weights: list[float] | None,
+                report_to: str = "none", run_name: str | None = None):
+    """GRPOConfig from the `grpo` settings (under GRPOConfig's names: GrpoSettings.TRL_NAMES); metrics
+    go live to `report_to` (TRL's own option) under the name `run_name`."""
     import torch
     from trl import GRPOConfig
 
@@ -107,6 +108,8 @@ def grpo_config(grpo: GrpoSettings, *, output_dir: str | os.PathLike, reward_wei
         save_strategy="steps",
         logging_strategy="steps",
         remove_unused_columns=False,
+        report_to=report_to,
+        run_name=run_name,
         **values,
     )
 

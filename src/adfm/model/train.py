@@ -13,6 +13,8 @@ Outputs, in ADAPTER_DIR (written to a temporary folder and renamed into place at
   completions/mean_length, rewards/<fn>/mean, ..., world_size: the number of processes);
 - completions/completions_<step>.parquet: TRL's log_completions output (prompt, completion, each
   reward and the advantage of every completion), the raw material of Figures 4 and 5;
+- tensorboard/: TensorBoard's event files, with `report_to: tensorboard` (written live to
+  ADAPTER_DIR.ckpt/tensorboard while it trains: `tensorboard --logdir resources/adapters`);
 - training.json: the base model (folder and a fingerprint of its weights), reasoning mode, answer
   format, prompt and image budget the adapter was trained with, and the run's resumes.
 
@@ -122,6 +124,21 @@ def training_record(model_dir: Path, settings: TrainSettings, args, resumes: lis
     }
 
 
+# folders that TensorBoard and W&B write into under the checkpoints while training, kept in the adapter
+LIVE_LOG_DIRS = ("tensorboard", "wandb")
+
+
+def live_monitoring(report_to: str, ckpt_dir: Path) -> None:
+    """Point TensorBoard's / W&B's writer into the checkpoint folder, which a restarted job keeps: a
+    resumed run's curves continue in the same place. W&B's key is read by wandb from WANDB_API_KEY
+    (or its login file), never from our config."""
+    if report_to == "tensorboard":
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(ckpt_dir / "tensorboard")
+    elif report_to == "wandb":
+        os.environ["WANDB_DIR"] = str(ckpt_dir)
+        os.environ.setdefault("WANDB_PROJECT", "adfm-repro")
+
+
 def write_adapter(trainer, out_dir: Path, ckpt_dir: Path, record: dict, resumes: list[int]) -> None:
     """The adapter folder (adapter, train_log.csv, training.json, completions/); then the checkpoints go."""
     with atomic_path(out_dir) as tmp:
@@ -129,9 +146,9 @@ def write_adapter(trainer, out_dir: Path, ckpt_dir: Path, record: dict, resumes:
         log_rows(trainer.state.log_history, trainer.args.world_size, resumes).to_csv(tmp / "train_log.csv",
                                                                                      index=False)
         (tmp / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        completions = ckpt_dir / "completions"
-        if completions.is_dir():
-            shutil.copytree(completions, tmp / "completions")
+        for kept in ("completions", *LIVE_LOG_DIRS):
+            if (ckpt_dir / kept).is_dir():
+                shutil.copytree(ckpt_dir / kept, tmp / kept)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info("adapter written to %s", out_dir)
 
@@ -146,7 +163,9 @@ def train(split_csv: str | os.PathLike, model_dir: str | os.PathLike, settings: 
     ckpt_dir = checkpoint_dir(out_dir)
     train_set = training_set(split_csv, settings)
     reward_funcs = reward_functions(settings)
-    args = grpo_config(settings.grpo, output_dir=ckpt_dir, reward_weights=settings.reward_weights)
+    live_monitoring(settings.report_to, ckpt_dir)
+    args = grpo_config(settings.grpo, output_dir=ckpt_dir, reward_weights=settings.reward_weights,
+                       report_to=settings.report_to, run_name=out_dir.name)
     log_grpo_config(args)
     resume, resumes = find_resume(args, ckpt_dir, run_fingerprint(split_csv, model_dir, settings))
     resumed_steps = [r["from_step"] for r in resumes]

@@ -112,6 +112,10 @@ class TrainSettings(Settings):
                                             factory=dict)
     grpo: GrpoSettings = option(help="GRPO options (config train.grpo)", factory=GrpoSettings)
     lora: LoraSettings = option(help="LoRA adapter (config train.lora)", factory=LoraSettings)
+    report_to: Literal["none", "tensorboard", "wandb"] = option(
+        "none", "where TRL reports the metrics live (config train.report_to): none, tensorboard (event files in "
+        "<adapter>.ckpt/tensorboard while it trains, kept in <adapter>/tensorboard) or wandb (Weights & Biases, "
+        "key from WANDB_API_KEY)")
 
     @classmethod
     def from_config(cls, config: dict, run: str) -> TrainSettings:
@@ -132,6 +136,7 @@ class TrainSettings(Settings):
             reward_options={key: value for key, value in options.items() if key in used},
             grpo=GrpoSettings.from_dict({**config["train"]["grpo"], "seed": config["seed"]}, "train.grpo"),
             lora=LoraSettings.from_dict(config["train"]["lora"], "train.lora"),
+            report_to=config["train"]["report_to"],
         )
 
 
