@@ -25,5 +25,4 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         get_final_output(),
-        figure_targets(),
     default_target: True

@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import pytest
 
-from adfm.config import datasets_tested_by
+from adfm.targets import datasets_tested_by
 
 from conftest import RUN_SETUP, planned_jobs, run_config, run_setup, snakemake
 

@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from adfm import config as adfm_config
 from conftest import REPO
+
+from adfm import config as adfm_config
+from adfm import targets
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +37,20 @@ def test_missing_clip_weights_mark_the_rows_not_run(paper, demo):
     assert adfm_config.unavailable_reason(demo, "anomalyclip", {}) is None
 
 
-def test_table_inputs_and_spec_follow_availability(paper, monkeypatch):
-    without = adfm_config.table_inputs(paper, "table2", {})
-    assert "results/metrics/adfm_cross/visa.csv" in without["metrics"] and without["mmad_metrics"] == []
-    assert not any("gpt" in p or "clip" in p for p in without["metrics"])
-    keyed = adfm_config.table_inputs(paper, "table2", {"OPENAI_API_KEY": "sk-x"})
-    assert "results/metrics/gpt-4o_cross/dagm.csv" in keyed["metrics"]
+def test_table_needs_and_spec_follow_availability(paper, monkeypatch):
+    without = targets.table_needs(paper, "table2", {})
+    assert ("adfm_cross", "visa") in without["metrics"] and without["mmad_metrics"] == []
+    assert not any("gpt" in model or "clip" in model for model, _ in without["metrics"])
+    keyed = targets.table_needs(paper, "table2", {"OPENAI_API_KEY": "sk-x"})
+    assert ("gpt-4o_cross", "dagm") in keyed["metrics"]
     spec = json.loads(adfm_config.table_spec(paper, "table2", {}))
     skipped = {row["run"]: row.get("skip") for row in spec["rows"]}
     assert skipped["gpt-4o_cross"].startswith("not run") and skipped["adfm_cross"] is None
-    assert adfm_config.table_inputs(paper, "table3", {}) == {
-        "metrics": [], "mmad_metrics": ["results/mmad/metrics/zero_shot.csv", "results/mmad/metrics/adfm.csv"]}
+    assert targets.table_needs(paper, "table3", {}) == {"metrics": [], "mmad_metrics": ["zero_shot", "adfm"]}
     # Table 1's GPT-4o(-mini) rows: MMAD's Anomaly Detection question, not a rerun on the split
-    table1 = adfm_config.table_inputs(paper, "table1", {"OPENAI_API_KEY": "sk-x"})
-    assert table1["mmad_metrics"] == ["results/mmad/metrics/gpt-4o-mini.csv", "results/mmad/metrics/gpt-4o.csv"]
-    assert "results/metrics/gpt-4.1/visa.csv" in table1["metrics"]
+    table1 = targets.table_needs(paper, "table1", {"OPENAI_API_KEY": "sk-x"})
+    assert table1["mmad_metrics"] == ["gpt-4o-mini", "gpt-4o"]
+    assert ("gpt-4.1", "visa") in table1["metrics"]
 
 
 def test_settings_never_hold_the_key(paper, monkeypatch):

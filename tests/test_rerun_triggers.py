@@ -20,6 +20,7 @@ from conftest import (
 )
 
 from adfm import config as adfm_config
+from adfm import targets
 from adfm.config import CLIP_BACKENDS
 from adfm.rewards import REWARD_OPTIONS
 
@@ -46,12 +47,12 @@ def every_param(config: dict) -> list[str]:
     params += [adfm_config.warm_start_settings(config, protocol, reasoning) for protocol in sorted(config["protocols"])
                for reasoning in ("multi_stage", "one_stage")]
     params += [adfm_config.table_spec(config, table, {}) for table in sorted(config["tables"])]
-    params += [adfm_config.clip_settings(config, name) for name in sorted(adfm_config.baselines(config, *CLIP_BACKENDS))]
-    params += [adfm_config.api_settings(config, name) for name in sorted(adfm_config.baselines(config, "api"))]
+    params += [adfm_config.clip_settings(config, name) for name in sorted(targets.baselines(config, *CLIP_BACKENDS))]
+    params += [adfm_config.api_settings(config, name) for name in sorted(targets.baselines(config, "api"))]
     figures = sorted(config["figures"])
     params += [adfm_config.sample_settings(config, figure) for figure in figures if figure != "fig3"]
     params += [adfm_config.figure_settings(config, figure) for figure in figures]
-    return [*params, adfm_config.mmad_question_args(config), adfm_config.settings_json(config)]
+    return [*params, adfm_config.settings_json(targets.mmad_filter_layouts(config)), adfm_config.settings_json(config)]
 
 
 @pytest.mark.parametrize("configs", [["config.yaml"], DEMO_CONFIGS])

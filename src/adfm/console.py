@@ -14,6 +14,7 @@ from collections import deque
 from pathlib import Path
 
 from adfm import config as adfm_config
+from adfm import targets
 
 TAIL_LINES = 40
 
@@ -50,13 +51,12 @@ def blocked_targets(config: dict, missing: list[str]) -> dict[str, list[str]]:
             blocked[dataset].append(target)
 
     for table in config["tables"]:
-        inputs = adfm_config.table_inputs(config, table)
+        table_needs = targets.table_needs(config, table)
         datasets: set[str] = set()
-        for path in inputs["metrics"]:  # results/metrics/<model>/<dataset>.csv
-            datasets |= needs[Path(path).parent.name] | ({Path(path).stem} & set(missing))
-        for path in inputs["mmad_metrics"]:  # results/mmad/metrics/<model>.csv
-            datasets |= mmad_missing | (needs[Path(path).stem] if adfm_config.mmad_filtered(config, Path(path).stem)
-                                        else set())
+        for model, dataset in table_needs["metrics"]:
+            datasets |= needs[model] | ({dataset} & set(missing))
+        for model in table_needs["mmad_metrics"]:
+            datasets |= mmad_missing | (needs[model] if adfm_config.mmad_filtered(config, model) else set())
         block(table, datasets)
     for figure, spec in config.get("figures", {}).items():
         block(figure, needs[spec["run"]] | ({spec.get("dataset")} & set(missing)))

@@ -24,11 +24,11 @@ rule warm_start:
     # Only when train.warm_start.enabled (the demo): supervised fine-tuning on well-formed responses,
     # merged into a model folder that the GRPO runs of this protocol and reasoning start from.
     input:
-        split="resources/splits/{protocol}.csv",
+        split=SPLIT,
         model=MODEL_DIR,
         code=code("model/warm_start.py", "model/train.py", "protocol.py", "boxes.py", "model/load.py"),
     output:
-        directory("resources/warm_start/{protocol}/{reasoning}"),
+        directory(WARM_START),
     params:
         gpu_job=gpu_job,
         settings=lambda wc: adfm_config.warm_start_settings(config, wc.protocol, wc.reasoning),
@@ -49,11 +49,11 @@ rule warm_start:
 
 rule train:
     input:
-        split=lambda wc: f"resources/splits/{config['runs'][wc.run]['protocol']}.csv",
-        model=lambda wc: run_model(wc.run),
+        split=lambda wc: split_of(wc.run),
+        model=lambda wc: model_inputs(wc.run)["model"],
         code=code("model/train.py", "rewards.py", "protocol.py", "boxes.py", "model/load.py"),
     output:
-        directory("resources/adapters/{run}"),
+        directory(ADAPTER),
     params:
         gpu_job=gpu_job,
         settings=lambda wc: adfm_config.train_settings(config, wc.run),
