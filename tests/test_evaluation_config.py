@@ -6,7 +6,6 @@ import copy
 import json
 
 import pytest
-
 from conftest import REPO
 
 from adfm import config as adfm_config

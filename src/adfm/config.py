@@ -381,8 +381,8 @@ def table_rows(config: dict, table: str, environ=None) -> list[dict]:
     rows = []
     for row in config["tables"][table]["rows"]:
         model = evaluated_models(config)[row["run"]]
-        described = {"eval_rows": eval_rows(config, row["run"]),
-                     "reasoning": None if model.get("backend") in CLIP_BACKENDS else model.get("reasoning", "multi_stage")}
+        reasoning = None if model.get("backend") in CLIP_BACKENDS else model.get("reasoning", "multi_stage")
+        described = {"eval_rows": eval_rows(config, row["run"]), "reasoning": reasoning}
         reason = unavailable_reason(config, row["run"], environ)
         rows.append({**row, **described, **({"skip": reason} if reason else {})})
     return rows
