@@ -19,10 +19,11 @@ from adfm import targets
 TAIL_LINES = 40
 
 
-def missing_manual_datasets(config: dict, workdir: str | Path = ".") -> list[str]:
-    """Datasets to be downloaded by hand (`url: null`) whose folder resources/datasets/<name> is absent."""
+def missing_manual_datasets(config: dict, dataset_dir: str) -> list[str]:
+    """Datasets to be downloaded by hand (`url: null`) whose folder (`dataset_dir`, a pattern with
+    {dataset}: the download rule's output) is absent."""
     return [name for name, spec in config["datasets"].items()
-            if not spec.get("url") and not (Path(workdir) / "resources/datasets" / name).exists()]
+            if not spec.get("url") and not Path(dataset_dir.format(dataset=name)).exists()]
 
 
 def blocked_targets(config: dict, missing: list[str]) -> dict[str, list[str]]:
@@ -63,9 +64,9 @@ def blocked_targets(config: dict, missing: list[str]) -> dict[str, list[str]]:
     return blocked
 
 
-def manual_data_message(config: dict, workdir: str | Path = ".") -> str | None:
+def manual_data_message(config: dict, dataset_dir: str) -> str | None:
     """The parse-time note on manual datasets still missing (None when there are none)."""
-    missing = missing_manual_datasets(config, workdir)
+    missing = missing_manual_datasets(config, dataset_dir)
     if not missing:
         return None
     blocked = blocked_targets(config, missing)

@@ -1,4 +1,3 @@
-import json
 import os
 import shlex
 import sys
@@ -12,6 +11,7 @@ from adfm import console, launch, targets
 from adfm.data.download import local_path
 from adfm.evaluation.provenance import git_commit
 from adfm.gpu_pool import pool_devices
+from adfm.protocol import REASONING_MODES
 from adfm.settings import data as data_settings
 from adfm.settings import evaluation as evaluation_settings
 from adfm.settings import inference as inference_settings
@@ -48,6 +48,7 @@ os.environ.update(PYTHONPATH=str(CODE.parent.resolve()))
 
 # Every path that more than one rule or input function names, spelt once; adfm.targets answers
 # with names (models, datasets, protocols) and the functions below put them into these patterns.
+DATASET_DIR = "resources/datasets/{dataset}"
 MODEL_DIR = f"resources/models/{config['model']['name']}"
 WARM_START = "resources/warm_start/{protocol}/{reasoning}"
 MANIFEST = "resources/manifests/{dataset}.csv"
@@ -67,7 +68,7 @@ wildcard_constraints:
     # a run or a baseline: every model a table can show
     model="|".join(adfm_config.evaluated_models(config)),
     protocol="|".join(config["protocols"]),
-    reasoning="multi_stage|one_stage",
+    reasoning="|".join(REASONING_MODES),
 
 
 def code(*modules):
@@ -123,9 +124,11 @@ def backend_of(wildcards):
 
 
 def backend_resources():
-    """The resources of the model's backend family, each a function of the job's wildcards."""
-    keys = family_resources("default")
-    return {key: (lambda wc, key=key: family_resources(backend_of(wc)["family"])[key]) for key in keys}
+    """The resources of the model's backend family, each a function of the job's wildcards (every
+    family has the same keys)."""
+    return {
+        key: (lambda wc, key=key: family_resources(backend_of(wc)["family"])[key]) for key in family_resources("default")
+    }
 
 
 def model_inputs(name):
@@ -154,6 +157,8 @@ def model_args(wildcards, input):
 
 # `python -m adfm`, or `accelerate launch ... -m adfm` with train.launcher.num_processes > 1
 LAUNCHER = launch.launcher(config, CHECKOUT)
+
+
 def gpu_job(wildcards, resources):
     """`params.gpu_job`, put before the commands that may use GPUs. It gives the job cards of its
     own from the local pool, or those SLURM gave it."""
@@ -292,7 +297,7 @@ cap_local_gpu_jobs()
 def note_manual_datasets():
     """Say up front, also in a dry run, which manual datasets are missing and what they block (once,
     from the main process: cluster jobs re-read the Snakefile too)."""
-    message = console.manual_data_message(config) if workflow.is_main_process else None
+    message = console.manual_data_message(config, DATASET_DIR) if workflow.is_main_process else None
     if message:
         print(message, file=sys.stderr)
 
