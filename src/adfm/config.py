@@ -234,7 +234,7 @@ def protocol_datasets(config: dict, protocol: str) -> list[str]:
     return spec["datasets"] if spec["kind"] == "holdout" else [*spec["train"], *spec["test"]]
 
 
-# ---- evaluation: baselines, MMAD, tables and figures (adfm.inference.hf, api_backend, clip_baselines, ...)
+# ---- evaluation: baselines, MMAD, tables and figures
 
 CLIP_BACKENDS = ("winclip", "anomalyclip")
 CLIP_OPTIONS = {"winclip": ("scales", "shots", "image_size", "batch_size"),
