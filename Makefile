@@ -8,7 +8,7 @@ RUN := PATH="$(BIN):$$PATH"
 PROFILE := --workflow-profile workflow/profiles/default
 DEMO := --configfile config.yaml workflow/configs/demo.yaml
 
-.PHONY: setup demo test dry-run clean-demo
+.PHONY: setup demo test lint dry-run clean-demo
 
 setup: $(SETUP)
 
@@ -22,6 +22,14 @@ demo: $(SETUP)
 
 test: $(SETUP)
 	$(RUN) pytest
+
+# What CI checks before the tests: lint findings, then formatting (Python by ruff, rule files by snakefmt);
+# settings in pyproject.toml. `ruff format` / `snakefmt` without --check apply the formatting.
+LINTED := src tests bench workflow
+lint: $(SETUP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/snakefmt --check Snakefile workflow
 
 # The demo DAG through SLURM with the slurm profile (tests/cluster/): on a one-node cluster started
 # here (root, Debian: workflow/cluster/slurm-single-node.sh), or on the cluster `sinfo` already

@@ -26,6 +26,4 @@ include: "workflow/rules/summary.smk"
 rule all:
     input:
         get_final_output(),
-        figure_targets(),
-        "results/summary.png",
     default_target: True

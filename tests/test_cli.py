@@ -54,7 +54,7 @@ def test_check_config_names_the_file_of_a_yaml_error_and_the_fix_of_a_number(tmp
     text_number.write_text("train:\n  grpo:\n    learning_rate: 1e-5\n")
     with pytest.raises(InputError, match=f"(?s){broken}: not valid YAML .*line 2"):
         check_config([config, broken])
-    with pytest.raises(InputError, match="learning_rate: '1e-5' is not of type 'number'.*write 1.0e-5"):
+    with pytest.raises(InputError, match=r"learning_rate: '1e-5' is not of type 'number'.*write 1\.0e-5"):
         check_config([config, text_number])
     assert main(["check-config", str(config), str(broken)]) == 2
     assert main(["check-config", str(config)]) == 0 and "config ok" in capsys.readouterr().out

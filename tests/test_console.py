@@ -18,7 +18,8 @@ PAPER_MANUAL = ["goodsad", "mpdd", "dtd_synthetic", "dagm"]
 
 def test_paper_config_blocks_tables_of_each_manual_dataset(tmp_path):
     config = load_config([REPO / "config.yaml"])
-    assert console.missing_manual_datasets(config, tmp_path) == PAPER_MANUAL
+    dataset_dir = str(tmp_path / "resources/datasets/{dataset}")
+    assert console.missing_manual_datasets(config, dataset_dir) == PAPER_MANUAL
     blocked = console.blocked_targets(config, PAPER_MANUAL)
     # GoodsAD is in the multi-domain protocol: every table but Table 2, and the figures (their runs)
     assert blocked["goodsad"] == ["table1", "table3", "table4", "fig3", "fig4", "fig5"]
@@ -26,7 +27,7 @@ def test_paper_config_blocks_tables_of_each_manual_dataset(tmp_path):
         assert blocked[name] == ["table2"]
     # a dataset put in place by hand is no longer missing
     (tmp_path / "resources/datasets/mpdd").mkdir(parents=True)
-    assert "mpdd" not in console.missing_manual_datasets(config, tmp_path)
+    assert "mpdd" not in console.missing_manual_datasets(config, dataset_dir)
 
 
 @pytest.mark.slow

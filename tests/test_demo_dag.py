@@ -12,8 +12,8 @@ import time
 import pandas as pd
 import pytest
 
-from adfm.config import datasets_tested_by, demo_note
 from adfm.evaluation.summary import table_title
+from adfm.targets import datasets_tested_by, demo_note
 
 from conftest import RUN_SETUP, planned_jobs, run_config, run_setup, snakemake
 

@@ -143,7 +143,8 @@ def smk_names() -> dict[str, ast.AST]:
     for path in RULE_FILES:
         blocks = []
         for line in path.read_text().splitlines():
-            if line and not line[0].isspace() and not line.startswith("#"):
+            # a closing bracket at the margin ends the statement above (BACKENDS = {...})
+            if line and not line[0].isspace() and not line.startswith(("#", ")", "]", "}")):
                 blocks.append([line])
             elif blocks:
                 blocks[-1].append(line)
@@ -163,8 +164,8 @@ def smk_names() -> dict[str, ast.AST]:
 
 def string_parts(node: ast.AST, seen: frozenset = frozenset()) -> list[str]:
     """The literal text in an expression or function, following the rule files' names and the
-    adfm.config functions it calls: what a name such as LAUNCHER or a params function such as
-    gpu_job can expand to (the value itself depends on the config)."""
+    adfm.config and adfm.launch functions it calls: what a name such as LAUNCHER or a params function
+    such as gpu_job can expand to (the value itself depends on the config)."""
     if isinstance(node, ast.FunctionDef):
         node = ast.Module(body=node.body[docstring(node):], type_ignores=[])
     parts = []
@@ -176,9 +177,10 @@ def string_parts(node: ast.AST, seen: frozenset = frozenset()) -> list[str]:
         elif isinstance(child, ast.Name) and child.id in smk_names() and child.id not in seen:
             parts.extend(string_parts(smk_names()[child.id], seen | {child.id}))
         elif isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute) \
-                and isinstance(child.func.value, ast.Name) and child.func.value.id == "adfm_config" \
-                and child.func.attr in config_functions() and child.func.attr not in seen:
-            parts.extend(string_parts(config_functions()[child.func.attr], seen | {child.func.attr}))
+                and isinstance(child.func.value, ast.Name) and child.func.value.id in HELPER_MODULES:
+            function = helper_functions(child.func.value.id).get(child.func.attr)
+            if function is not None and child.func.attr not in seen:
+                parts.extend(string_parts(function, seen | {child.func.attr}))
     return parts
 
 
@@ -187,9 +189,12 @@ def docstring(function: ast.FunctionDef) -> int:
     return int(isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant))
 
 
+HELPER_MODULES = {"adfm_config": "config.py", "launch": "launch.py"}  # as common.smk imports them
+
+
 @cache
-def config_functions() -> dict[str, ast.FunctionDef]:
-    tree = ast.parse((SRC / "adfm" / "config.py").read_text())
+def helper_functions(alias: str) -> dict[str, ast.FunctionDef]:
+    tree = ast.parse((SRC / "adfm" / HELPER_MODULES[alias]).read_text())
     return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
 
 
@@ -459,11 +464,40 @@ def distributions_of(import_name: str) -> set[str]:
     return names or {canonicalize_name(import_name)}
 
 
+def backend_variants(rule: Rule) -> list[tuple[str, str]] | None:
+    """(conda env path, `adfm` subcommand) per entry of common.smk's BACKENDS, for a rule that takes
+    both from its model's backend (`backend_of`); None for a rule with a literal conda: path."""
+    conda = rule.arguments("conda")
+    if conda is None or "backend_of" not in ast.unparse(conda):
+        return None
+    variants = []
+    for entry in smk_names()["BACKENDS"].values:
+        fields = {key.value: value.value for key, value in zip(entry.keys, entry.values, strict=True)
+                  if isinstance(value, ast.Constant)}
+        variants.append((f"../../envs/{fields['env']}.yaml", fields["stage"]))
+    return variants
+
+
+def rule_environments(rule: Rule) -> list[tuple[str, Commands]]:
+    """(conda env path as written, commands run in it) of a rule: one pair, or one per backend."""
+    conda = rule.arguments("conda")
+    if conda is None or "shell" not in rule.directives:
+        return []
+    commands = rule_commands(rule)
+    variants = backend_variants(rule)
+    if variants is None:
+        path = conda.args[0].value if len(conda.args) == 1 and isinstance(conda.args[0], ast.Constant) else None
+        return [(path, commands)]
+    return [(path, Commands([stage, *commands.stages], commands.modules, commands.distributions))
+            for path, stage in variants]
+
+
 def test_rule_parser_sees_every_stage():
     rules = parse_rules()
-    assert len(rules) >= 15, f"only {len(rules)} rules parsed from {[rel(p) for p in RULE_FILES]}"
-    stages = {stage for rule in rules if "shell" in rule.directives for stage in rule_commands(rule).stages}
-    assert {"index", "boxes", "split", "predict", "train", "warm-start", "score", "table", "figure"} <= stages
+    assert len(rules) >= 13, f"only {len(rules)} rules parsed from {[rel(p) for p in RULE_FILES]}"
+    stages = {stage for rule in rules for _, commands in rule_environments(rule) for stage in commands.stages}
+    assert {"index", "boxes", "split", "predict", "predict-clip", "predict-api", "train", "warm-start", "score",
+            "table", "figure"} <= stages
     assert not stages - set(stage_modules()), f"stages unknown to src/adfm/cli.py: {stages - set(stage_modules())}"
 
 
@@ -481,43 +515,44 @@ def test_rule_environments_install_stage_imports():
     problems = []
     for rule in parse_rules():
         where = f"rule {rule.name} ({rel(rule.path)})"
-        conda = rule.arguments("conda")
-        if conda is None:
-            continue
-        if not (len(conda.args) == 1 and isinstance(conda.args[0], ast.Constant)):
-            problems.append(f"{where}: conda: is not one literal path; this test cannot follow it")
-            continue
-        env_path = (rule.path.parent / conda.args[0].value).resolve()
-        if not env_path.is_file():
-            problems.append(f"{where}: conda env {conda.args[0].value} does not exist")
-            continue
-        env = read_env(env_path)
-        if "shell" not in rule.directives:
-            problems.append(f"{where}: has conda: but no shell:; this test cannot tell what runs in {rel(env_path)}")
-            continue
-        commands = rule_commands(rule)
-        if not commands.stages and not commands.modules:
-            problems.append(f"{where}: no `python -m adfm <stage>` in its shell")
-        for dist in sorted(commands.distributions):
-            if not env.provides({dist}):
-                problems.append(f"{where}: its shell may run `{dist}` (a launcher), which {rel(env_path)} lacks")
-        for entry in [*commands.stages, *commands.modules]:
-            imports = Imports()
-            try:
-                if entry in commands.stages:
-                    if entry not in stage_modules():
-                        problems.append(f"{where}: `adfm {entry}` is no subcommand in src/adfm/cli.py")
-                        continue
-                    imports.stage(entry)
-                    what = f"`adfm {entry}` ({stage_modules()[entry]})"
-                else:
-                    imports.main_module(entry)
-                    what = f"`python -m {entry}`"
-            except AssertionError as error:  # code this analysis cannot follow, named by the error
-                problems.append(f"{where}: {error}")
-                continue
-            for name, modules in sorted(imports.found.items()):
-                if not env.provides(distributions_of(name)):
-                    problems.append(f"{where}: {what} imports {name} (in {', '.join(sorted(modules))}), but "
-                                    f"{rel(env_path)} lacks {' or '.join(sorted(distributions_of(name)))}")
+        if rule.arguments("conda") is not None and "shell" not in rule.directives:
+            problems.append(f"{where}: has conda: but no shell:; this test cannot tell what runs in its env")
+        for conda, commands in rule_environments(rule):
+            problems += env_problems(where, rule.path.parent, conda, commands)
     assert not problems, "rules whose conda env lacks what they run:\n  " + "\n  ".join(problems)
+
+
+def env_problems(where: str, folder: Path, conda: str | None, commands: Commands) -> list[str]:
+    """What a rule's commands import that its conda environment does not install."""
+    problems = []
+    if conda is None:
+        return [f"{where}: conda: is neither one literal path nor a BACKENDS entry; this test cannot follow it"]
+    env_path = (folder / conda).resolve()
+    if not env_path.is_file():
+        return [f"{where}: conda env {conda} does not exist"]
+    env = read_env(env_path)
+    if not commands.stages and not commands.modules:
+        problems.append(f"{where}: no `python -m adfm <stage>` in its shell")
+    for dist in sorted(commands.distributions):
+        if not env.provides({dist}):
+            problems.append(f"{where}: its shell may run `{dist}` (a launcher), which {rel(env_path)} lacks")
+    for entry in [*commands.stages, *commands.modules]:
+        imports = Imports()
+        try:
+            if entry in commands.stages:
+                if entry not in stage_modules():
+                    problems.append(f"{where}: `adfm {entry}` is no subcommand in src/adfm/cli.py")
+                    continue
+                imports.stage(entry)
+                what = f"`adfm {entry}` ({stage_modules()[entry]})"
+            else:
+                imports.main_module(entry)
+                what = f"`python -m {entry}`"
+        except AssertionError as error:  # code this analysis cannot follow, named by the error
+            problems.append(f"{where}: {error}")
+            continue
+        for name, modules in sorted(imports.found.items()):
+            if not env.provides(distributions_of(name)):
+                problems.append(f"{where}: {what} imports {name} (in {', '.join(sorted(modules))}), but "
+                                f"{rel(env_path)} lacks {' or '.join(sorted(distributions_of(name)))}")
+    return problems

@@ -11,6 +11,7 @@ from conftest import REPO
 from adfm import config as adfm_config
 from adfm.settings.evaluation import FigureSettings, TableSettings
 from adfm.settings.inference import ApiSettings, MmadSettings, PredictSettings
+from adfm import targets
 
 
 @pytest.fixture(scope="module")
@@ -24,34 +25,33 @@ def demo():
 
 
 def test_api_rows_run_only_when_enabled_and_keyed(paper, demo):
-    assert adfm_config.unavailable_reason(paper, "gpt-4o", {}) == (
+    assert targets.unavailable_reason(paper, "gpt-4o", {}) == (
         "not run: no API key (environment variable OPENAI_API_KEY not set)")
-    assert adfm_config.unavailable_reason(paper, "gpt-4o", {"OPENAI_API_KEY": "sk-x"}) is None
-    assert "api.enabled: false" in adfm_config.unavailable_reason(demo, "gpt-4o", {"OPENAI_API_KEY": "sk-x"})
-    assert adfm_config.unavailable_reason(paper, "adfm", {}) is None  # a run is always available
+    assert targets.unavailable_reason(paper, "gpt-4o", {"OPENAI_API_KEY": "sk-x"}) is None
+    assert "api.enabled: false" in targets.unavailable_reason(demo, "gpt-4o", {"OPENAI_API_KEY": "sk-x"})
+    assert targets.unavailable_reason(paper, "adfm", {}) is None  # a run is always available
 
 
 def test_missing_clip_weights_mark_the_rows_not_run(paper, demo):
-    assert "not found" in adfm_config.unavailable_reason(paper, "winclip", {})
-    assert adfm_config.unavailable_reason(demo, "winclip", {}) is None  # random tiny CLIP
-    assert adfm_config.unavailable_reason(demo, "anomalyclip", {}) is None
+    assert "not found" in targets.unavailable_reason(paper, "winclip", {})
+    assert targets.unavailable_reason(demo, "winclip", {}) is None  # random tiny CLIP
+    assert targets.unavailable_reason(demo, "anomalyclip", {}) is None
 
 
-def test_table_inputs_and_spec_follow_availability(paper, monkeypatch):
-    without = adfm_config.table_inputs(paper, "table2", {})
-    assert "results/metrics/adfm_cross/visa.csv" in without["metrics"] and without["mmad_metrics"] == []
-    assert not any("gpt" in p or "clip" in p for p in without["metrics"])
-    keyed = adfm_config.table_inputs(paper, "table2", {"OPENAI_API_KEY": "sk-x"})
-    assert "results/metrics/gpt-4o_cross/dagm.csv" in keyed["metrics"]
+def test_table_needs_and_spec_follow_availability(paper, monkeypatch):
+    without = targets.table_needs(paper, "table2", {})
+    assert ("adfm_cross", "visa") in without["metrics"] and without["mmad_metrics"] == []
+    assert not any("gpt" in model or "clip" in model for model, _ in without["metrics"])
+    keyed = targets.table_needs(paper, "table2", {"OPENAI_API_KEY": "sk-x"})
+    assert ("gpt-4o_cross", "dagm") in keyed["metrics"]
     spec = TableSettings.from_config(paper, "table2", {})
     skipped = {row.run: row.skip for row in spec.rows}
     assert skipped["gpt-4o_cross"].startswith("not run") and skipped["adfm_cross"] is None
-    assert adfm_config.table_inputs(paper, "table3", {}) == {
-        "metrics": [], "mmad_metrics": ["results/mmad/metrics/zero_shot.csv", "results/mmad/metrics/adfm.csv"]}
+    assert targets.table_needs(paper, "table3", {}) == {"metrics": [], "mmad_metrics": ["zero_shot", "adfm"]}
     # Table 1's GPT-4o(-mini) rows: MMAD's Anomaly Detection question, not a rerun on the split
-    table1 = adfm_config.table_inputs(paper, "table1", {"OPENAI_API_KEY": "sk-x"})
-    assert table1["mmad_metrics"] == ["results/mmad/metrics/gpt-4o-mini.csv", "results/mmad/metrics/gpt-4o.csv"]
-    assert "results/metrics/gpt-4.1/visa.csv" in table1["metrics"]
+    table1 = targets.table_needs(paper, "table1", {"OPENAI_API_KEY": "sk-x"})
+    assert table1["mmad_metrics"] == ["gpt-4o-mini", "gpt-4o"]
+    assert ("gpt-4.1", "visa") in table1["metrics"]
 
 
 def test_settings_never_hold_the_key(paper, monkeypatch):

@@ -261,6 +261,7 @@ def test_config_decodes_each_run_kind_as_mmad_says_and_filters_runs_only():
     from conftest import REPO
 
     from adfm import config as adfm_config
+    from adfm import targets
 
     paper = adfm_config.load_config([REPO / "config.yaml"])
     trained, base = (MmadSettings.from_config(paper, name).to_dict() for name in ("adfm", "zero_shot"))
@@ -272,10 +273,10 @@ def test_config_decodes_each_run_kind_as_mmad_says_and_filters_runs_only():
         assert (settings["model"]["min_pixels"], settings["model"]["max_pixels"]) == (64 * 28 * 28, 1280 * 28 * 28)
         assert settings["generation"] == "model" and settings["templates"] == 1 and settings["filter"] is True
     assert MmadSettings.from_config(paper, "gpt-4o").filter is False  # MMAD's whole question set
-    assert adfm_config.mmad_split_filter(paper) == {"split": "resources/splits/multidomain.csv"}
-    assert "--layouts" in adfm_config.mmad_question_args(paper)
+    assert targets.mmad_filter_protocol(paper) == "multidomain"
+    assert targets.mmad_filter_layouts(paper) == {d: d for d in ("mvtec_ad", "visa", "mvtec_loco", "goodsad")}
     config = copy.deepcopy(paper)
     config["mmad"]["split_filter"] = None
-    assert adfm_config.mmad_split_filter(config) == {} and adfm_config.mmad_question_args(config) == ""
+    assert targets.mmad_filter_protocol(config) is None and targets.mmad_filter_layouts(config) == {}
     config["mmad"]["split_filter"] = "nowhere"
     assert "mmad.split_filter: unknown protocol 'nowhere'" in adfm_config.check_references(config)

@@ -19,6 +19,7 @@ from conftest import (
 )
 
 from adfm import config as adfm_config
+from adfm import targets
 from adfm.config import CLIP_BACKENDS
 from adfm.rewards import REWARD_OPTIONS
 from adfm.settings.evaluation import FigureSettings, TableSettings
@@ -49,13 +50,13 @@ def every_param(config: dict) -> list[str]:
                for reasoning in ("multi_stage", "one_stage")]
     params += [TableSettings.from_config(config, table, {}).to_json() for table in sorted(config["tables"])]
     params += [ClipSettings.from_config(config, name).to_json()
-               for name in sorted(adfm_config.baselines(config, *CLIP_BACKENDS))]
-    params += [ApiSettings.from_config(config, name).to_json() for name in sorted(adfm_config.baselines(config, "api"))]
+               for name in sorted(targets.baselines(config, *CLIP_BACKENDS))]
+    params += [ApiSettings.from_config(config, name).to_json() for name in sorted(targets.baselines(config, "api"))]
     figures = sorted(config["figures"])
     params += [PredictSettings.for_figure(config, figure).to_json() for figure in figures
                if config["figures"][figure]["kind"] != "cases"]
     params += [FigureSettings.from_config(config, figure).to_json() for figure in figures]
-    return [*params, adfm_config.mmad_question_args(config), adfm_config.settings_json(config)]
+    return [*params, adfm_config.settings_json(targets.mmad_filter_layouts(config)), adfm_config.settings_json(config)]
 
 
 @pytest.mark.parametrize("configs", [["config.yaml"], DEMO_CONFIGS])

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO
 
 from adfm import config as adfm_config
+from adfm import targets
 from adfm.evaluation.tables import last_good, run_table
 from adfm.io import InputError
 from adfm.settings.evaluation import TableSettings
@@ -145,9 +146,9 @@ def test_a_new_ablation_is_valid_and_every_row_problem_is_caught_before_any_job(
 
 def test_a_run_no_table_or_figure_uses_is_named():
     config = demo_config()
-    assert adfm_config.unused_note(config) is None
+    assert targets.unused_note(config) is None
     config["runs"]["cls_count"] = {**config["runs"]["cls_random"], "rewards": ["cls", "count", "format"]}
-    note = adfm_config.unused_note(config)
+    note = targets.unused_note(config)
     assert note.startswith("Note: no table row or figure uses run 'cls_count', so `snakemake` never runs it")
 
 

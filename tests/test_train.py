@@ -222,7 +222,7 @@ def test_vllm_without_vllm_installed_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_launcher_plain_or_accelerate():
-    from adfm.config import launcher
+    from adfm.launch import launcher
 
     config = {"train": {"launcher": {"num_processes": 1}}}
     assert launcher(config) == "python -m adfm"

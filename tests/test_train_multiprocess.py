@@ -16,7 +16,8 @@ import pytest
 from conftest import REPO
 from model_fixtures import MODEL_SETTINGS, PROMPT, train_settings
 
-from adfm.config import config_problems, launcher, load_config
+from adfm.config import config_problems, load_config
+from adfm.launch import launcher
 from adfm.rewards import make_random
 
 pytestmark = pytest.mark.slow  # runs Snakemake or real training processes

@@ -1,6 +1,7 @@
 """The workflow itself: the paper config plans every stage without any data, and lints clean."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +30,6 @@ def test_paper_config_plans_download_to_table_without_data(tmp_path):
 
 
 def test_paper_dry_run_shows_what_each_training_job_requests(tmp_path):
-    import re
-
     config = load_config([REPO / "config.yaml"])
     wanted = config["resources"]["train"]
     result = run_snakemake(tmp_path, "-n", "--cores", "all", "--configfile", str(REPO / "config.yaml"))
@@ -47,7 +46,9 @@ def test_paper_dry_run_shows_what_each_training_job_requests(tmp_path):
         assert f"slurm_partition={wanted['slurm_partition']}" in resources
 
 
-@pytest.mark.parametrize("devices, profile, cap", [("0", [], 1), ("0,1", ["--profile", "workflow/profiles/local-gpu"], 2)])
+@pytest.mark.parametrize(
+    "devices, profile, cap", [("0", [], 1), ("0,1", ["--profile", "workflow/profiles/local-gpu"], 2)]
+)
 def test_paper_plan_runs_at_most_one_gpu_job_per_card(tmp_path, devices, profile, cap):
     profile = [word if word.startswith("-") else str(REPO / word) for word in profile]
     result = run_snakemake(tmp_path, "-n", "-p", "--cores", "all", *profile, "--configfile", str(REPO / "config.yaml"),

@@ -39,6 +39,7 @@ STAGE_MODULES = {
 def check_config(paths: list[Path]) -> None:
     """Load config files as `snakemake --configfile` merges them and list every problem, each naming
     its file or key. (Snakemake's own message for a YAML error names neither file nor line.)"""
+    # here, not at the top: adfm.config needs jsonschema, which the rules' conda environments lack
     from adfm.config import config_problems, load_config
 
     problems = config_problems(load_config(paths))

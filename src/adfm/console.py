@@ -14,14 +14,16 @@ from collections import deque
 from pathlib import Path
 
 from adfm import config as adfm_config
+from adfm import targets
 
 TAIL_LINES = 40
 
 
-def missing_manual_datasets(config: dict, workdir: str | Path = ".") -> list[str]:
-    """Datasets to be downloaded by hand (`url: null`) whose folder resources/datasets/<name> is absent."""
+def missing_manual_datasets(config: dict, dataset_dir: str) -> list[str]:
+    """Datasets to be downloaded by hand (`url: null`) whose folder (`dataset_dir`, a pattern with
+    {dataset}: the download rule's output) is absent."""
     return [name for name, spec in config["datasets"].items()
-            if not spec.get("url") and not (Path(workdir) / "resources/datasets" / name).exists()]
+            if not spec.get("url") and not Path(dataset_dir.format(dataset=name)).exists()]
 
 
 def blocked_targets(config: dict, missing: list[str]) -> dict[str, list[str]]:
@@ -50,22 +52,21 @@ def blocked_targets(config: dict, missing: list[str]) -> dict[str, list[str]]:
             blocked[dataset].append(target)
 
     for table in config["tables"]:
-        inputs = adfm_config.table_inputs(config, table)
+        table_needs = targets.table_needs(config, table)
         datasets: set[str] = set()
-        for path in inputs["metrics"]:  # results/metrics/<model>/<dataset>.csv
-            datasets |= needs[Path(path).parent.name] | ({Path(path).stem} & set(missing))
-        for path in inputs["mmad_metrics"]:  # results/mmad/metrics/<model>.csv
-            datasets |= mmad_missing | (needs[Path(path).stem] if adfm_config.mmad_filtered(config, Path(path).stem)
-                                        else set())
+        for model, dataset in table_needs["metrics"]:
+            datasets |= needs[model] | ({dataset} & set(missing))
+        for model in table_needs["mmad_metrics"]:
+            datasets |= mmad_missing | (needs[model] if targets.mmad_filtered(config, model) else set())
         block(table, datasets)
     for figure, spec in config.get("figures", {}).items():
         block(figure, needs[spec["run"]] | ({spec.get("dataset")} & set(missing)))
     return blocked
 
 
-def manual_data_message(config: dict, workdir: str | Path = ".") -> str | None:
+def manual_data_message(config: dict, dataset_dir: str) -> str | None:
     """The parse-time note on manual datasets still missing (None when there are none)."""
-    missing = missing_manual_datasets(config, workdir)
+    missing = missing_manual_datasets(config, dataset_dir)
     if not missing:
         return None
     blocked = blocked_targets(config, missing)

@@ -1,4 +1,3 @@
-import json
 import os
 import shlex
 import sys
@@ -8,9 +7,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from adfm import config as adfm_config
-from adfm import console
+from adfm import console, launch, targets
 from adfm.data.download import local_path
 from adfm.evaluation.provenance import git_commit
+from adfm.gpu_pool import pool_devices
+from adfm.protocol import REASONING_MODES
 from adfm.settings import data as data_settings
 from adfm.settings import evaluation as evaluation_settings
 from adfm.settings import inference as inference_settings
@@ -31,13 +32,12 @@ if _problems:
 validate(config, "../schemas/config.schema.yaml")
 # A run or baseline that no table or figure uses is never run by the default target: say so (once,
 # from the main process: cluster jobs re-read the Snakefile too).
-_unused = adfm_config.unused_note(config) if workflow.is_main_process else None
+_unused = targets.unused_note(config) if workflow.is_main_process else None
 if _unused:
     print(_unused, file=sys.stderr)
 
 # Stage modules as inputs: editing one reruns the jobs that use it and what follows, nothing before.
 CODE = CHECKOUT / "src" / "adfm"
-MODEL_DIR = f"resources/models/{config['model']['name']}"
 GIT_COMMIT = git_commit(Path(workflow.basedir))
 
 # Jobs run `python -m adfm` from this checkout, also inside the --use-conda environments (which hold
@@ -46,11 +46,29 @@ GIT_COMMIT = git_commit(Path(workflow.basedir))
 os.environ.update(PYTHONPATH=str(CODE.parent.resolve()))
 
 
+# Every path that more than one rule or input function names, spelt once; adfm.targets answers
+# with names (models, datasets, protocols) and the functions below put them into these patterns.
+DATASET_DIR = "resources/datasets/{dataset}"
+MODEL_DIR = f"resources/models/{config['model']['name']}"
+WARM_START = "resources/warm_start/{protocol}/{reasoning}"
+MANIFEST = "resources/manifests/{dataset}.csv"
+BOXES = "resources/boxes/{dataset}.csv"
+SPLIT = "resources/splits/{protocol}.csv"
+MMAD_QUESTIONS = "resources/splits/mmad_questions.csv"
+ADAPTER = "resources/adapters/{run}"
+PREDICTIONS = "results/predictions/{model}/{dataset}.jsonl"
+METRICS = "results/metrics/{model}/{dataset}.csv"
+MMAD_PREDICTIONS = "results/mmad/predictions/{model}.jsonl"
+MMAD_METRICS = "results/mmad/metrics/{model}.csv"
+
+
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     run="|".join(config["runs"]),
+    # a run or a baseline: every model a table can show
+    model="|".join(adfm_config.evaluated_models(config)),
     protocol="|".join(config["protocols"]),
-    reasoning="multi_stage|one_stage",
+    reasoning="|".join(REASONING_MODES),
 
 
 def code(*modules):
@@ -74,22 +92,79 @@ def family_resources(family, **overrides):
     }
 
 
-def trained_runs():
-    return [name for name, run in config["runs"].items() if run["trained"]]
+# How each kind of model predicts a test split: its `adfm` subcommand, conda environment and resource
+# family, and the modules whose edits rerun its predictions. One `predict` rule serves them all.
+BACKENDS = {
+    "hf": {
+        "stage": "predict",
+        "env": "train",
+        "family": "predict",
+        "code": code("inference/hf.py", "inference/records.py", "inference/generate.py", "model/load.py",
+                     "protocol.py", "boxes.py", "settings/inference.py"),
+    },
+    "clip": {
+        "stage": "predict-clip",
+        "env": "clip",
+        "family": "predict",
+        "code": code("inference/clip.py", "inference/clip_model.py", "inference/winclip.py",
+                     "inference/anomalyclip.py", "inference/records.py", "inference/clip_configs/*.json"),
+    },
+    # the key stays in the environment variable named in the settings; it is never on a command line
+    "api": {
+        "stage": "predict-api",
+        "env": "data",
+        "family": "default",
+        "code": code("inference/api.py", "inference/records.py", "protocol.py", "boxes.py"),
+    },
+}
 
 
-def run_model(run):
-    """The model folder a run's adapter sits on: the warm-started model of its protocol and reasoning
-    when train.warm_start.enabled, else the fetched model (always, for an untrained run)."""
-    return adfm_config.base_model_dir(config, run)
+def backend_of(wildcards):
+    """The BACKENDS entry of a model: WinCLIP and AnomalyCLIP share one subcommand."""
+    kind = targets.backend(config, wildcards.model)
+    return BACKENDS["clip" if kind in adfm_config.CLIP_BACKENDS else kind]
+
+
+def backend_resources():
+    """The resources of the model's backend family, each a function of the job's wildcards (every
+    family has the same keys)."""
+    return {
+        key: (lambda wc, key=key: family_resources(backend_of(wc)["family"])[key]) for key in family_resources("default")
+    }
+
+
+def model_inputs(name):
+    """The model folder a Hugging Face run answers with (the warm-started model of its protocol and
+    reasoning when train.warm_start.enabled, else the fetched model) and its adapter when trained;
+    nothing for a baseline."""
+    if name not in config["runs"]:
+        return {}
+    run = config["runs"][name]
+    if targets.warm_started(config, name):
+        model = WARM_START.format(protocol=run["protocol"], reasoning=run["reasoning"])
+    else:
+        model = MODEL_DIR
+    return {"model": model, **({"adapter": ADAPTER.format(run=name)} if run["trained"] else {})}
+
+
+def adapter_arg(wildcards, input):
+    """`--adapter` of a job whose inputs hold one (model_inputs)."""
+    return f"--adapter {input.adapter}" if "adapter" in input.keys() else ""
+
+
+def model_args(wildcards, input):
+    """`--model` and `--adapter` of a Hugging Face run's job; nothing for a baseline."""
+    return f"--model {input.model} {adapter_arg(wildcards, input)}".rstrip() if "model" in input.keys() else ""
 
 
 # `python -m adfm`, or `accelerate launch ... -m adfm` with train.launcher.num_processes > 1
-LAUNCHER = adfm_config.launcher(config, CHECKOUT)
+LAUNCHER = launch.launcher(config, CHECKOUT)
+
+
 def gpu_job(wildcards, resources):
     """`params.gpu_job`, put before the commands that may use GPUs. It gives the job cards of its
     own from the local pool, or those SLURM gave it."""
-    return adfm_config.gpu_job_prefix(config, resources.gpu)
+    return launch.gpu_job_prefix(config, resources.gpu)
 
 
 def dataset_inputs(wildcards):
@@ -126,60 +201,69 @@ def checksum_arg(wildcards):
 
 def protocol_inputs(wildcards):
     datasets = adfm_config.protocol_datasets(config, wildcards.protocol)
-    return {
-        "manifests": expand("resources/manifests/{dataset}.csv", dataset=datasets),
-        "boxes": expand("resources/boxes/{dataset}.csv", dataset=datasets),
-    }
+    return {"manifests": expand(MANIFEST, dataset=datasets), "boxes": expand(BOXES, dataset=datasets)}
+
+
+def mmad_split_filter(wildcards):
+    """The split MMAD's question table marks leakage against (`mmad.split_filter`): {} when off."""
+    protocol = targets.mmad_filter_protocol(config)
+    return {"split": SPLIT.format(protocol=protocol)} if protocol else {}
+
+
+def mmad_question_args(wildcards, input):
+    """`adfm mmad-questions` options of the leakage filter: the split and its datasets' layouts."""
+    if "split" not in input.keys():
+        return ""
+    layouts = adfm_config.settings_json(targets.mmad_filter_layouts(config))
+    return f"--split {input.split} --layouts {shlex.quote(layouts)}"
+
+
+def split_of(name):
+    """The split of a run's or a baseline's protocol."""
+    return SPLIT.format(protocol=adfm_config.evaluated_models(config)[name]["protocol"])
 
 
 def predict_inputs(wildcards):
-    run = config["runs"][wildcards.run]
-    inputs = {
-        "split": f"resources/splits/{run['protocol']}.csv",
-        "model": run_model(wildcards.run),
-        "code": code("inference/hf.py", "inference/records.py", "inference/generate.py", "model/load.py", "protocol.py",
-                     "boxes.py"),
-    }
-    if run["trained"]:
-        inputs["adapter"] = f"resources/adapters/{wildcards.run}"
-    return inputs
+    """The split a model is tested on, the model (and adapter) of a Hugging Face run, the code of its backend."""
+    return {"split": split_of(wildcards.model), **model_inputs(wildcards.model), "code": backend_of(wildcards)["code"]}
+
+
+def prediction_settings(wildcards):
+    """The `--settings` of the model's backend."""
+    kind = targets.backend(config, wildcards.model)
+    if kind == "hf":
+        return inference_settings.PredictSettings.from_config(config, wildcards.model).to_json()
+    if kind == "api":
+        return inference_settings.ApiSettings.from_config(config, wildcards.model).to_json()
+    return inference_settings.ClipSettings.from_config(config, wildcards.model).to_json()
 
 
 def table_metrics(wildcards):
     """Metrics (`metrics`, `mmad_metrics`) of the table's rows that can run here (an API model
     without its key, say, cannot)."""
-    return adfm_config.table_inputs(config, wildcards.table)
+    needs = targets.table_needs(config, wildcards.table)
+    return {
+        "metrics": [METRICS.format(model=model, dataset=dataset) for model, dataset in needs["metrics"]],
+        "mmad_metrics": [MMAD_METRICS.format(model=model) for model in needs["mmad_metrics"]],
+    }
 
 
 def get_final_output():
-    return [*expand("results/{table}.csv", table=config["tables"]), "results/provenance.yaml"]
+    """Every table, the provenance record and every figure: what `snakemake` makes by default."""
+    return [
+        *expand("results/{table}.csv", table=config["tables"]),
+        "results/provenance.yaml",
+        *figure_targets(),
+        "results/summary.png",
+    ]
 
 
-# ---- evaluation: baselines (baselines.smk), MMAD, figures (figures.smk)
+# ---- evaluation: MMAD (baselines.smk), figures (figures.smk)
 
 
-def baseline_split(wildcards):
-    return f"resources/splits/{config['baselines'][wildcards.baseline]['protocol']}.csv"
-
-
-def mmad_model_inputs(wildcards):
-    """The model (and adapter) a Hugging Face run answers MMAD with; nothing for an API baseline."""
-    if wildcards.name in config.get("baselines", {}):
-        return {}
-    inputs = {"model": run_model(wildcards.name)}
-    if config["runs"][wildcards.name]["trained"]:
-        inputs["adapter"] = f"resources/adapters/{wildcards.name}"
-    return inputs
-
-
-def mmad_gpus(wildcards):
+def model_gpus(wildcards):
     """A chat model behind an API needs no GPU: its MMAD job neither waits for nor holds one."""
-    return 0 if wildcards.name in config.get("baselines", {}) else res("predict", "gpu")
-
-
-def mmad_model_args(wildcards, input):
-    args = f"--model {input.model}" if "model" in input.keys() else ""
-    return args + (f" --adapter {input.adapter}" if "adapter" in input.keys() else "")
+    return 0 if targets.backend(config, wildcards.model) == "api" else res("predict", "gpu")
 
 
 def figure_targets():
@@ -188,25 +272,17 @@ def figure_targets():
 
 def sample_inputs(wildcards):
     run = config["figures"][wildcards.figure]["run"]
-    inputs = {
-        "split": f"resources/splits/{config['runs'][run]['protocol']}.csv",
-        "model": run_model(run),
-        "code": code("inference/hf.py", "inference/records.py", "inference/generate.py", "model/load.py", "protocol.py",
-                     "boxes.py"),
-    }
-    if config["runs"][run]["trained"]:
-        inputs["adapter"] = f"resources/adapters/{run}"
-    return inputs
+    return {"split": split_of(run), **model_inputs(run), "code": BACKENDS["hf"]["code"]}
 
 
 def figure_inputs(wildcards):
     spec = config["figures"][wildcards.figure]
     if spec["kind"] == "cases":
-        predictions = f"results/predictions/{spec['run']}/{spec['dataset']}.jsonl"
+        predictions = PREDICTIONS.format(model=spec["run"], dataset=spec["dataset"])
     else:
         predictions = f"results/samples/{wildcards.figure}.jsonl"
     code_used = code("evaluation/figures.py", "evaluation/figure_*.py", "evaluation/drawing.py",
-                     "settings/evaluation.py", "rewards.py", "boxes.py", "protocol.py", "paper/*")
+                     "settings/evaluation.py", "rewards.py", "reward_terms.py", "boxes.py", "protocol.py", "paper/*")
     return {"predictions": predictions, "code": code_used}
 
 
@@ -217,9 +293,7 @@ def cap_local_gpu_jobs():
     local = workflow.is_main_process and workflow.resource_settings.nodes is None
     if not local or "gpu" in workflow.global_resources:
         return
-    from adfm.gpu_pool import pool_devices
-
-    devices = pool_devices(adfm_config.gpu_devices(config), dict(os.environ))
+    devices = pool_devices(launch.gpu_devices(config), dict(os.environ))
     cap = max(len(devices), 1)
     workflow.register_resource("gpu", cap)
     found = ",".join(devices) or "none found"
@@ -232,7 +306,7 @@ cap_local_gpu_jobs()
 def note_manual_datasets():
     """Say up front, also in a dry run, which manual datasets are missing and what they block (once,
     from the main process: cluster jobs re-read the Snakefile too)."""
-    message = console.manual_data_message(config) if workflow.is_main_process else None
+    message = console.manual_data_message(config, DATASET_DIR) if workflow.is_main_process else None
     if message:
         print(message, file=sys.stderr)
 

@@ -125,7 +125,7 @@ rule split:
 
 rule mmad_questions:
     input:
-        unpack(lambda wc: adfm_config.mmad_split_filter(config)),
+        unpack(mmad_split_filter),
         root="resources/datasets/mmad",
         manifest="resources/manifests/mmad.csv",
         boxes="resources/boxes/mmad.csv",
@@ -133,7 +133,7 @@ rule mmad_questions:
     output:
         "resources/splits/mmad_questions.csv",
     params:
-        split_filter=adfm_config.mmad_question_args(config),
+        split_filter=mmad_question_args,
     threads: res("default", "threads")
     resources:
         **family_resources("default"),

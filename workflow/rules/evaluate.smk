@@ -1,37 +1,43 @@
+# A model's answers on each dataset its protocol tests, and their accuracy: the runs (Hugging Face
+# VLMs, with their adapters when trained) and the baselines (CLIP scorers, chat models behind an
+# API) alike, each through its backend's subcommand (BACKENDS in common.smk).
+
+
 rule predict:
     input:
         unpack(predict_inputs),
     output:
-        "results/predictions/{run}/{dataset}.jsonl",
+        PREDICTIONS,
     params:
         gpu_job=gpu_job,
-        settings=lambda wc: inference_settings.PredictSettings.from_config(config, wc.run).to_json(),
-        adapter=lambda wc, input: f"--adapter {input.adapter}" if "adapter" in input.keys() else "",
-    threads: res("predict", "threads")
+        stage=lambda wc: backend_of(wc)["stage"],
+        model=model_args,
+        settings=prediction_settings,
+    threads: lambda wc: res(backend_of(wc)["family"], "threads")
     resources:
-        **family_resources("predict"),
+        **backend_resources(),
     log:
-        "logs/predict/{run}/{dataset}.log",
+        "logs/predict/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/predict/{run}/{dataset}.tsv"
+        "benchmarks/predict/{model}/{dataset}.tsv"
     conda:
-        "../../envs/train.yaml"
+        lambda wc: f"../../envs/{backend_of(wc)['env']}.yaml"
     shell:
-        "{params.gpu_job} python -m adfm predict --split {input.split} --dataset {wildcards.dataset} --model {input.model}"
-        " {params.adapter} --run-name {wildcards.run} --settings {params.settings:q} --out {output} > {log} 2>&1"
+        "{params.gpu_job} python -m adfm {params.stage} --split {input.split} --dataset {wildcards.dataset} {params.model}"
+        " --run-name {wildcards.model} --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 
 rule score:
     input:
-        predictions="results/predictions/{run}/{dataset}.jsonl",
-        code=code("evaluation/score.py"),
+        predictions=PREDICTIONS,
+        code=code("evaluation/score.py", "protocol.py"),
     output:
-        "results/metrics/{run}/{dataset}.csv",
+        METRICS,
     threads: res("default", "threads")
     resources:
         **family_resources("default"),
     log:
-        "logs/score/{run}/{dataset}.log",
+        "logs/score/{model}/{dataset}.log",
     conda:
         "../../envs/data.yaml"
     shell:

@@ -24,12 +24,12 @@ rule warm_start:
     # Only when train.warm_start.enabled (the demo): supervised fine-tuning on well-formed responses,
     # merged into a model folder that the GRPO runs of this protocol and reasoning start from.
     input:
-        split="resources/splits/{protocol}.csv",
+        split=SPLIT,
         model=MODEL_DIR,
         code=code("model/warm_start.py", "model/warm_start_data.py", "model/grpo.py", "model/checkpoints.py",
                   "protocol.py", "boxes.py", "io.py", "model/load.py", "settings/model.py"),
     output:
-        directory("resources/warm_start/{protocol}/{reasoning}"),
+        directory(WARM_START),
     params:
         gpu_job=gpu_job,
         settings=lambda wc: model_settings.WarmStartSettings.from_config(config, wc.protocol, wc.reasoning).to_json(),
@@ -50,12 +50,12 @@ rule warm_start:
 
 rule train:
     input:
-        split=lambda wc: f"resources/splits/{config['runs'][wc.run]['protocol']}.csv",
-        model=lambda wc: run_model(wc.run),
-        code=code("model/train.py", "model/grpo.py", "model/checkpoints.py", "model/train_log.py", "rewards.py", "reward_terms.py",
-                  "protocol.py", "boxes.py", "io.py", "model/load.py", "settings/model.py"),
+        split=lambda wc: split_of(wc.run),
+        model=lambda wc: model_inputs(wc.run)["model"],
+        code=code("model/train.py", "model/grpo.py", "model/checkpoints.py", "model/train_log.py", "rewards.py",
+                  "reward_terms.py", "protocol.py", "boxes.py", "io.py", "model/load.py", "settings/model.py"),
     output:
-        directory("resources/adapters/{run}"),
+        directory(ADAPTER),
     params:
         gpu_job=gpu_job,
         settings=lambda wc: model_settings.TrainSettings.from_config(config, wc.run).to_json(),

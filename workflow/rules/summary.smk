@@ -14,7 +14,7 @@ rule summary:
         html=report("results/summary.html", caption="../report/summary.rst", category="Summary"),
     params:
         tolerance=config["summary"]["tolerance"],
-        demo_note=adfm_config.demo_note(config) or "",
+        demo_note=targets.demo_note(config) or "",
     threads: res("default", "threads")
     resources:
         **family_resources("default"),

@@ -13,7 +13,7 @@ question table names each question's source image (adfm.data.datasets.mmad.sourc
 `mmad.split_filter` names a protocol, marks the questions about images that are not in that split's
 test role: `training` (a training image of the split) or `not_in_split` (a source image the split
 does not hold). A model held to the filter (settings "filter", true for the runs: see
-adfm.config.mmad_filtered) is asked only the unmarked questions; the log and the metrics
+adfm.targets.mmad_filtered) is asked only the unmarked questions; the log and the metrics
 (`dropped_training`, `dropped_not_in_split`) say how many were left out.
 
 Backends: the Hugging Face model (--model), or the chat API when the settings carry `api`; both

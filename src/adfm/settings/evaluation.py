@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from adfm import config as adfm_config
+from adfm import targets
 from adfm.protocol import prompt_answer_format
 from adfm.settings import Settings, option
 
@@ -47,8 +47,8 @@ class TableSettings(Settings):
     @classmethod
     def from_config(cls, config: dict, table: str, environ=None) -> TableSettings:
         """The table's config entry with the skip reasons of this environment and, for the demo, its warning."""
-        return cls.from_dict({**config["tables"][table], "rows": adfm_config.table_rows(config, table, environ),
-                              "demo": adfm_config.demo_note(config)})
+        return cls.from_dict({**config["tables"][table], "rows": targets.table_rows(config, table, environ),
+                              "demo": targets.demo_note(config)})
 
 
 @dataclass(frozen=True)
