@@ -128,6 +128,21 @@ def test_grpo_raises_the_reward_of_the_adfm_row(demo_run):
     assert last > first, f"mean reward {first:.3f} over the first {fifth} steps, {last:.3f} over the last {fifth}"
 
 
+def test_training_curves_draw_every_trained_run_of_each_table(demo_run):
+    config = run_config(demo_run)
+    drawn = pd.read_csv(demo_run / "results/training/table4.csv")
+    # Table 4's three reward schemes and both reasoning modes on one figure
+    assert {run.split(":")[0] for run in drawn["run"]} == {"cls_one_stage", "cls_multi_stage", "cls_random", "adfm"}
+    for run in ["cls_one_stage", "cls_multi_stage", "cls_random", "adfm"]:
+        metrics = set(drawn.loc[drawn["run"].str.startswith(f"{run}:"), "metric"])
+        rewards = {f"rewards/{name}/mean" for name in config["runs"][run]["rewards"]}
+        assert metrics == {"reward", "frac_reward_zero_std", "kl", "completions/mean_length", *rewards}, run
+        steps = drawn.loc[drawn["run"].str.startswith(f"{run}:") & (drawn["metric"] == "reward"), "step"]
+        assert len(steps) == config["train"]["grpo"]["max_steps"], run
+    for table in ("table1", "table2", "table3"):
+        assert (demo_run / f"results/training/{table}.png").is_file() and (demo_run / f"results/training/{table}.pdf").is_file()
+
+
 def test_trained_model_beats_the_untrained_one(demo_run):
     assert overall_accuracy(demo_run, "adfm", "mvtec_ad") > overall_accuracy(demo_run, "zero_shot", "mvtec_ad")
 
@@ -174,7 +189,7 @@ def test_report_bundles_tables_figures_and_provenance(demo_run):
     snakemake(demo_run, "--report", "results/report.html")
     report = (demo_run / "results/report.html").read_text()
     for name in ["table1.html", "table2.html", "table3.html", "table4.html", "fig3.png", "fig4.png", "fig5.png",
-                 "provenance.yaml", "settings.html"]:
+                 "provenance.yaml", "settings.html", "summary.html", "training/table4.png"]:
         assert name in report, name
     # every setting that changes results, with the demo's value and where the paper's value comes from
     settings = pd.read_csv(demo_run / "results/settings.csv").set_index("setting")

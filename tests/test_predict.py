@@ -190,7 +190,7 @@ def test_sampling_config_samples_without_truncation(tiny_model_dir):
     resolved, _ = model._prepare_generation_config(sampling_config(model, max_new_tokens=5, temperature=0.9))
     assert resolved.do_sample and resolved.temperature == 0.9
     assert resolved.top_k in (0, None) and resolved.top_p == 1.0 and resolved.repetition_penalty == 1.0
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="sampling temperature 0.0 must be > 0"):
         sampling_config(model, max_new_tokens=5, temperature=0.0)
 
 

@@ -29,7 +29,7 @@ def test_accuracy_counts_unanswered_as_wrong():
 
 
 def test_accuracy_of_nothing_is_an_error():
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="no prediction records to score"):
         accuracy_table([])
 
 

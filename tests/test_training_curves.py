@@ -73,3 +73,13 @@ def test_a_log_without_steps_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="train_log.csv: no `step` column"):
         tc.training_curves([("x", bad)], "t", tmp_path / "a.png", tmp_path / "a.pdf", tmp_path / "a.csv")
     assert not (tmp_path / "a.png").exists()
+
+
+def test_subcommand_titles_the_figure_after_its_table(tmp_path):
+    from adfm.cli import main
+
+    LOG_A.to_csv(tmp_path / "a.csv", index=False)
+    out = [f"--{kind}={tmp_path / f'curves.{kind}'}" for kind in ("png", "pdf", "csv")]
+    assert main(["training-curves", "--run", "adfm: r_cls + r_loc", str(tmp_path / "a.csv"), "--table", "table4",
+                 *out]) == 0
+    assert set(pd.read_csv(tmp_path / "curves.csv")["run"]) == {"adfm: r_cls + r_loc"}

@@ -28,6 +28,7 @@ STAGE_MODULES = {
     "score-mmad": "adfm.evaluation.mmad_score",
     "score": "adfm.evaluation.score",
     "figure": "adfm.evaluation.figures",
+    "training-curves": "adfm.evaluation.training_curves",
     "table": "adfm.evaluation.tables",
     "detect": "adfm.inference.detect",
     "provenance": "adfm.evaluation.provenance",

@@ -35,6 +35,16 @@ def warm_started(config: dict, name: str) -> bool:
     return trained(config, name) and bool(config["train"].get("warm_start", {}).get("enabled", False))
 
 
+def trained_rows(config: dict, table: str) -> dict[str, str]:
+    """{run: legend label} of a table's rows whose model GRPO trained, each run once, in row order;
+    the label is the run's name and the row's paper keys ("cls_random: r_cls + r_random, multi-stage")."""
+    rows = {}
+    for row in config["tables"][table]["rows"]:
+        if trained(config, row["run"]) and row["run"] not in rows:
+            rows[row["run"]] = f"{row['run']}: {', '.join(map(str, row['match'].values()))}"
+    return rows
+
+
 def datasets_tested_by(config: dict, name: str) -> list[str]:
     """Datasets a run's (or a baseline's) protocol tests on."""
     protocol = config["protocols"][evaluated_models(config)[name]["protocol"]]

@@ -49,6 +49,7 @@ os.environ.update(PYTHONPATH=str(CODE.parent.resolve()))
 # Every path that more than one rule or input function names, spelt once; adfm.targets answers
 # with names (models, datasets, protocols) and the functions below put them into these patterns.
 DATASET_DIR = "resources/datasets/{dataset}"
+SOURCE_RECORD = "resources/sources/{dataset}.yaml"
 MODEL_DIR = f"resources/models/{config['model']['name']}"
 WARM_START = "resources/warm_start/{protocol}/{reasoning}"
 MANIFEST = "resources/manifests/{dataset}.csv"
@@ -60,6 +61,12 @@ PREDICTIONS = "results/predictions/{model}/{dataset}.jsonl"
 METRICS = "results/metrics/{model}/{dataset}.csv"
 MMAD_PREDICTIONS = "results/mmad/predictions/{model}.jsonl"
 MMAD_METRICS = "results/mmad/metrics/{model}.csv"
+SAMPLES = "results/samples/{figure}.jsonl"
+TABLE = "results/{table}.csv"
+FIGURE = "results/{figure}.png"
+TRAINING_CURVES = "results/training/{table}.png"
+SUMMARY = "results/summary.png"
+PROVENANCE = "results/provenance.yaml"
 
 
 wildcard_constraints:
@@ -251,10 +258,11 @@ def table_metrics(wildcards):
 def get_final_output():
     """Every table, the provenance record and every figure: what `snakemake` makes by default."""
     return [
-        *expand("results/{table}.csv", table=config["tables"]),
-        "results/provenance.yaml",
+        *expand(TABLE, table=config["tables"]),
+        PROVENANCE,
         *figure_targets(),
-        "results/summary.png",
+        *expand(TRAINING_CURVES, table=[t for t in config["tables"] if targets.trained_rows(config, t)]),
+        SUMMARY,
     ]
 
 
@@ -267,7 +275,7 @@ def model_gpus(wildcards):
 
 
 def figure_targets():
-    return expand("results/{figure}.png", figure=config.get("figures", {}))
+    return expand(FIGURE, figure=config.get("figures", {}))
 
 
 def sample_inputs(wildcards):
@@ -280,7 +288,7 @@ def figure_inputs(wildcards):
     if spec["kind"] == "cases":
         predictions = PREDICTIONS.format(model=spec["run"], dataset=spec["dataset"])
     else:
-        predictions = f"results/samples/{wildcards.figure}.jsonl"
+        predictions = SAMPLES.format(figure=wildcards.figure)
     code_used = code("evaluation/figures.py", "evaluation/figure_*.py", "evaluation/drawing.py",
                      "settings/evaluation.py", "rewards.py", "reward_terms.py", "boxes.py", "protocol.py", "paper/*")
     return {"predictions": predictions, "code": code_used}

@@ -34,9 +34,9 @@ rule download:
     input:
         unpack(dataset_inputs),
     output:
-        folder=directory("resources/datasets/{dataset}"),
+        folder=directory(DATASET_DIR),
         # what was used (url or linked folder, sha256), for the provenance
-        source="resources/sources/{dataset}.yaml",
+        source=SOURCE_RECORD,
     params:
         source=source_args,
         extra=lambda wc: adfm_config.settings_json(config["datasets"][wc.dataset].get("extra_files", [])),
@@ -58,10 +58,10 @@ rule download:
 
 rule index:
     input:
-        root="resources/datasets/{dataset}",
+        root=DATASET_DIR,
         code=code("data/index.py", "data/datasets/*.py"),
     output:
-        "resources/manifests/{dataset}.csv",
+        MANIFEST,
     params:
         layout=lambda wc: config["datasets"][wc.dataset]["layout"],
         categories=lambda wc: config["datasets"][wc.dataset].get("categories", []),
@@ -80,10 +80,10 @@ rule index:
 
 rule boxes:
     input:
-        manifest="resources/manifests/{dataset}.csv",
+        manifest=MANIFEST,
         code=code("data/masks.py", "data/boxes_table.py"),
     output:
-        boxes="resources/boxes/{dataset}.csv",
+        boxes=BOXES,
         summary="resources/boxes/{dataset}.summary.csv",
     params:
         kernel=config["boxes"]["dilation_kernel"],
@@ -108,7 +108,7 @@ rule split:
         unpack(protocol_inputs),
         code=code("data/split.py", "data/boxes_table.py", "data/split_table.py", "settings/data.py"),
     output:
-        "resources/splits/{protocol}.csv",
+        SPLIT,
     params:
         settings=lambda wc: data_settings.SplitSettings.from_config(config, wc.protocol).to_json(),
     threads: res("default", "threads")
@@ -126,12 +126,12 @@ rule split:
 rule mmad_questions:
     input:
         unpack(mmad_split_filter),
-        root="resources/datasets/mmad",
-        manifest="resources/manifests/mmad.csv",
-        boxes="resources/boxes/mmad.csv",
+        root=DATASET_DIR.format(dataset="mmad"),
+        manifest=MANIFEST.format(dataset="mmad"),
+        boxes=BOXES.format(dataset="mmad"),
         code=code("data/mmad_questions.py", "data/boxes_table.py", "data/datasets/mmad.py", "inference/mmad.py"),
     output:
-        "resources/splits/mmad_questions.csv",
+        MMAD_QUESTIONS,
     params:
         split_filter=mmad_question_args,
     threads: res("default", "threads")

@@ -7,13 +7,13 @@ rule sample_responses:
     input:
         unpack(sample_inputs),
     output:
-        "results/samples/{figure}.jsonl",
+        SAMPLES,
     params:
         gpu_job=gpu_job,
         dataset=lambda wc: config["figures"][wc.figure]["dataset"],
         run=lambda wc: config["figures"][wc.figure]["run"],
         settings=lambda wc: inference_settings.PredictSettings.for_figure(config, wc.figure).to_json(),
-        adapter=lambda wc, input: f"--adapter {input.adapter}" if "adapter" in input.keys() else "",
+        adapter=adapter_arg,
     wildcard_constraints:
         figure="|".join(SAMPLED_FIGURES) or "no-figure",
     threads: res("predict", "threads")
@@ -34,7 +34,7 @@ rule figure:
     input:
         unpack(figure_inputs),
     output:
-        png=report("results/{figure}.png", caption="../report/figure.rst", category="Figures",
+        png=report(FIGURE, caption="../report/figure.rst", category="Figures",
                    labels={"figure": "{figure}"}),
         pdf="results/{figure}.pdf",
         csv="results/{figure}.csv",
@@ -51,4 +51,31 @@ rule figure:
         "../../envs/report.yaml"
     shell:
         "python -m adfm figure --predictions {input.predictions} --settings {params.settings:q}"
+        " --png {output.png} --pdf {output.pdf} --csv {output.csv} > {log} 2>&1"
+
+
+# What GRPO logged while each trained run of a table trained (train_log.csv in its adapter folder).
+rule training_curves:
+    input:
+        adapters=lambda wc: [ADAPTER.format(run=run) for run in targets.trained_rows(config, wc.table)],
+        code=code("evaluation/training_curves.py", "evaluation/drawing.py"),
+    output:
+        png=report(TRAINING_CURVES, caption="../report/training_curves.rst", category="Training",
+                   labels={"table": "{table}"}),
+        pdf="results/training/{table}.pdf",
+        csv="results/training/{table}.csv",
+    params:
+        runs=lambda wc: " ".join(
+            f"--run {shlex.quote(label)} {ADAPTER.format(run=run)}/train_log.csv"
+            for run, label in targets.trained_rows(config, wc.table).items()
+        ),
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
+    log:
+        "logs/training_curves/{table}.log",
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "python -m adfm training-curves {params.runs} --table {wildcards.table}"
         " --png {output.png} --pdf {output.pdf} --csv {output.csv} > {log} 2>&1"

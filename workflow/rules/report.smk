@@ -3,10 +3,10 @@ rule provenance:
         schema=SCHEMA,
         # the data the run used, as each download recorded it (manual datasets not yet downloaded:
         # none, so they do not hold up the record)
-        sources=expand("resources/sources/{dataset}.yaml", dataset=[
+        sources=expand(SOURCE_RECORD, dataset=[
             name for name, spec in config["datasets"].items() if spec["url"]]),
     output:
-        record=report("results/provenance.yaml", caption="../report/provenance.rst", category="Provenance"),
+        record=report(PROVENANCE, caption="../report/provenance.rst", category="Provenance"),
         settings_csv="results/settings.csv",
         settings_html=report("results/settings.html", caption="../report/settings.rst", category="Provenance"),
     params:

@@ -4,10 +4,10 @@
 
 rule summary:
     input:
-        tables=expand("results/{table}.csv", table=config["tables"]),
+        tables=expand(TABLE, table=config["tables"]),
         code=code("evaluation/summary.py"),
     output:
-        png=report("results/summary.png", caption="../report/summary.rst", category="Summary"),
+        png=report(SUMMARY, caption="../report/summary.rst", category="Summary"),
         pdf="results/summary.pdf",
         csv="results/summary.csv",
         sentences="results/summary.txt",

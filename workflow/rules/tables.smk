@@ -3,7 +3,7 @@ rule table:
         unpack(table_metrics),
         code=code("evaluation/tables.py", "evaluation/table_layout.py", "settings/evaluation.py", "paper/*"),
     output:
-        csv="results/{table}.csv",
+        csv=TABLE,
         markdown="results/{table}.md",
         html=report("results/{table}.html", caption="../report/table.rst", category="Tables",
                     labels={"table": "{table}"}),

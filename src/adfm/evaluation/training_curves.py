@@ -1,6 +1,6 @@
 """Training curves: what GRPO logged over the optimizer steps, per run, one figure per table.
 
-    adfm training-curves --run LABEL TRAIN_LOG.csv [--run ...] --title TITLE --png P --pdf P --csv P
+    adfm training-curves --run LABEL TRAIN_LOG.csv [--run ...] --table TABLE --png P --pdf P --csv P
 
 Panels, each a line per run: the mean reward; each reward function's mean (`rewards/<fn>/mean`:
 one panel per function any run uses, so r_cls, r_cls + r_random and r_cls + r_loc meet in the
@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from adfm.evaluation.drawing import Outputs, pyplot, save
+from adfm.evaluation.summary import table_title
 from adfm.io import InputError, write_csv_atomic
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,9 @@ def register(subparsers) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", nargs=2, action="append", default=[], metavar=("LABEL", "TRAIN_LOG"),
                         help="a run's label in the legend and its train_log.csv (repeat per run)")
-    parser.add_argument("--title", default="GRPO training", help="the figure's title")
+    parser.add_argument("--table", required=True, help="the table whose runs these are (config tables), for the title")
     for kind in ("png", "pdf", "csv"):
         parser.add_argument(f"--{kind}", required=True, type=Path, help=f"the {kind.upper()} output")
-    parser.set_defaults(func=lambda a: training_curves([(label, Path(path)) for label, path in a.run], a.title,
-                                                       a.png, a.pdf, a.csv))
+    parser.set_defaults(func=lambda a: training_curves(
+        [(label, Path(path)) for label, path in a.run], f"{table_title(Path(a.table))}: GRPO training of its runs",
+        a.png, a.pdf, a.csv))
