@@ -343,7 +343,7 @@ def module_bindings(module: str) -> dict[str, tuple]:
 class Imports:
     """Third-party packages that running part of src/adfm may import, followed function by function:
     the stages import heavy packages inside functions, so a module-level walk would ask the data env
-    for torch because `adfm predict-api` borrows two torch-free helpers from adfm.inference.hf.
+    for torch because `adfm predict-mmad` reaches the Hugging Face backend only for a run.
 
     Over-approximates where it cannot tell: a referenced class brings all its methods, a module used
     as a value (such as adfm.data.datasets.LAYOUTS) all its functions, a local variable named like a

@@ -19,7 +19,7 @@ Two accuracies in every metrics file, so that each table row can take the one it
   of the paper's GPT-4o and GPT-4o-mini rows of Table 1. With one class present it is that class's
   share judged right. An unanswered image counts as wrong in both.
 For scores, `accuracy_youden` and `balanced_accuracy_youden` are the same at the Youden threshold.
-adfm.inference.mmad's metrics use the same two column names (ACCURACY, BALANCED_ACCURACY).
+adfm.evaluation.mmad_score's metrics use the same two column names (ACCURACY, BALANCED_ACCURACY).
 
 Output columns: model, dataset, category, n, correct, answered, accuracy, balanced_accuracy, and for
 scores also threshold (0.5), accuracy_youden, balanced_accuracy_youden, threshold_youden, auroc.

@@ -34,7 +34,7 @@ resume is recorded: in train_log.csv (column resumed_from: the step the process 
 started from) and in training.json (resumes: step and `exact`, whether the run is known to equal an
 uninterrupted one: in one process without vLLM, see adfm.model.checkpoints.prepare_checkpoint_dir).
 
-Several processes (`accelerate launch --num_processes N -m adfm train ...`, see adfm.config.launcher):
+Several processes (`accelerate launch --num_processes N -m adfm train ...`, see adfm.launch.launcher):
 data parallel, each process samples and scores its own prompts of every step, on its GPU, or on the
 CPU with the gloo backend where no GPU is visible (workflow/accelerate/multi_cpu.yaml). The main
 process alone writes the checkpoint stamp, train_log.csv and the adapter.
