@@ -29,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 def snakemake(workdir: Path, *args: str) -> tuple[float, str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"snakemake {' '.join(args)} failed:\n{result.stderr[-3000:]}")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from reliability.fuzzer import responses  # noqa: E402
-from reliability.test_fuzz_responses import check  # noqa: E402
+from reliability.fuzzer import responses
+from reliability.test_fuzz_responses import check
 
 
 def main() -> None:
@@ -33,8 +33,10 @@ def main() -> None:
     if batch:
         check(batch)
     elapsed = time.perf_counter() - start
-    print(f"{args.count} fuzzed responses: no exception, answers yes/no/None, boxes inside the frame, "
-          f"rewards finite ({elapsed:.1f} s, {args.count / elapsed:.0f} responses/s)")
+    print(
+        f"{args.count} fuzzed responses: no exception, answers yes/no/None, boxes inside the frame, "
+        f"rewards finite ({elapsed:.1f} s, {args.count / elapsed:.0f} responses/s)"
+    )
 
 
 if __name__ == "__main__":

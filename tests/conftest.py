@@ -62,8 +62,12 @@ def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, s
     # PYTHONPATH: the workflow's own config helpers come from the copy under test, not from the
     # editable install (which a concurrent edit of src/ would change under a running session)
     configs, extra_env = run_setup(workdir)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(Path(workdir).resolve() / "src"), **extra_env}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(Path(workdir).resolve() / "src"),
+        **extra_env,
+    }
     return [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", *configs, *args], env
 
 
@@ -110,14 +114,27 @@ def demo_run(tmp_path_factory, fake_api):
     # GPT-4o's rows run against the fake server; the other API models' key variable stays unset,
     # so their rows show the paper's value, "not run: no API key"
     unset = {"key_env": "ADFM_DEMO_UNSET_KEY"}
-    (workdir / FAKE_API_CONFIG).write_text(yaml.safe_dump({
-        "api": {"enabled": True, "base_url": fake_api.url, "key_env": "ADFM_DEMO_API_KEY", "backoff_s": 0.01},
-        "baselines": {name: unset for name in ("gpt-4o-mini", "gpt-4.1", "gpt-4o-mini_cross", "gpt-4.1_cross")},
-    }))
+    (workdir / FAKE_API_CONFIG).write_text(
+        yaml.safe_dump(
+            {
+                "api": {"enabled": True, "base_url": fake_api.url, "key_env": "ADFM_DEMO_API_KEY", "backoff_s": 0.01},
+                "baselines": {name: unset for name in ("gpt-4o-mini", "gpt-4.1", "gpt-4o-mini_cross", "gpt-4.1_cross")},
+            }
+        )
+    )
     one_gpu = {"gpu": 1}
-    (workdir / GPU_POOL_CONFIG).write_text(yaml.safe_dump({"resources": {
-        "gpu_devices": PRETEND_GPUS, "gpu_lock_dir": str(workdir / "gpu-locks"),
-        "train": one_gpu, "predict": one_gpu}}))
+    (workdir / GPU_POOL_CONFIG).write_text(
+        yaml.safe_dump(
+            {
+                "resources": {
+                    "gpu_devices": PRETEND_GPUS,
+                    "gpu_lock_dir": str(workdir / "gpu-locks"),
+                    "train": one_gpu,
+                    "predict": one_gpu,
+                }
+            }
+        )
+    )
     RUN_SETUP[workdir] = ([*DEMO_CONFIGS, FAKE_API_CONFIG, GPU_POOL_CONFIG], {"ADFM_DEMO_API_KEY": FAKE_API_KEY})
     snakemake(workdir)
     return workdir

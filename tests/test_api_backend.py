@@ -36,9 +36,13 @@ def split_csv(tmp_path):
 
 
 def settings(url, **api) -> ApiSettings:
-    return ApiSettings.from_dict({
-        "prompt": "Is the query defective?", "reasoning": "multi_stage",
-        "api": {"base_url": url, "model": "fake-4o", "key_env": "FAKE_API_KEY", "backoff_s": 0.01, **api}})
+    return ApiSettings.from_dict(
+        {
+            "prompt": "Is the query defective?",
+            "reasoning": "multi_stage",
+            "api": {"base_url": url, "model": "fake-4o", "key_env": "FAKE_API_KEY", "backoff_s": 0.01, **api},
+        }
+    )
 
 
 def test_records_requests_and_the_key_never_written(chat, split_csv, tmp_path, monkeypatch, caplog):
@@ -121,8 +125,9 @@ def test_mmad_questions_through_the_api(chat, tmp_path, monkeypatch):
 
     questions = write_questions(tmp_path)
     server = chat(reply=lambda body: "The answer is B." if "defect" in json.dumps(body) else "A")
-    out = predict_mmad(questions, "gpt-fake", MmadSettings(api=settings(server.url).api, max_new_tokens=16),
-                       tmp_path / "mmad.jsonl")
+    out = predict_mmad(
+        questions, "gpt-fake", MmadSettings(api=settings(server.url).api, max_new_tokens=16), tmp_path / "mmad.jsonl"
+    )
     records = read_jsonl(out)
     assert len(records) == len(pd.read_csv(questions)) and {r["answer"] for r in records} <= {"A", "B"}
     content = server.requests[0][1]["messages"][0]["content"]

@@ -15,7 +15,11 @@ def test_separated_blobs_without_dilation_give_one_box_each():
     mask[10:20, 10:30] = 255
     mask[50:70, 60:65] = 255
     mask[80:90, 100:110] = 7  # VisA-style defect id: anything > 0 is a defect
-    assert mask_to_boxes(mask, dilation_kernel=1, min_area=1) == [[10, 10, 30, 20], [60, 50, 65, 70], [100, 80, 110, 90]]
+    assert mask_to_boxes(mask, dilation_kernel=1, min_area=1) == [
+        [10, 10, 30, 20],
+        [60, 50, 65, 70],
+        [100, 80, 110, 90],
+    ]
 
 
 def test_dilation_merges_close_fragments_without_growing_the_box():
@@ -32,7 +36,7 @@ def test_every_mask_pixel_lies_in_a_box():
         mask = (rng.random((60, 80)) > 0.97).astype(np.uint8)
         boxes = mask_to_boxes(mask, dilation_kernel=int(rng.integers(1, 8)), min_area=1)
         ys, xs = np.nonzero(mask)
-        for x, y in zip(xs, ys):
+        for x, y in zip(xs, ys, strict=False):
             assert any(b[0] <= x < b[2] and b[1] <= y < b[3] for b in boxes)
 
 
@@ -97,7 +101,7 @@ def test_relative_kernel_merges_fragments_alike_at_any_resolution():
         s = side / 512
         mask = np.zeros((side, side), np.uint8)
         for x in (100, 116):
-            mask[int(100 * s):int(104 * s), int(x * s):int((x + 4) * s)] = 1
+            mask[int(100 * s) : int(104 * s), int(x * s) : int((x + 4) * s)] = 1
         return mask
 
     for side in (512, 2048):
@@ -126,8 +130,12 @@ def test_boxes_stage_writes_box_count_statistics(tmp_path, caplog):
     import pandas as pd
 
     rows = []
-    for name, rects in {"one": [(10, 10, 20, 20)], "two": [(10, 10, 20, 20), (60, 60, 70, 70)], "none": [],
-                        "good": None}.items():
+    for name, rects in {
+        "one": [(10, 10, 20, 20)],
+        "two": [(10, 10, 20, 20), (60, 60, 70, 70)],
+        "none": [],
+        "good": None,
+    }.items():
         mask_path = ""
         if rects is not None:
             mask = np.zeros((100, 100), np.uint8)
@@ -135,8 +143,16 @@ def test_boxes_stage_writes_box_count_statistics(tmp_path, caplog):
                 mask[y1:y2, x1:x2] = 255
             cv2.imwrite(str(tmp_path / f"{name}.png"), mask)
             mask_path = str(tmp_path / f"{name}.png")
-        rows.append({"dataset": "toy", "image_path": f"{name}.png", "label": int(rects is not None),
-                     "mask_paths": [mask_path] if mask_path else [], "width": 200, "height": 100})
+        rows.append(
+            {
+                "dataset": "toy",
+                "image_path": f"{name}.png",
+                "label": int(rects is not None),
+                "mask_paths": [mask_path] if mask_path else [],
+                "width": 200,
+                "height": 100,
+            }
+        )
     frame = pd.DataFrame(rows)
     with caplog.at_level(logging.WARNING):
         table = boxes_table(frame, dilation_kernel=3, min_area=1, reference_side=50)

@@ -24,9 +24,11 @@ def test_every_stage_is_registered():
 def test_every_subcommand_has_a_description_and_documented_options(name):
     parser = subcommands()[name]
     assert parser.description and len(parser.description.split()) >= 5, f"adfm {name} --help has no description"
-    undocumented = [action.option_strings[0] if action.option_strings else action.dest
-                    for action in parser._actions
-                    if not isinstance(action, argparse._HelpAction) and not action.help]
+    undocumented = [
+        action.option_strings[0] if action.option_strings else action.dest
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
     assert undocumented == [], f"adfm {name}: options without a help text: {undocumented}"
 
 
@@ -41,8 +43,10 @@ def test_a_number_yaml_reads_as_text_names_the_fix():
     config = load_config([SCHEMA.parents[2] / "config.yaml"])
     config["train"]["grpo"]["learning_rate"] = yaml.safe_load("x: 1e-5")["x"]
     assert config["train"]["grpo"]["learning_rate"] == "1e-5"  # PyYAML (YAML 1.1) reads it as text
-    assert ("train.grpo.learning_rate: '1e-5' is not of type 'number' (YAML reads 1e-5 as text: write 1.0e-5, "
-            "with a dot and a signed exponent)") in schema_problems(config)
+    assert (
+        "train.grpo.learning_rate: '1e-5' is not of type 'number' (YAML reads 1e-5 as text: write 1.0e-5, "
+        "with a dot and a signed exponent)"
+    ) in schema_problems(config)
 
 
 def test_check_config_names_the_file_of_a_yaml_error_and_the_fix_of_a_number(tmp_path, capsys):

@@ -60,7 +60,7 @@ def test_windows_and_harmonic_aggregation_match_anomalib_examples():
 def test_association_is_half_the_cosine_distance_to_the_nearest_memory():
     query = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
     memory = torch.tensor([[[0.0, 1.0], [1.0, 1.0]]])
-    assert torch.allclose(association(query, memory), torch.tensor([[(1 - 2 ** -0.5) / 2, 0.0]]), atol=1e-6)
+    assert torch.allclose(association(query, memory), torch.tensor([[(1 - 2**-0.5) / 2, 0.0]]), atol=1e-6)
 
 
 def test_winclip_scores(tiny, images):
@@ -68,7 +68,7 @@ def test_winclip_scores(tiny, images):
     model, tokenizer = tiny
     few = WinCLIP(model, tokenizer, scales=(2, 3), shots=1).score(queries, references, ["widget"] * len(queries))
     zero = WinCLIP(model, tokenizer, scales=(2, 3), shots=0).score(queries, references, ["widget"] * len(queries))
-    for f, z in zip(few, zero):
+    for f, z in zip(few, zero, strict=False):
         assert 0.0 <= f["score"] <= 1.0 and 0.0 <= z["score"] <= 1.0
         assert z["score"] == pytest.approx(f["zero_shot_score"])
         assert f["score"] == pytest.approx((f["zero_shot_score"] + f["few_shot_map_max"]) / 2)
@@ -90,23 +90,33 @@ def test_anomalyclip_scores_and_learned_prompts(tiny, images, tmp_path):
     assert scorer.images.grid == (6, 6)  # 96 / 16, positional embedding interpolated from 7 x 7
     # a checkpoint in the authors' format (prompt_learner state dict) is loaded and used
     width = model.ln_final.weight.shape[0]
-    state = {"ctx_pos": torch.randn(1, 1, 4, width), "ctx_neg": torch.randn(1, 1, 4, width) * 3,
-             "compound_prompts_text.0": torch.randn(2, width)}
+    state = {
+        "ctx_pos": torch.randn(1, 1, 4, width),
+        "ctx_neg": torch.randn(1, 1, 4, width) * 3,
+        "compound_prompts_text.0": torch.randn(2, width),
+    }
     torch.save({"prompt_learner": state}, tmp_path / "prompts.pth")
     learned = AnomalyCLIP(model, tokenizer, prompts=str(tmp_path / "prompts.pth"), **options)
     assert torch.equal(learned.ctx[1].cpu(), state["ctx_neg"].reshape(4, width))
     assert [r["score"] for r in learned.score(queries, references, ["widget"] * 4)] != random_scores
     with pytest.raises(InputError, match="do not match"):
-        AnomalyCLIP(model, tokenizer, prompts=str(tmp_path / "prompts.pth"), prompt_length=5, deep_prompt_depth=2,
-                    deep_prompt_length=2)
+        AnomalyCLIP(
+            model,
+            tokenizer,
+            prompts=str(tmp_path / "prompts.pth"),
+            prompt_length=5,
+            deep_prompt_depth=2,
+            deep_prompt_length=2,
+        )
     with pytest.raises(InputError, match="exceeds"):
         AnomalyCLIP(model, tokenizer, deep_prompt_depth=9)
 
 
 def test_predict_clip_records_are_resumable(images, tmp_path, monkeypatch):
     split, queries, _ = images
-    settings = ClipSettings.from_dict({"method": "winclip", "clip": {"model": TINY_CLIP, "pretrained": None},
-                                       "seed": 0, "batch_size": 3})
+    settings = ClipSettings.from_dict(
+        {"method": "winclip", "clip": {"model": TINY_CLIP, "pretrained": None}, "seed": 0, "batch_size": 3}
+    )
     out = predict_clip(split, "toyset", "winclip", settings, tmp_path / "w.jsonl")
     records = read_jsonl(out)
     assert [r["image_path"] for r in records] == queries

@@ -33,9 +33,25 @@ def test_paper_config_blocks_tables_of_each_manual_dataset(tmp_path):
 @pytest.mark.slow
 def test_dry_run_of_the_paper_names_manual_datasets_and_what_they_block(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--cores", "all",
-                             "--configfile", str(REPO / "config.yaml")], check=False, cwd=tmp_path, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-n",
+            "--cores",
+            "all",
+            "--configfile",
+            str(REPO / "config.yaml"),
+        ],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Manual downloads missing: {', '.join(PAPER_MANUAL)} (url: null)" in result.stderr
     assert "  goodsad: blocks table1, table3, table4, fig3, fig4, fig5. Download the six category zips" in result.stderr
@@ -53,13 +69,18 @@ def test_failed_job_logs_are_read_from_snakemakes_log(tmp_path):
         "Error in rule other:\n    log: logs/c.log (check log file(s) for error details)\n"
     )
     assert console.failed_job_logs(text) == [
-        ("download", ["logs/download/dagm.log"]), ("all_logs", ["logs/a.log", "logs/b.log"]), ("other", ["logs/c.log"])]
+        ("download", ["logs/download/dagm.log"]),
+        ("all_logs", ["logs/a.log", "logs/b.log"]),
+        ("other", ["logs/c.log"]),
+    ]
     long_log = tmp_path / "train.log"
     long_log.write_text("".join(f"line {n}\n" for n in range(1, 3001)))
     snakemake_log = tmp_path / "run.snakemake.log"
-    snakemake_log.write_text(f"Error in rule train:\n    log: {long_log} (check log file(s) for error details)\n"
-                             f"Error in rule index:\n    log: {tmp_path / 'never.log'} (check log file(s) for error "
-                             "details)\n")
+    snakemake_log.write_text(
+        f"Error in rule train:\n    log: {long_log} (check log file(s) for error details)\n"
+        f"Error in rule index:\n    log: {tmp_path / 'never.log'} (check log file(s) for error "
+        "details)\n"
+    )
     lines = console.failed_logs_message([str(snakemake_log)]).splitlines()
     assert lines[0] == f"==> last 40 lines of {long_log} (rule train) <=="
     assert lines[1:41] == [f"line {n}" for n in range(2961, 3001)]
@@ -75,17 +96,23 @@ def test_a_missing_manual_dataset_fails_only_what_needs_it(tmp_path):
     workdir = copy_demo_inputs(tmp_path)
     if not (workdir / "profiles").exists():  # the default profile, found as in the checkout
         (workdir / "profiles").symlink_to("workflow/profiles")
-    (workdir / "manual_dagm.yaml").write_text(yaml.safe_dump(
-        {"datasets": {"dagm": {"url": None, "manual": "Fetch DAGM from the competition page."}}}))
+    (workdir / "manual_dagm.yaml").write_text(
+        yaml.safe_dump({"datasets": {"dagm": {"url": None, "manual": "Fetch DAGM from the competition page."}}})
+    )
     with open(workdir / "Snakefile", "a") as snakefile:
-        snakefile.write('\n\nrule noisy:\n    output: "noisy.txt"\n    log: "logs/noisy.log"\n'
-                        '    shell: "seq 1 3000 > {log}; exit 1"\n')
+        snakefile.write(
+            '\n\nrule noisy:\n    output: "noisy.txt"\n    log: "logs/noisy.log"\n'
+            '    shell: "seq 1 3000 > {log}; exit 1"\n'
+        )
     command, env = snakemake_command(workdir)
     command.append("manual_dagm.yaml")  # the last of the config files
     # targets before --configfile, which would take them for config files
     before_configs = command.index("--configfile")
-    command[before_configs:before_configs] = ["resources/boxes/mvtec_ad.csv", "resources/manifests/dagm.csv",
-                                              "noisy.txt"]
+    command[before_configs:before_configs] = [
+        "resources/boxes/mvtec_ad.csv",
+        "resources/manifests/dagm.csv",
+        "noisy.txt",
+    ]
     result = subprocess.run(command, check=False, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     err = result.stderr
@@ -96,7 +123,7 @@ def test_a_missing_manual_dataset_fails_only_what_needs_it(tmp_path):
     assert (workdir / "resources/boxes/mvtec_ad.csv").is_file()
     assert not (workdir / "resources/manifests/dagm.csv").exists()
     # the tails, after Snakemake's own report
-    tails = err[err.index("Exiting because a job execution failed"):]
+    tails = err[err.index("Exiting because a job execution failed") :]
     assert "==> last 1 lines of logs/download/dagm.log (rule download) <==" in tails
     assert "dagm: this dataset must be downloaded by hand. Fetch DAGM from the competition page." in tails
     assert "==> last 40 lines of logs/noisy.log (rule noisy) <==\n" + "\n".join(map(str, range(2961, 3001))) in tails

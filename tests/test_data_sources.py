@@ -23,8 +23,9 @@ def test_changed_url_reruns_the_download_and_a_missing_source_fails_clearly(tmp_
     record = yaml.safe_load((workdir / "resources/sources/mvtec_ad.yaml").read_text())
     assert record["url"] == "file:resources/demo/mvtec_anomaly_detection.tar.xz" and len(record["sha256"]) == 64
     missing = tmp_path / "does_not_exist"
-    (workdir / "moved.yaml").write_text(yaml.safe_dump(
-        {"datasets": {"mvtec_ad": {"url": str(missing), "checksum_file": None}}}))
+    (workdir / "moved.yaml").write_text(
+        yaml.safe_dump({"datasets": {"mvtec_ad": {"url": str(missing), "checksum_file": None}}})
+    )
     RUN_SETUP[workdir] = ([*DEMO_CONFIGS, "moved.yaml"], {})
     plan = snakemake(workdir, "-n", "--", "resources/boxes/mvtec_ad.csv").stdout
     assert "rule download:" in plan and "--url " + str(missing) in plan  # before: "Nothing to be done"

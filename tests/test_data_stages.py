@@ -31,8 +31,14 @@ def test_demo_archive_is_reproducible_and_has_the_mvtec_layout(archive, tmp_path
     assert again.read_bytes() == archive.read_bytes()
     with tarfile.open(archive) as bundle:
         names = set(bundle.getnames())
-    assert {"bottle/train/good/000.png", "bottle/test/good/001.png", "bottle/test/blob/000.png",
-            "bottle/ground_truth/blob/000_mask.png", "wood/test/scratch/001.png", "bottle/license.txt"} <= names
+    assert {
+        "bottle/train/good/000.png",
+        "bottle/test/good/001.png",
+        "bottle/test/blob/000.png",
+        "bottle/ground_truth/blob/000_mask.png",
+        "wood/test/scratch/001.png",
+        "bottle/license.txt",
+    } <= names
 
 
 def test_download_index_round_trip(archive, tmp_path):
@@ -148,19 +154,35 @@ def test_truncated_archive_is_not_recorded_so_the_good_one_is_accepted(archive, 
 
 def test_source_record_says_what_was_used(archive, tmp_path):
     record = tmp_path / "sources" / "mvtec_ad.yaml"
-    download(f"file:{archive}", tmp_path / "mvtec_ad", cache_dir=tmp_path, sha256=None, checksum_file=None,
-             source_record=record)
+    download(
+        f"file:{archive}",
+        tmp_path / "mvtec_ad",
+        cache_dir=tmp_path,
+        sha256=None,
+        checksum_file=None,
+        source_record=record,
+    )
     written = yaml.safe_load(record.read_text())
     assert written["url"] == f"file:{archive}" and written["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
     extract(archive, tmp_path / "by_hand")
-    download(str(tmp_path / "by_hand"), tmp_path / "linked", cache_dir=tmp_path, sha256=None, checksum_file=None,
-             source_record=record)
+    download(
+        str(tmp_path / "by_hand"),
+        tmp_path / "linked",
+        cache_dir=tmp_path,
+        sha256=None,
+        checksum_file=None,
+        source_record=record,
+    )
     assert yaml.safe_load(record.read_text())["folder"] == str((tmp_path / "by_hand").resolve())
 
 
 def test_manual_dataset_without_url_says_what_to_do(tmp_path):
-    with pytest.raises(InputError, match="goodsad: this dataset must be downloaded by hand. Get the zips.*datasets.goodsad.url"):
-        download(None, tmp_path / "goodsad", cache_dir=tmp_path, sha256=None, checksum_file=None, manual="Get the zips.")
+    with pytest.raises(
+        InputError, match="goodsad: this dataset must be downloaded by hand. Get the zips.*datasets.goodsad.url"
+    ):
+        download(
+            None, tmp_path / "goodsad", cache_dir=tmp_path, sha256=None, checksum_file=None, manual="Get the zips."
+        )
 
 
 def test_extracted_folder_is_linked_not_copied(archive, tmp_path):
@@ -172,8 +194,14 @@ def test_extracted_folder_is_linked_not_copied(archive, tmp_path):
 def test_extra_files_land_beside_the_archive_contents(archive, tmp_path):
     extra = tmp_path / "mmad.json"
     extra.write_text("{}")
-    download(f"file:{archive}", tmp_path / "out", cache_dir=tmp_path, sha256=None, checksum_file=None,
-             extra_files=[{"url": f"file:{extra}"}])
+    download(
+        f"file:{archive}",
+        tmp_path / "out",
+        cache_dir=tmp_path,
+        sha256=None,
+        checksum_file=None,
+        extra_files=[{"url": f"file:{extra}"}],
+    )
     assert (tmp_path / "out" / "mmad.json").read_text() == "{}"
     assert (tmp_path / "out" / "bottle").is_dir()
 
@@ -194,8 +222,11 @@ def test_mask_of_another_size_than_its_image_is_rejected(archive, tmp_path):
     mask = tmp_path / "d" / "wood" / "ground_truth" / "scratch" / "001_mask.png"
     Image.open(mask).resize((112, 28)).save(mask)
     (tmp_path / "linked").symlink_to(tmp_path / "d")  # as a manual download's folder is linked
-    with pytest.raises(InputError, match=f"(?s)mask is 112x28, its image .*wood/test/scratch/001.png is 56x56.*"
-                                         f"linked is a link to {tmp_path / 'd'}"):
+    with pytest.raises(
+        InputError,
+        match=f"(?s)mask is 112x28, its image .*wood/test/scratch/001.png is 56x56.*"
+        f"linked is a link to {tmp_path / 'd'}",
+    ):
         index(tmp_path / "linked", "mvtec_ad", "mvtec_ad", None, tmp_path / "manifest.csv", count_check=False)
 
 

@@ -11,11 +11,10 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import RUN_SETUP, planned_jobs, run_config, run_setup, snakemake
 
 from adfm.evaluation.summary import table_title
 from adfm.targets import datasets_tested_by, demo_note
-
-from conftest import RUN_SETUP, planned_jobs, run_config, run_setup, snakemake
 
 DEMO_TEST_IMAGES = 33  # MVTec AD: 3 categories x 14 test-split images, minus 20% (3 per category) for training
 # the untrained run is scored on every row, MVTec AD's whole test split (runs.zero_shot.eval_rows: all)
@@ -36,10 +35,15 @@ def overall_accuracy(workdir, run: str, dataset: str) -> float:
 
 
 def test_every_stage_produced_its_output(demo_run):
-    for path in ["resources/demo/mvtec_anomaly_detection.tar.xz", "resources/manifests/mvtec_ad.csv",
-                 "resources/boxes/mvtec_ad.csv", "resources/splits/multidomain.csv",
-                 "resources/models/tiny-qwen2.5-vl/config.json", "resources/adapters/adfm/adapter_config.json",
-                 "resources/adapters/adfm/train_log.csv"]:
+    for path in [
+        "resources/demo/mvtec_anomaly_detection.tar.xz",
+        "resources/manifests/mvtec_ad.csv",
+        "resources/boxes/mvtec_ad.csv",
+        "resources/splits/multidomain.csv",
+        "resources/models/tiny-qwen2.5-vl/config.json",
+        "resources/adapters/adfm/adapter_config.json",
+        "resources/adapters/adfm/train_log.csv",
+    ]:
         assert (demo_run / path).is_file(), path
     for run, images in DEMO_IMAGES.items():
         lines = (demo_run / f"results/predictions/{run}/mvtec_ad.jsonl").read_text().splitlines()
@@ -49,15 +53,33 @@ def test_every_stage_produced_its_output(demo_run):
         assert all(r["answer"] in ("yes", "no", None) for r in records)
 
 
-@pytest.mark.parametrize("name, keys", [
-    ("table1", [({"model": "Qwen2.5-VL", "scale": "7B"}, "zero_shot", (62.03, 55.50, 45.90, 40.73, 51.04)),
-                ({"model": "AD-FM", "scale": "7B"}, "adfm", (90.72, 79.52, 65.62, 56.74, 73.15))]),
-    ("table4", [({"reward": "none (zero-shot)"}, "zero_shot", (62.03, 55.50, 45.90, 40.73, 51.04)),
-                ({"reward": "r_cls + r_loc"}, "adfm", (90.72, 79.52, 65.62, 56.74, 73.15))]),
-])
+@pytest.mark.parametrize(
+    "name, keys",
+    [
+        (
+            "table1",
+            [
+                ({"model": "Qwen2.5-VL", "scale": "7B"}, "zero_shot", (62.03, 55.50, 45.90, 40.73, 51.04)),
+                ({"model": "AD-FM", "scale": "7B"}, "adfm", (90.72, 79.52, 65.62, 56.74, 73.15)),
+            ],
+        ),
+        (
+            "table4",
+            [
+                ({"reward": "none (zero-shot)"}, "zero_shot", (62.03, 55.50, 45.90, 40.73, 51.04)),
+                ({"reward": "r_cls + r_loc"}, "adfm", (90.72, 79.52, 65.62, 56.74, 73.15)),
+            ],
+        ),
+    ],
+)
 def test_tables_hold_our_values_beside_the_paper(demo_run, name, keys):
     table = pd.read_csv(demo_run / f"results/{name}.csv")
-    columns = {"MVTec": ("mvtec_ad", 0), "VisA": ("visa", 1), "MVTec-LOCO": ("mvtec_loco", 2), "GoodsAD": ("goodsad", 3)}
+    columns = {
+        "MVTec": ("mvtec_ad", 0),
+        "VisA": ("visa", 1),
+        "MVTec-LOCO": ("mvtec_loco", 2),
+        "GoodsAD": ("goodsad", 3),
+    }
     for row_keys, run, paper_values in keys:
         ours_values = []
         for column, (dataset, position) in columns.items():
@@ -76,9 +98,13 @@ def test_tables_hold_our_values_beside_the_paper(demo_run, name, keys):
     assert "ours (paper)" in markdown
 
 
-TABLE4_RUNS = {("none (zero-shot)", "none"): "zero_shot", ("r_cls", "one-stage"): "cls_one_stage",
-               ("r_cls", "multi-stage"): "cls_multi_stage", ("r_cls + r_random", "multi-stage"): "cls_random",
-               ("r_cls + r_loc", "multi-stage"): "adfm"}
+TABLE4_RUNS = {
+    ("none (zero-shot)", "none"): "zero_shot",
+    ("r_cls", "one-stage"): "cls_one_stage",
+    ("r_cls", "multi-stage"): "cls_multi_stage",
+    ("r_cls + r_random", "multi-stage"): "cls_random",
+    ("r_cls + r_loc", "multi-stage"): "adfm",
+}
 
 
 def test_table4_has_every_ablation_row(demo_run):
@@ -107,14 +133,21 @@ def test_warm_start_then_grpo_for_every_trained_run(demo_run):
         adapter = demo_run / f"resources/adapters/{run}"
         # GRPO's adapter sits on the warm-started model and loads with plain PEFT
         assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"].endswith(
-            f"warm_start/{spec['protocol']}/{spec['reasoning']}")
+            f"warm_start/{spec['protocol']}/{spec['reasoning']}"
+        )
         model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(str(warm)), str(adapter))
         assert any("lora_" in name for name, _ in model.named_parameters()), run
         log = pd.read_csv(adapter / "train_log.csv")
         assert len(log) == config["train"]["grpo"]["max_steps"], run
-        for column in ["reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length",
-                       *[f"rewards/{name}/mean" for name in spec["rewards"]],
-                       *[f"rewards/{name}/std" for name in spec["rewards"]]]:
+        for column in [
+            "reward",
+            "reward_std",
+            "frac_reward_zero_std",
+            "kl",
+            "completions/mean_length",
+            *[f"rewards/{name}/mean" for name in spec["rewards"]],
+            *[f"rewards/{name}/std" for name in spec["rewards"]],
+        ]:
             assert column in log.columns and log[column].notna().all(), (run, column)
         completions = pd.concat(pd.read_parquet(path) for path in sorted((adapter / "completions").glob("*.parquet")))
         assert set(spec["rewards"]) <= set(completions.columns), run  # each sample's reward per function
@@ -140,7 +173,9 @@ def test_training_curves_draw_every_trained_run_of_each_table(demo_run):
         steps = drawn.loc[drawn["run"].str.startswith(f"{run}:") & (drawn["metric"] == "reward"), "step"]
         assert len(steps) == config["train"]["grpo"]["max_steps"], run
     for table in ("table1", "table2", "table3"):
-        assert (demo_run / f"results/training/{table}.png").is_file() and (demo_run / f"results/training/{table}.pdf").is_file()
+        assert (demo_run / f"results/training/{table}.png").is_file() and (
+            demo_run / f"results/training/{table}.pdf"
+        ).is_file()
 
 
 def test_trained_model_beats_the_untrained_one(demo_run):
@@ -180,16 +215,35 @@ def test_reward_edit_reruns_training_onwards_only(demo_run):
     trained_predictions = sum(len(datasets_tested_by(config, run)) for run in trained)
     assert jobs["train"] == len(trained)
     assert jobs["predict"] == jobs["score"] == trained_predictions  # the untrained model's are kept
-    upstream = {"make_demo_archive", "download", "index", "boxes", "split", "mmad_questions", "fetch_model",
-                "warm_start"}
+    upstream = {
+        "make_demo_archive",
+        "download",
+        "index",
+        "boxes",
+        "split",
+        "mmad_questions",
+        "fetch_model",
+        "warm_start",
+    }
     assert not upstream & set(jobs), jobs
 
 
 def test_report_bundles_tables_figures_and_provenance(demo_run):
     snakemake(demo_run, "--report", "results/report.html")
     report = (demo_run / "results/report.html").read_text()
-    for name in ["table1.html", "table2.html", "table3.html", "table4.html", "fig3.png", "fig4.png", "fig5.png",
-                 "provenance.yaml", "settings.html", "summary.html", "training/table4.png"]:
+    for name in [
+        "table1.html",
+        "table2.html",
+        "table3.html",
+        "table4.html",
+        "fig3.png",
+        "fig4.png",
+        "fig5.png",
+        "provenance.yaml",
+        "settings.html",
+        "summary.html",
+        "training/table4.png",
+    ]:
         assert name in report, name
     # every setting that changes results, with the demo's value and where the paper's value comes from
     settings = pd.read_csv(demo_run / "results/settings.csv").set_index("setting")
@@ -197,7 +251,6 @@ def test_report_bundles_tables_figures_and_provenance(demo_run):
     assert settings.loc["train.grpo.top_k", "source"].startswith("release")
     assert settings.loc["mmad.max_pixels", "source"].startswith("MMAD")
     assert str(settings.loc["train.grpo.max_steps", "value"]) == str(run_config(demo_run)["train"]["grpo"]["max_steps"])
-
 
 
 def test_summary_figure_and_sentences_match_the_tables(demo_run):
@@ -217,8 +270,9 @@ def test_summary_figure_and_sentences_match_the_tables(demo_run):
             assert line.startswith(f"{table_title(path)}: no run cell"), line
             continue
         gap = compared.loc[compared["diff"].abs().idxmax()]
-        assert line.startswith(f"{table_title(path)}: {mine['within'].sum()} of {len(compared)} run cells "
-                               f"within ±{tolerance:g} points"), line
+        assert line.startswith(
+            f"{table_title(path)}: {mine['within'].sum()} of {len(compared)} run cells within ±{tolerance:g} points"
+        ), line
         assert f"{gap['column']}: ours {gap['ours']:.2f}, paper {gap['paper']:.2f} ({gap['diff']:+.2f})" in line
     page = (demo_run / "results/summary.html").read_text()
     assert all(line in page for line in lines) and "data:image/png;base64," in page

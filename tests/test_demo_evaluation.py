@@ -8,7 +8,6 @@ import re
 
 import pandas as pd
 import pytest
-
 from conftest import run_config, snakemake
 
 CROSS = ["visa", "mpdd", "dtd_synthetic", "dagm"]
@@ -35,13 +34,16 @@ def test_all_four_tables_and_their_markdown(demo_run):
 
 def test_table2_rows_from_each_backend(demo_run):
     table = pd.read_csv(demo_run / "results/table2.csv", keep_default_na=False, na_values=[""])
-    for model, run, metric in [("WinCLIP (tau=0.5)", "winclip", "accuracy"),
-                               ("WinCLIP (Youden J)", "winclip", "accuracy_youden"),
-                               ("AnomalyCLIP (tau=0.5)", "anomalyclip", "accuracy"),
-                               ("AnomalyCLIP (Youden J)", "anomalyclip", "accuracy_youden"),
-                               ("Qwen2.5-VL", "zero_shot_cross", "accuracy"), ("AD-FM", "adfm_cross", "accuracy"),
-                               ("GPT-4o", "gpt-4o_cross", "accuracy")]:
-        for column, dataset in zip(["VisA", "MPDD", "DTD", "DAGM"], CROSS):
+    for model, run, metric in [
+        ("WinCLIP (tau=0.5)", "winclip", "accuracy"),
+        ("WinCLIP (Youden J)", "winclip", "accuracy_youden"),
+        ("AnomalyCLIP (tau=0.5)", "anomalyclip", "accuracy"),
+        ("AnomalyCLIP (Youden J)", "anomalyclip", "accuracy_youden"),
+        ("Qwen2.5-VL", "zero_shot_cross", "accuracy"),
+        ("AD-FM", "adfm_cross", "accuracy"),
+        ("GPT-4o", "gpt-4o_cross", "accuracy"),
+    ]:
+        for column, dataset in zip(["VisA", "MPDD", "DTD", "DAGM"], CROSS, strict=False):
             metrics = pd.read_csv(demo_run / f"results/metrics/{run}/{dataset}.csv")
             ours = metrics.loc[metrics["category"] == "all", metric].iloc[0]
             assert cell(table, model, column).ours == pytest.approx(ours), (model, column)
@@ -55,7 +57,7 @@ def test_table2_rows_from_each_backend(demo_run):
             threshold = metrics.loc["all", "threshold_youden"]
             assert (records["score"] - threshold).abs().min() < 1e-9
 
-            def youden(t):
+            def youden(t, records=records):
                 called = records["score"] >= t
                 return called[records.label == 1].mean() - called[records.label == 0].mean()
 
@@ -70,8 +72,10 @@ def test_clip_scores_and_test_sets(demo_run):
     split = pd.read_csv(demo_run / "resources/splits/crossdataset.csv")
     for run in ("winclip", "anomalyclip"):
         for dataset in CROSS:
-            records = [json.loads(line) for line in
-                       (demo_run / f"results/predictions/{run}/{dataset}.jsonl").read_text().splitlines()]
+            records = [
+                json.loads(line)
+                for line in (demo_run / f"results/predictions/{run}/{dataset}.jsonl").read_text().splitlines()
+            ]
             expected = split[(split["role"] == "test") & (split["dataset"] == dataset)]["image_path"]
             assert sorted(r["image_path"] for r in records) == sorted(expected)
             assert all(0.0 <= r["score"] <= 1.0 for r in records)
@@ -79,9 +83,15 @@ def test_clip_scores_and_test_sets(demo_run):
 
 def test_table3_from_mmad(demo_run):
     table = pd.read_csv(demo_run / "results/table3.csv")
-    assert list(dict.fromkeys(table["column"])) == ["Defect Classification", "Defect Localization",
-                                                    "Defect Description", "Defect Analysis", "Object Classification",
-                                                    "Object Analysis", "Avg"]
+    assert list(dict.fromkeys(table["column"])) == [
+        "Defect Classification",
+        "Defect Localization",
+        "Defect Description",
+        "Defect Analysis",
+        "Object Classification",
+        "Object Analysis",
+        "Avg",
+    ]
     for model, run in (("Qwen2.5-VL", "zero_shot"), ("AD-FM", "adfm"), ("GPT-4o", "gpt-4o")):
         metrics = pd.read_csv(demo_run / f"results/mmad/metrics/{run}.csv")
         overall = metrics[metrics["dataset"] == "all"].set_index("category")["accuracy"]
@@ -123,8 +133,10 @@ def test_mmad_asks_the_runs_only_about_test_role_images(demo_run):
     assert (questions["drop_reason"] == role.map({"train": "training", "test": ""})).all()
     training = questions[role == "train"]
     for run, filtered in (("zero_shot", True), ("adfm", True), ("gpt-4o", False)):
-        asked = {r["image_path"] for r in map(json.loads, (demo_run / f"results/mmad/predictions/{run}.jsonl")
-                                              .read_text().splitlines())}
+        asked = {
+            r["image_path"]
+            for r in map(json.loads, (demo_run / f"results/mmad/predictions/{run}.jsonl").read_text().splitlines())
+        }
         assert asked.isdisjoint(training["image_path"]) == filtered, run
         metrics = pd.read_csv(demo_run / f"results/mmad/metrics/{run}.csv").set_index(["dataset", "category"])
         assert metrics.loc[("all", "Average"), "dropped_training"] == (len(training) if filtered else 0), run
@@ -171,21 +183,35 @@ def test_table2_plans_only_what_table2_needs(demo_run):
     config = run_config(demo_run)
     protocol = config["protocols"]["crossdataset"]
     datasets = [*protocol["train"], *protocol["test"]]
-    needed = {"resources/splits/crossdataset.csv", f"resources/models/{config['model']['name']}",
-              "results/table2.csv", "results/table2.md", "results/table2.html"}
+    needed = {
+        "resources/splits/crossdataset.csv",
+        f"resources/models/{config['model']['name']}",
+        "results/table2.csv",
+        "results/table2.md",
+        "results/table2.html",
+    }
     for dataset in datasets:
         spec = config["datasets"][dataset]
         archive = spec["url"].removeprefix("file:")
-        needed |= {archive, spec["checksum_file"], f"resources/datasets/{dataset}", f"resources/sources/{dataset}.yaml",
-                   f"resources/manifests/{dataset}.csv", f"resources/boxes/{dataset}.csv",
-                   f"resources/boxes/{dataset}.summary.csv"}
+        needed |= {
+            archive,
+            spec["checksum_file"],
+            f"resources/datasets/{dataset}",
+            f"resources/sources/{dataset}.yaml",
+            f"resources/manifests/{dataset}.csv",
+            f"resources/boxes/{dataset}.csv",
+            f"resources/boxes/{dataset}.summary.csv",
+        }
     for model in TABLE2_MODELS:
         for dataset in protocol["test"]:
             needed |= {f"results/predictions/{model}/{dataset}.jsonl", f"results/metrics/{model}/{dataset}.csv"}
     jobs = planned_outputs(demo_run, "results/table2.csv")
     # training outputs of the cross-dataset run: its adapter, and the warm start of its protocol
-    unexpected = [(rule, path) for rule, path in jobs
-                  if path not in needed and "adfm_cross" not in path and "crossdataset" not in path]
+    unexpected = [
+        (rule, path)
+        for rule, path in jobs
+        if path not in needed and "adfm_cross" not in path and "crossdataset" not in path
+    ]
     assert unexpected == []
     planned = {path for _, path in jobs}
     assert needed <= planned

@@ -26,7 +26,7 @@ def write_image(path, seed):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_model_dir, tmp_path_factory):  # noqa: F811
+def trained(tiny_model_dir, tmp_path_factory):
     """An adapter trained by `adfm train` (1 step) on the tiny model, with its training.json."""
     from adfm.model.train import train
     from adfm.settings.model import TrainSettings
@@ -56,10 +56,22 @@ def errors(caplog) -> list[str]:
     return found
 
 
-def test_detect_prints_answers_and_writes_annotated_images(tiny_model_dir, images, tmp_path, capsys):  # noqa: F811
+def test_detect_prints_answers_and_writes_annotated_images(tiny_model_dir, images, tmp_path, capsys):
     reference, queries = images
-    code = main(["detect", "--model", str(tiny_model_dir), "--reference", str(reference), *map(str, queries),
-                 "--out-dir", str(tmp_path / "out"), "--config", *DEMO_CONFIG])
+    code = main(
+        [
+            "detect",
+            "--model",
+            str(tiny_model_dir),
+            "--reference",
+            str(reference),
+            *map(str, queries),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--config",
+            *DEMO_CONFIG,
+        ]
+    )
     assert code == 0
     results = lines(capsys)
     assert [line["image"] for line in results] == [str(q) for q in queries]
@@ -69,7 +81,7 @@ def test_detect_prints_answers_and_writes_annotated_images(tiny_model_dir, image
             assert image.size == (120, 90)
 
 
-def test_training_records_what_detect_needs(trained, tiny_model_dir):  # noqa: F811
+def test_training_records_what_detect_needs(trained, tiny_model_dir):
     record = json.loads((trained / "training.json").read_text())
     assert record["base_model"] == str(tiny_model_dir)
     assert (record["reasoning"], record["answer_format"]) == ("multi_stage", "yes_no")
@@ -103,19 +115,28 @@ def test_adapter_brings_its_base_model_prompt_and_dtype(trained, images, tmp_pat
     assert loaded == [torch.float32]
 
 
-def test_adapter_on_another_base_model_is_a_one_line_error(trained, tiny_model_dir, images, tmp_path,  # noqa: F811
-                                                           caplog):
+def test_adapter_on_another_base_model_is_a_one_line_error(
+    trained,
+    tiny_model_dir,
+    images,
+    tmp_path,
+    caplog,
+):
     from safetensors.torch import load_file, save_file
 
     other = tmp_path / "other-model"
     shutil.copytree(tiny_model_dir, other)
     for path in other.glob("*.safetensors"):  # same architecture, other weights (a warm start's base, say)
         tensors = load_file(path)
-        save_file({name: t + 0.01 if t.is_floating_point() else t for name, t in tensors.items()}, path,
-                  metadata={"format": "pt"})
+        save_file(
+            {name: t + 0.01 if t.is_floating_point() else t for name, t in tensors.items()},
+            path,
+            metadata={"format": "pt"},
+        )
     reference, queries = images
-    code = main(["detect", "--model", str(other), "--adapter", str(trained), "--reference", str(reference),
-                 str(queries[0])])
+    code = main(
+        ["detect", "--model", str(other), "--adapter", str(trained), "--reference", str(reference), str(queries[0])]
+    )
     assert code == 2
     error = errors(caplog)
     assert len(error) == 1 and "\n" not in error[0]
@@ -124,14 +145,29 @@ def test_adapter_on_another_base_model_is_a_one_line_error(trained, tiny_model_d
 
 def test_adapter_with_other_reasoning_is_an_error(trained, images, caplog):
     reference, queries = images
-    code = main(["detect", "--adapter", str(trained), "--reasoning", "one_stage", "--reference", str(reference),
-                 str(queries[0])])
+    code = main(
+        [
+            "detect",
+            "--adapter",
+            str(trained),
+            "--reasoning",
+            "one_stage",
+            "--reference",
+            str(reference),
+            str(queries[0]),
+        ]
+    )
     assert code == 2
     assert "trained with multi_stage" in errors(caplog)[0]
 
 
-def test_adapter_that_does_not_fit_is_a_one_line_error(trained, tiny_model_dir, images, tmp_path,  # noqa: F811
-                                                       caplog):
+def test_adapter_that_does_not_fit_is_a_one_line_error(
+    trained,
+    tiny_model_dir,
+    images,
+    tmp_path,
+    caplog,
+):
     """An adapter from elsewhere (no training.json) whose tensors have other shapes: one line, not
     PEFT's 60-line size-mismatch traceback."""
     from safetensors.torch import load_file, save_file
@@ -140,11 +176,25 @@ def test_adapter_that_does_not_fit_is_a_one_line_error(trained, tiny_model_dir, 
     shutil.copytree(trained, foreign)
     (foreign / "training.json").unlink()
     tensors = load_file(foreign / "adapter_model.safetensors")
-    save_file({name: t.repeat(2, 1) if "lora_A" in name else t for name, t in tensors.items()},
-              foreign / "adapter_model.safetensors")
+    save_file(
+        {name: t.repeat(2, 1) if "lora_A" in name else t for name, t in tensors.items()},
+        foreign / "adapter_model.safetensors",
+    )
     reference, queries = images
-    code = main(["detect", "--model", str(tiny_model_dir), "--adapter", str(foreign), "--reference", str(reference),
-                 str(queries[0]), "--config", *DEMO_CONFIG])
+    code = main(
+        [
+            "detect",
+            "--model",
+            str(tiny_model_dir),
+            "--adapter",
+            str(foreign),
+            "--reference",
+            str(reference),
+            str(queries[0]),
+            "--config",
+            *DEMO_CONFIG,
+        ]
+    )
     assert code == 2
     error = errors(caplog)
     assert len(error) == 1 and "\n" not in error[0]
@@ -165,14 +215,29 @@ def test_same_name_other_extension_and_unreadable_image(trained, images, tmp_pat
     text.write_text("not an image")
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_:
-        main(["detect", "--adapter", str(trained), "--reference", str(reference), str(png), str(broken), str(jpg),
-              str(text), "--out-dir", str(out)])
+        main(
+            [
+                "detect",
+                "--adapter",
+                str(trained),
+                "--reference",
+                str(reference),
+                str(png),
+                str(broken),
+                str(jpg),
+                str(text),
+                "--out-dir",
+                str(out),
+            ]
+        )
     assert exit_.value.code == 1
     captured = capsys.readouterr()
     results = [json.loads(line) for line in captured.out.splitlines()]
     assert [r["image"] for r in results] == [str(png), str(broken), str(jpg), str(text)]
-    assert [r["annotated"] for r in results if "annotated" in r] == [str(out / "a.png.annotated.png"),
-                                                                     str(out / "a.jpg.annotated.png")]
+    assert [r["annotated"] for r in results if "annotated" in r] == [
+        str(out / "a.png.annotated.png"),
+        str(out / "a.jpg.annotated.png"),
+    ]
     assert "cannot read image" in results[1]["error"] and "cannot read image" in results[3]["error"]
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg.annotated.png", "a.png.annotated.png"]
     assert "2 of 4 image(s) could not be read" in captured.err
@@ -182,12 +247,22 @@ def test_output_names_never_collide(tmp_path):
     from pathlib import Path
 
     queries = [Path("x/a.png"), Path("x/a.jpg"), Path("y/a.png"), Path("x/b.png")]
-    assert output_names(queries) == ["a.png.annotated.png", "a.jpg.annotated.png", "a.png.2.annotated.png",
-                                     "b.annotated.png"]
+    assert output_names(queries) == [
+        "a.png.annotated.png",
+        "a.jpg.annotated.png",
+        "a.png.2.annotated.png",
+        "b.annotated.png",
+    ]
 
 
-def test_default_config_outside_the_checkout(tiny_model_dir, images, tmp_path, capsys, caplog,  # noqa: F811
-                                             monkeypatch):
+def test_default_config_outside_the_checkout(
+    tiny_model_dir,
+    images,
+    tmp_path,
+    capsys,
+    caplog,
+    monkeypatch,
+):
     """Without an adapter record, the default config is the checkout's config.yaml, wherever the
     command runs; where there is none (an installed package), the error says to pass --config."""
     import adfm.inference.detect
@@ -212,14 +287,14 @@ def test_annotate_draws_boxes_in_original_pixels(tmp_path):
         assert image.getpixel((30, 25)) == (0, 0, 0)  # inside stays untouched
 
 
-def test_missing_image_is_a_clear_error(tiny_model_dir, tmp_path):  # noqa: F811
+def test_missing_image_is_a_clear_error(tiny_model_dir, tmp_path):
     from adfm.inference.detect import detect
 
     with pytest.raises(InputError, match="nowhere.png: image not found"):
         detect(tiny_model_dir, None, tmp_path / "nowhere.png", [], tmp_path, [REPO / "config.yaml"], "multi_stage")
 
 
-def test_missing_adapter_is_reported_before_the_model_loads(tiny_model_dir, images, tmp_path):  # noqa: F811
+def test_missing_adapter_is_reported_before_the_model_loads(tiny_model_dir, images, tmp_path):
     from adfm.inference.detect import detect
 
     reference, queries = images

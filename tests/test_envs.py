@@ -45,11 +45,12 @@ def rel(path: Path) -> str:
 
 # ---------------------------------------------------------------------------------------- env files
 
+
 @dataclass
 class Env:
     path: Path
     pip: dict[str, Requirement]  # canonical name -> requirement
-    conda: set[str]              # canonical names of the conda part (python, pip)
+    conda: set[str]  # canonical names of the conda part (python, pip)
 
     def provides(self, distributions: set[str]) -> bool:
         return bool(distributions & (set(self.pip) | self.conda))
@@ -92,14 +93,17 @@ def test_env_pins_agree_with_pyproject():
             if pinned is not None and version != pinned:
                 problems.append(f"{rel(path)}: `{listed}`, but pyproject.toml pins `{wanted}`")
             elif pinned is None and version is None:
-                problems.append(f"{rel(path)}: `{listed}` is no exact pin, so pyproject.toml's `{wanted}` "
-                                "cannot be checked against it")
+                problems.append(
+                    f"{rel(path)}: `{listed}` is no exact pin, so pyproject.toml's `{wanted}` "
+                    "cannot be checked against it"
+                )
             elif pinned is None and not wanted.specifier.contains(version, prereleases=True):
                 problems.append(f"{rel(path)}: `{listed}` is outside pyproject.toml's `{wanted}`")
     assert not problems, "env pins disagree with pyproject.toml:\n  " + "\n  ".join(problems)
 
 
 # ------------------------------------------------------------------------------------ workflow rules
+
 
 @dataclass
 class Rule:
@@ -167,7 +171,7 @@ def string_parts(node: ast.AST, seen: frozenset = frozenset()) -> list[str]:
     adfm.config and adfm.launch functions it calls: what a name such as LAUNCHER or a params function
     such as gpu_job can expand to (the value itself depends on the config)."""
     if isinstance(node, ast.FunctionDef):
-        node = ast.Module(body=node.body[docstring(node):], type_ignores=[])
+        node = ast.Module(body=node.body[docstring(node) :], type_ignores=[])
     parts = []
     for child in ast.walk(node):
         if isinstance(child, ast.JoinedStr):
@@ -176,8 +180,12 @@ def string_parts(node: ast.AST, seen: frozenset = frozenset()) -> list[str]:
             parts.append(child.value)
         elif isinstance(child, ast.Name) and child.id in smk_names() and child.id not in seen:
             parts.extend(string_parts(smk_names()[child.id], seen | {child.id}))
-        elif isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute) \
-                and isinstance(child.func.value, ast.Name) and child.func.value.id in HELPER_MODULES:
+        elif (
+            isinstance(child, ast.Call)
+            and isinstance(child.func, ast.Attribute)
+            and isinstance(child.func.value, ast.Name)
+            and child.func.value.id in HELPER_MODULES
+        ):
             function = helper_functions(child.func.value.id).get(child.func.attr)
             if function is not None and child.func.attr not in seen:
                 parts.extend(string_parts(function, seen | {child.func.attr}))
@@ -211,8 +219,8 @@ def shell_text(node: ast.expr) -> str:
 
 @dataclass
 class Commands:
-    stages: list[str]        # `adfm <stage>` subcommands
-    modules: list[str]       # `python -m adfm.<module>`
+    stages: list[str]  # `adfm <stage>` subcommands
+    modules: list[str]  # `python -m adfm.<module>`
     distributions: set[str]  # commands of a distribution (`accelerate launch`)
 
 
@@ -222,8 +230,13 @@ def rule_commands(rule: Rule) -> Commands:
     params = {keyword.arg: keyword.value for keyword in (rule.arguments("params") or ast.Call(keywords=[])).keywords}
     expansions = {}
     for placeholder in re.findall(r"\{([\w.]+)(?::\w+)?\}", text):
-        value = params.get(placeholder.removeprefix("params.")) if placeholder.startswith("params.") \
-            else ast.Name(placeholder) if placeholder in smk_names() else None
+        value = (
+            params.get(placeholder.removeprefix("params."))
+            if placeholder.startswith("params.")
+            else ast.Name(placeholder)
+            if placeholder in smk_names()
+            else None
+        )
         expansions[placeholder] = string_parts(value) if value is not None else []
     everything = " ".join([text, *(part for parts in expansions.values() for part in parts)])
     stages = []
@@ -234,8 +247,9 @@ def rule_commands(rule: Rule) -> Commands:
     return Commands(
         stages=stages,
         modules=sorted(set(re.findall(r"-m\s+(adfm\.[\w.]+)", everything))),
-        distributions={dist for command, dist in COMMAND_DISTRIBUTIONS.items()
-                       if re.search(rf"(^|[\s;&|]){command}\s", everything)},
+        distributions={
+            dist for command, dist in COMMAND_DISTRIBUTIONS.items() if re.search(rf"(^|[\s;&|]){command}\s", everything)
+        },
     )
 
 
@@ -273,8 +287,11 @@ def module_tree(module: str) -> ast.Module:
 
 @cache
 def definitions(module: str) -> dict[str, ast.AST]:
-    return {node.name: node for node in module_tree(module).body
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    return {
+        node.name: node
+        for node in module_tree(module).body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    }
 
 
 @cache
@@ -435,8 +452,12 @@ class Imports:
         assert register is not None, f"{module} has no register()"
         parsers, handlers = {}, {}
         for node in ast.walk(register):
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
-                    and getattr(node.value.func, "attr", None) == "add_parser" and node.value.args:
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Call)
+                and getattr(node.value.func, "attr", None) == "add_parser"
+                and node.value.args
+            ):
                 parsers[node.targets[0].id] = ast.literal_eval(node.value.args[0])
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "set_defaults":
                 for keyword in node.keywords:
@@ -472,8 +493,11 @@ def backend_variants(rule: Rule) -> list[tuple[str, str]] | None:
         return None
     variants = []
     for entry in smk_names()["BACKENDS"].values:
-        fields = {key.value: value.value for key, value in zip(entry.keys, entry.values, strict=True)
-                  if isinstance(value, ast.Constant)}
+        fields = {
+            key.value: value.value
+            for key, value in zip(entry.keys, entry.values, strict=True)
+            if isinstance(value, ast.Constant)
+        }
         variants.append((f"../../envs/{fields['env']}.yaml", fields["stage"]))
     return variants
 
@@ -488,16 +512,29 @@ def rule_environments(rule: Rule) -> list[tuple[str, Commands]]:
     if variants is None:
         path = conda.args[0].value if len(conda.args) == 1 and isinstance(conda.args[0], ast.Constant) else None
         return [(path, commands)]
-    return [(path, Commands([stage, *commands.stages], commands.modules, commands.distributions))
-            for path, stage in variants]
+    return [
+        (path, Commands([stage, *commands.stages], commands.modules, commands.distributions))
+        for path, stage in variants
+    ]
 
 
 def test_rule_parser_sees_every_stage():
     rules = parse_rules()
     assert len(rules) >= 13, f"only {len(rules)} rules parsed from {[rel(p) for p in RULE_FILES]}"
     stages = {stage for rule in rules for _, commands in rule_environments(rule) for stage in commands.stages}
-    assert {"index", "boxes", "split", "predict", "predict-clip", "predict-api", "train", "warm-start", "score",
-            "table", "figure"} <= stages
+    assert {
+        "index",
+        "boxes",
+        "split",
+        "predict",
+        "predict-clip",
+        "predict-api",
+        "train",
+        "warm-start",
+        "score",
+        "table",
+        "figure",
+    } <= stages
     assert not stages - set(stage_modules()), f"stages unknown to src/adfm/cli.py: {stages - set(stage_modules())}"
 
 
@@ -553,6 +590,8 @@ def env_problems(where: str, folder: Path, conda: str | None, commands: Commands
             continue
         for name, modules in sorted(imports.found.items()):
             if not env.provides(distributions_of(name)):
-                problems.append(f"{where}: {what} imports {name} (in {', '.join(sorted(modules))}), but "
-                                f"{rel(env_path)} lacks {' or '.join(sorted(distributions_of(name)))}")
+                problems.append(
+                    f"{where}: {what} imports {name} (in {', '.join(sorted(modules))}), but "
+                    f"{rel(env_path)} lacks {' or '.join(sorted(distributions_of(name)))}"
+                )
     return problems

@@ -4,7 +4,6 @@ Figure 5 draws from (figures.fig5.rows): the paper's untrained rows used the ful
 from __future__ import annotations
 
 import copy
-import json
 
 import pandas as pd
 import pytest
@@ -33,7 +32,8 @@ def test_a_trained_run_on_all_rows_is_a_config_error(paper):
     config = copy.deepcopy(paper)
     config["runs"]["adfm"]["eval_rows"] = "all"
     assert "runs.adfm.eval_rows: 'all' would score a trained run on its own training images" in (
-        adfm_config.check_references(config))
+        adfm_config.check_references(config)
+    )
 
 
 def test_all_rows_are_every_role_of_the_dataset(tmp_path):

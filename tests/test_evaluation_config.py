@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 from conftest import REPO
 
 from adfm import config as adfm_config
+from adfm import targets
 from adfm.settings.evaluation import FigureSettings, TableSettings
 from adfm.settings.inference import ApiSettings, MmadSettings, PredictSettings
-from adfm import targets
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,8 @@ def demo():
 
 def test_api_rows_run_only_when_enabled_and_keyed(paper, demo):
     assert targets.unavailable_reason(paper, "gpt-4o", {}) == (
-        "not run: no API key (environment variable OPENAI_API_KEY not set)")
+        "not run: no API key (environment variable OPENAI_API_KEY not set)"
+    )
     assert targets.unavailable_reason(paper, "gpt-4o", {"OPENAI_API_KEY": "sk-x"}) is None
     assert "api.enabled: false" in targets.unavailable_reason(demo, "gpt-4o", {"OPENAI_API_KEY": "sk-x"})
     assert targets.unavailable_reason(paper, "adfm", {}) is None  # a run is always available
@@ -56,8 +56,11 @@ def test_table_needs_and_spec_follow_availability(paper, monkeypatch):
 
 def test_settings_never_hold_the_key(paper, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
-    for text in (ApiSettings.from_config(paper, "gpt-4.1").to_json(), MmadSettings.from_config(paper, "gpt-4.1").to_json(),
-                 TableSettings.from_config(paper, "table1").to_json()):
+    for text in (
+        ApiSettings.from_config(paper, "gpt-4.1").to_json(),
+        MmadSettings.from_config(paper, "gpt-4.1").to_json(),
+        TableSettings.from_config(paper, "table1").to_json(),
+    ):
         assert "sk-secret" not in text
     settings = ApiSettings.from_config(paper, "gpt-4.1").to_dict()
     assert settings["api"]["key_env"] == "OPENAI_API_KEY" and settings["api"]["model"] == "gpt-4.1"

@@ -28,13 +28,24 @@ def image(tmp_path):
 
 def rec(image, sample=0, boxes=(), answer="yes", label=1, category="wood", gt=GT, think="", name=None):
     response = format_response([list(b) for b in boxes], answer, think=think)
-    return {"model": "m", "dataset": "mvtec_ad", "category": category, "image_path": name or image,
-            "reference_path": image, "label": label, "sample": sample, "response": response, "answer": answer,
-            "boxes": [list(b) for b in boxes], "frame": [112, 112], "gt_boxes": gt if label else []}
+    return {
+        "model": "m",
+        "dataset": "mvtec_ad",
+        "category": category,
+        "image_path": name or image,
+        "reference_path": image,
+        "label": label,
+        "sample": sample,
+        "response": response,
+        "answer": answer,
+        "boxes": [list(b) for b in boxes],
+        "frame": [112, 112],
+        "gt_boxes": gt if label else [],
+    }
 
 
 def test_rewards_of_the_three_schemes(image):
-    records = [rec(image, 0, boxes=[]), rec(image, 1, boxes=GT), rec(image, 2, boxes=GT + [[80, 80, 100, 100]])]
+    records = [rec(image, 0, boxes=[]), rec(image, 1, boxes=GT), rec(image, 2, boxes=[*GT, [80, 80, 100, 100]])]
     rewards = scheme_rewards(records, {"alpha": 0.3, "reasoning": "multi_stage"})
     assert rewards["r_cls"].tolist() == [1.0, 1.0, 1.0]
     # r_count: |m - n| = 1, 0, 1 -> 0.5, 1, 0.5 (x alpha); r_loc adds the matched mean GIoU (0, 1, 1)
@@ -44,12 +55,16 @@ def test_rewards_of_the_three_schemes(image):
 
 def test_zero_variance_share(image, tmp_path):
     same = [rec(image, s, boxes=GT, name="a.png") for s in range(3)]  # identical rewards everywhere
-    count_differs = [rec(image, 0, boxes=GT, name="b.png"), rec(image, 1, boxes=[], name="b.png"),
-                     rec(image, 2, boxes=GT, name="b.png")]
+    count_differs = [
+        rec(image, 0, boxes=GT, name="b.png"),
+        rec(image, 1, boxes=[], name="b.png"),
+        rec(image, 2, boxes=GT, name="b.png"),
+    ]
     loc_differs = [rec(image, s, boxes=[[20 + s, 20, 50, 50]], name="c.png") for s in range(3)]
     table = zero_variance(same + count_differs + loc_differs, {"alpha": 0.3}).set_index("reward")
     assert table["zero_variance_pct"].to_dict() == pytest.approx(
-        {"r_cls": 100.0, "r_cls + r_count": 200 / 3, "r_cls + r_loc": 100 / 3}, abs=0.01)
+        {"r_cls": 100.0, "r_cls + r_count": 200 / 3, "r_cls + r_loc": 100 / 3}, abs=0.01
+    )
     assert table.loc["r_cls", "images"] == 3 and table.loc["r_cls", "responses_per_image"] == 3
 
 
@@ -68,7 +83,11 @@ def test_figure3_cases_prefer_the_kinds_of_the_paper(image):
     ]
     cases = pick_cases(records)
     assert [(c[1]["image_path"], c[2]) for c in cases] == [
-        ("good_loc.png", True), ("normal.png", True), ("hedged.png", True), ("poor_loc.png", True)]
+        ("good_loc.png", True),
+        ("normal.png", True),
+        ("hedged.png", True),
+        ("poor_loc.png", True),
+    ]
     only_wrong = pick_cases([rec(image, answer="no", name="x.png"), rec(image, label=0, name="y.png")])
     assert [c[2] for c in only_wrong] == [False, False]
 
@@ -80,8 +99,11 @@ KINDS = {"fig3": "cases", "fig4": "reward_schemes", "fig5": "zero_variance"}
 def test_figures_are_written_as_png_pdf_and_csv(figure, image, tmp_path):
     import json
 
-    records = [rec(image, s, boxes=GT[:1] if s % 2 else [], name=f"img{i}.png" if figure != "fig3" else None)
-               for i in range(2) for s in range(6)]
+    records = [
+        rec(image, s, boxes=GT[:1] if s % 2 else [], name=f"img{i}.png" if figure != "fig3" else None)
+        for i in range(2)
+        for s in range(6)
+    ]
     if figure == "fig3":
         records = [dict(r, image_path=f"{tmp_path}/q{i}.png", sample=0, label=i % 2) for i, r in enumerate(records[:5])]
         for r in records:

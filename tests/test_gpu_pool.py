@@ -61,16 +61,30 @@ def test_scheduler_gpus_are_used_as_given_and_take_nothing_from_the_pool(tmp_pat
 
 def test_a_job_without_gpus_sees_none(tmp_path):
     assert acquire(0, devices="0", lock_dir=tmp_path, environ={"SLURM_JOB_ID": "1"}) == Grant((), "none")
-    shown = subprocess.run([*WRAPPER, "--gpus", "0", "--", sys.executable, "-c",
-                            "import os; print(repr(os.environ['CUDA_VISIBLE_DEVICES']))"],
-                           capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [
+            *WRAPPER,
+            "--gpus",
+            "0",
+            "--",
+            sys.executable,
+            "-c",
+            "import os; print(repr(os.environ['CUDA_VISIBLE_DEVICES']))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert shown.stdout.strip() == "''"
 
 
-@pytest.mark.parametrize("devices, message", [
-    ("0", re.escape("asks for 2 GPUs but the pool has 1 (devices 0)")),
-    (None, "no GPU was found"),
-])
+@pytest.mark.parametrize(
+    "devices, message",
+    [
+        ("0", re.escape("asks for 2 GPUs but the pool has 1 (devices 0)")),
+        (None, "no GPU was found"),
+    ],
+)
 def test_a_job_the_pool_cannot_serve_is_a_clear_error(tmp_path, monkeypatch, devices, message):
     monkeypatch.setattr(gpu_pool, "detect_devices", list)
     with pytest.raises(PoolError, match=message):
@@ -80,22 +94,45 @@ def test_a_job_the_pool_cannot_serve_is_a_clear_error(tmp_path, monkeypatch, dev
 
 
 def test_the_command_runs_on_its_devices_and_its_exit_code_is_passed_on(tmp_path):
-    result = subprocess.run([*WRAPPER, "--gpus", "1", "--devices", "5,6", "--lock-dir", str(tmp_path), "--",
-                             sys.executable, "-c", "import os, sys; print(os.environ['CUDA_VISIBLE_DEVICES']); sys.exit(3)"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            *WRAPPER,
+            "--gpus",
+            "1",
+            "--devices",
+            "5,6",
+            "--lock-dir",
+            str(tmp_path),
+            "--",
+            sys.executable,
+            "-c",
+            "import os, sys; print(os.environ['CUDA_VISIBLE_DEVICES']); sys.exit(3)",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 3
     assert result.stdout.strip() == "5"
     acquired, released = result.stderr.strip().splitlines()
     assert acquired.startswith("adfm gpu_pool: acquired CUDA_VISIBLE_DEVICES=5 source=pool pid=")
-    assert released.startswith("adfm gpu_pool: released CUDA_VISIBLE_DEVICES=5 source=pool pid=") and " exit=3 " in released
+    assert (
+        released.startswith("adfm gpu_pool: released CUDA_VISIBLE_DEVICES=5 source=pool pid=")
+        and " exit=3 " in released
+    )
     assert [(r["event"], r["devices"], r["exit"]) for r in log_records(result.stderr)] == [
-        ("acquired", "5", None), ("released", "5", "3")]
+        ("acquired", "5", None),
+        ("released", "5", "3"),
+    ]
 
 
 def start_job(tmp_path, device: str, *extra: str) -> subprocess.Popen:
     """A wrapped job holding `device` until killed (its own session, as Snakemake starts jobs)."""
-    job = subprocess.Popen([*WRAPPER, "--gpus", "1", "--devices", device, "--lock-dir", str(tmp_path), *extra,
-                            "--", "sleep", "300"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    job = subprocess.Popen(
+        [*WRAPPER, "--gpus", "1", "--devices", device, "--lock-dir", str(tmp_path), *extra, "--", "sleep", "300"],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert job.stderr.readline().startswith(f"adfm gpu_pool: acquired CUDA_VISIBLE_DEVICES={device} ")
     return job
 
@@ -139,8 +176,23 @@ def test_sigterm_reaches_the_command_and_frees_the_device(tmp_path):
 
 def test_a_job_waits_for_a_busy_device(tmp_path):
     holder = start_job(tmp_path, "0")
-    waiter = subprocess.Popen([*WRAPPER, "--gpus", "1", "--devices", "0", "--lock-dir", str(tmp_path),
-                               "--poll-seconds", "0.05", "--", "true"], stderr=subprocess.PIPE, text=True)
+    waiter = subprocess.Popen(
+        [
+            *WRAPPER,
+            "--gpus",
+            "1",
+            "--devices",
+            "0",
+            "--lock-dir",
+            str(tmp_path),
+            "--poll-seconds",
+            "0.05",
+            "--",
+            "true",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert waiter.stderr.readline().startswith("adfm gpu_pool: waiting for 1 free GPU(s) of 0")
     assert waiter.poll() is None
     os.killpg(holder.pid, signal.SIGKILL)
@@ -162,8 +214,12 @@ def pool_records(workdir) -> dict[str, dict]:
                 assert set(lines) == {"acquired", "released"}, f"{log}: {sorted(lines)}"
                 acquired, released = lines["acquired"], lines["released"]
                 records[str(log.relative_to(workdir))] = {
-                    "devices": acquired["devices"], "source": acquired["source"], "exit": released["exit"],
-                    "start": datetime.fromisoformat(acquired["at"]), "end": datetime.fromisoformat(released["at"])}
+                    "devices": acquired["devices"],
+                    "source": acquired["source"],
+                    "exit": released["exit"],
+                    "start": datetime.fromisoformat(acquired["at"]),
+                    "end": datetime.fromisoformat(released["at"]),
+                }
     return records
 
 
@@ -186,7 +242,7 @@ def test_demo_gpu_jobs_never_share_a_pretend_gpu(demo_run):
     jobs = sorted(pooled.items(), key=lambda item: item[1]["start"])
     together = []
     for i, (log, job) in enumerate(jobs):
-        for other_log, other in jobs[i + 1:]:
+        for other_log, other in jobs[i + 1 :]:
             if other["start"] < job["end"]:
                 assert other["devices"] != job["devices"], f"{log} and {other_log} held GPU {job['devices']} at once"
                 together.append((log, other_log))
@@ -198,11 +254,17 @@ def test_demo_gpu_jobs_never_share_a_pretend_gpu(demo_run):
 def test_processes_the_command_leaves_running_are_ended_before_the_device_is_free(tmp_path):
     # as torchrun's workers outlive a killed `accelerate launch`: a process in a session of its own
     orphan_pid = tmp_path / "orphan.pid"
-    command = ("import os, signal, subprocess, sys; "
-               "p = subprocess.Popen(['sleep', '300'], start_new_session=True); "
-               f"open({str(orphan_pid)!r}, 'w').write(str(p.pid)); os.kill(os.getpid(), signal.SIGKILL)")
-    result = subprocess.run([*WRAPPER, "--gpus", "1", "--devices", "0", "--lock-dir", str(tmp_path), "--",
-                             sys.executable, "-c", command], capture_output=True, text=True, timeout=60)
+    command = (
+        "import os, signal, subprocess, sys; "
+        "p = subprocess.Popen(['sleep', '300'], start_new_session=True); "
+        f"open({str(orphan_pid)!r}, 'w').write(str(p.pid)); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    result = subprocess.run(
+        [*WRAPPER, "--gpus", "1", "--devices", "0", "--lock-dir", str(tmp_path), "--", sys.executable, "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 128 + signal.SIGKILL
     assert "stopping 1 process(es) the command left running" in result.stderr
     assert not Path(f"/proc/{orphan_pid.read_text()}").exists()

@@ -11,10 +11,9 @@ from adfm.io import InputError, atomic_path, read_jsonl, write_csv_atomic, write
 
 def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
     target = tmp_path / "out" / "table.csv"
-    with pytest.raises(ValueError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise ValueError("killed")
+    with pytest.raises(ValueError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise ValueError("killed")
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -43,11 +42,26 @@ def test_jsonl_round_trip_drops_only_a_torn_last_line(tmp_path):
         read_jsonl(tmp_path / "bad.jsonl")
 
 
-@pytest.mark.parametrize("settings, message", [("{not json", "not valid JSON"), (json.dumps([1, 2]), "expected a mapping")])
+@pytest.mark.parametrize(
+    "settings, message", [("{not json", "not valid JSON"), (json.dumps([1, 2]), "expected a mapping")]
+)
 def test_bad_settings_are_a_usage_error_naming_the_argument(settings, message, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["predict-api", "--split", "s.csv", "--dataset", "d", "--run-name", "r", "--settings", settings,
-              "--out", "p.jsonl"])
+        main(
+            [
+                "predict-api",
+                "--split",
+                "s.csv",
+                "--dataset",
+                "d",
+                "--run-name",
+                "r",
+                "--settings",
+                settings,
+                "--out",
+                "p.jsonl",
+            ]
+        )
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert "argument --settings" in error and message in error and "Traceback" not in error

@@ -33,8 +33,16 @@ CATEGORIES = {
     "dagm": ("Class1", "Class8"),
     "mmad": ("DS-MVTec/bottle", "MVTec-LOCO/pushpins", "VisA/candle", "GoodsAD/drink_can"),
 }
-ARCHIVE_FORMATS = {"mvtec_ad": "xz", "mvtec_loco": "xz", "visa": "tar", "goodsad": "zip", "mpdd": "zip",
-                   "dtd_synthetic": "zip", "dagm": "zip", "mmad": "zip"}
+ARCHIVE_FORMATS = {
+    "mvtec_ad": "xz",
+    "mvtec_loco": "xz",
+    "visa": "tar",
+    "goodsad": "zip",
+    "mpdd": "zip",
+    "dtd_synthetic": "zip",
+    "dagm": "zip",
+    "mmad": "zip",
+}
 
 
 def spec(layout: str) -> DemoSpec:
@@ -45,8 +53,10 @@ def expected_counts(layout: str, category: str) -> dict:
     """(source_split, label) -> images of the demo of `layout` (DemoSpec above)."""
     per_type = 2
     defect_types = {
-        "goodsad": len(goodsad.DEFECTS.get(category, ())), "mpdd": len(mpdd.DEFECTS.get(category, ())),
-        "dtd_synthetic": 1, "mvtec_loco": 2,
+        "goodsad": len(goodsad.DEFECTS.get(category, ())),
+        "mpdd": len(mpdd.DEFECTS.get(category, ())),
+        "dtd_synthetic": 1,
+        "mvtec_loco": 2,
     }.get(layout, len(DEFECT_KINDS))
     train = 3 + (1 if layout == "mvtec_loco" else 0)  # LOCO: validation/good is on the train side
     if layout == "mmad":  # the test images of its source demo dataset; templates from its train/good
@@ -87,9 +97,10 @@ def frame_of(layout: str, root: Path, categories=None) -> pd.DataFrame:
 
 # ---- round trip per layout -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_demo_round_trip_counts_masks_and_sizes(demos, layout):
-    archive, root = demos[layout]
+    _archive, root = demos[layout]
     frame = frame_of(layout, root)
     assert list(frame.columns) == manifest.COLUMNS
     assert sorted(frame["category"].unique()) == sorted(CATEGORIES[layout])
@@ -138,6 +149,7 @@ def test_mpdd_and_dtd_use_the_mvtec_parser_with_their_own_defects(demos):
 
 # ---- VisA -------------------------------------------------------------------------------------
 
+
 def test_visa_layout_crlf_names_and_multi_defect_field(demos):
     root = demos["visa"][1]
     split_bytes = (root / "split_csv" / "1cls.csv").read_bytes()
@@ -178,24 +190,42 @@ def visa_tree_from_fixtures(root: Path) -> Path:
 def test_visa_parses_the_real_metadata_format(tmp_path):
     root = visa_tree_from_fixtures(tmp_path / "visa")
     frame = frame_of("visa", root)
-    assert frame.groupby(["source_split", "label"]).size().to_dict() == {("train", 0): 3, ("test", 0): 2,
-                                                                         ("test", 1): 5}
-    defects = dict(zip(frame.image_path.map(lambda p: Path(p).name), frame.defect_type))
+    assert frame.groupby(["source_split", "label"]).size().to_dict() == {
+        ("train", 0): 3,
+        ("test", 0): 2,
+        ("test", 1): 5,
+    }
+    defects = dict(zip(frame.image_path.map(lambda p: Path(p).name), frame.defect_type, strict=False))
     assert defects["000.JPG"] == "chunk_of_wax_missing"
     assert defects["005.JPG"] == "chunk_of_wax_missing,foreign_particals_on_candle"
     assert defects["044.JPG"] == "damaged_corner_of_packaging,different_colour_spot,other"
     assert defects["0836.JPG"] == "good"
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda text: text.replace("object,split,label,image,mask", "object,split,image"), "line 1: expected the header"),
-    (lambda text: text.replace("candle,train,normal,candle/Data/Images/Normal/0836.JPG,",
-                               "candle,train,normal"), "line 2: expected 5 fields"),
-    (lambda text: text.replace("candle,train,normal,candle/Data/Images/Normal/0451.JPG",
-                               "candle,val,normal,candle/Data/Images/Normal/0451.JPG"), "line 3: split must be"),
-    (lambda text: text.replace("Anomaly/005.JPG,candle/Data/Masks/Anomaly/005.png", "Anomaly/005.JPG,"),
-     "005.JPG: anomalous image without a mask"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda text: text.replace("object,split,label,image,mask", "object,split,image"),
+            "line 1: expected the header",
+        ),
+        (
+            lambda text: text.replace("candle,train,normal,candle/Data/Images/Normal/0836.JPG,", "candle,train,normal"),
+            "line 2: expected 5 fields",
+        ),
+        (
+            lambda text: text.replace(
+                "candle,train,normal,candle/Data/Images/Normal/0451.JPG",
+                "candle,val,normal,candle/Data/Images/Normal/0451.JPG",
+            ),
+            "line 3: split must be",
+        ),
+        (
+            lambda text: text.replace("Anomaly/005.JPG,candle/Data/Masks/Anomaly/005.png", "Anomaly/005.JPG,"),
+            "005.JPG: anomalous image without a mask",
+        ),
+    ],
+)
 def test_visa_malformed_split_csv_lines_are_errors(tmp_path, edit, message):
     root = visa_tree_from_fixtures(tmp_path / "visa")
     path = root / "split_csv" / "1cls.csv"
@@ -206,6 +236,7 @@ def test_visa_malformed_split_csv_lines_are_errors(tmp_path, edit, message):
 
 
 # ---- MVTec LOCO -------------------------------------------------------------------------------
+
 
 def test_loco_several_masks_per_image_validation_and_config(demos):
     root = demos["mvtec_loco"][1]
@@ -227,20 +258,25 @@ def test_loco_several_masks_per_image_validation_and_config(demos):
 
 # ---- GoodsAD ----------------------------------------------------------------------------------
 
+
 def test_goodsad_names_and_per_category_archive_layout(demos, tmp_path):
     root = tree(demos, "goodsad", tmp_path)
     frame = frame_of("goodsad", root)
     names = frame.image_path.map(lambda p: Path(p).name)
     assert names.str.fullmatch(r"\d{6}\.jpg").all()
     masks = frame[frame.label == 1]
-    assert all(Path(m[0]).name == Path(i).stem + ".png" for m, i in zip(masks.mask_paths, masks.image_path))
+    assert all(
+        Path(m[0]).name == Path(i).stem + ".png" for m, i in zip(masks.mask_paths, masks.image_path, strict=False)
+    )
     # one category's zip extracted into its own folder: <cat>/<cat>/train
     shutil.move(str(root / "drink_can"), str(tmp_path / "drink_can"))
     (root / "drink_can").mkdir()
     shutil.move(str(tmp_path / "drink_can"), str(root / "drink_can" / "drink_can"))
     nested = frame_of("goodsad", root)
-    assert nested.groupby(["category", "source_split", "label"]).size().to_dict() == \
-        frame.groupby(["category", "source_split", "label"]).size().to_dict()
+    assert (
+        nested.groupby(["category", "source_split", "label"]).size().to_dict()
+        == frame.groupby(["category", "source_split", "label"]).size().to_dict()
+    )
 
 
 def test_goodsad_unextracted_per_category_zips_are_a_clear_error(tmp_path):
@@ -250,6 +286,7 @@ def test_goodsad_unextracted_per_category_zips_are_a_clear_error(tmp_path):
 
 
 # ---- DAGM -------------------------------------------------------------------------------------
+
 
 def test_dagm_labels_format_thumbs_db_and_grayscale(demos):
     root = demos["dagm"][1]
@@ -264,8 +301,12 @@ def test_dagm_labels_format_thumbs_db_and_grayscale(demos):
     frame = frame_of("dagm", root)
     assert not frame.image_path.str.contains("Thumbs").any()
     assert set(frame[frame.label == 1].defect_type) == {"defect"}
-    test_ids = frame[(frame.category == "Class8") & (frame.source_split == "test")].image_path.map(lambda p: Path(p).stem)
-    train_ids = frame[(frame.category == "Class8") & (frame.source_split == "train")].image_path.map(lambda p: Path(p).stem)
+    test_ids = frame[(frame.category == "Class8") & (frame.source_split == "test")].image_path.map(
+        lambda p: Path(p).stem
+    )
+    train_ids = frame[(frame.category == "Class8") & (frame.source_split == "train")].image_path.map(
+        lambda p: Path(p).stem
+    )
     assert min(test_ids) == "0001" and min(train_ids) == f"{len(test_ids) + 1:04d}"  # Train numbered after Test
     image = cv2.imread(frame.image_path.iloc[0], cv2.IMREAD_UNCHANGED)
     assert image.ndim == 2
@@ -282,12 +323,18 @@ def test_dagm_nested_class_folders_are_accepted(demos, tmp_path):
     assert nested[nested.category == "Class8"].image_path.str.contains("Class8/Class8/").all()
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda lines: lines[1:], "line 1: expected a first line holding only a number"),
-    (lambda lines: lines[:2] + ["0002\t0\t0002.PNG"] + lines[3:], "line 3: expected 5 tab-separated fields"),
-    (lambda lines: lines[:2] + ["0002\tx\t0002.PNG\t0\t0\t"] + lines[3:], "line 3: expected a numeric id"),
-    (lambda lines: [*lines[:1], lines[1].replace("\t0\t", "\t1\t", 1), *lines[2:]], "anomalous image without a mask"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda lines: lines[1:], "line 1: expected a first line holding only a number"),
+        (lambda lines: [*lines[:2], "0002\t0\t0002.PNG", *lines[3:]], "line 3: expected 5 tab-separated fields"),
+        (lambda lines: [*lines[:2], "0002\tx\t0002.PNG\t0\t0\t", *lines[3:]], "line 3: expected a numeric id"),
+        (
+            lambda lines: [*lines[:1], lines[1].replace("\t0\t", "\t1\t", 1), *lines[2:]],
+            "anomalous image without a mask",
+        ),
+    ],
+)
 def test_dagm_malformed_labels_are_errors(demos, tmp_path, edit, message):
     root = tree(demos, "dagm", tmp_path)
     path = root / "Class1" / "Test" / "Label" / "Labels.txt"
@@ -317,6 +364,7 @@ def test_dagm_flag_without_mask_and_missing_mask_file(demos, tmp_path):
 
 
 # ---- MMAD -------------------------------------------------------------------------------------
+
 
 def test_mmad_questions_of_all_types(demos):
     root = demos["mmad"][1]
@@ -360,6 +408,7 @@ def test_mmad_bad_answer_and_bad_json_are_errors(demos, tmp_path):
 
 
 # ---- errors shared by all layouts -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_unrecognised_layout_is_an_error(layout, tmp_path):
@@ -426,14 +475,20 @@ def test_tar_gz_is_reproducible_too(tmp_path):
 
 # ---- documented counts ------------------------------------------------------------------------
 
+
 def test_count_differences_per_category_and_totals():
-    frame = pd.DataFrame({
-        "category": ["a", "a", "a", "b"], "source_split": ["train", "test", "test", "train"], "label": [0, 0, 1, 1],
-    })
+    frame = pd.DataFrame(
+        {
+            "category": ["a", "a", "a", "b"],
+            "source_split": ["train", "test", "test", "train"],
+            "label": [0, 0, 1, 1],
+        }
+    )
     documented = {"a": {"train": 1, "test": 2, "test_defective": 2}, "b": {"train_defective": 1}}
     assert count_differences(frame, documented) == ["a: 1 test defective images, documented 2"]
-    assert count_differences(frame, {}, {"train": 2, "test": 3}, ("a", "b")) == \
-        ["all categories: 2 test images, documented 3"]
+    assert count_differences(frame, {}, {"train": 2, "test": 3}, ("a", "b")) == [
+        "all categories: 2 test images, documented 3"
+    ]
     assert count_differences(frame, {}, {"test": 3}, ("a", "b", "c")) == []  # not every category parsed
 
 
@@ -460,6 +515,7 @@ def test_every_layout_documents_its_counts_in_the_known_keys():
 def test_index_cli_has_the_no_count_check_flag():
     from adfm.cli import build_parser
 
-    args = build_parser("index").parse_args(["index", "--root", "r", "--dataset", "d", "--layout", "visa",
-                                             "--out", "o", "--no-count-check"])
+    args = build_parser("index").parse_args(
+        ["index", "--root", "r", "--dataset", "d", "--layout", "visa", "--out", "o", "--no-count-check"]
+    )
     assert args.count_check is False

@@ -24,8 +24,12 @@ from adfm.io import InputError
 from adfm.settings.data import SplitSettings
 
 SIZE = 48
-SOURCES = {"DS-MVTec": ("mvtec_ad", "bottle"), "MVTec-LOCO": ("mvtec_loco", "pushpins"),
-           "VisA": ("visa", "candle"), "GoodsAD": ("goodsad", "drink_can")}
+SOURCES = {
+    "DS-MVTec": ("mvtec_ad", "bottle"),
+    "MVTec-LOCO": ("mvtec_loco", "pushpins"),
+    "VisA": ("visa", "candle"),
+    "GoodsAD": ("goodsad", "drink_can"),
+}
 
 
 def png(path, image):
@@ -38,10 +42,22 @@ def tiny_mmad(root, key, mask_path, templates=("MVTec-AD/bottle/train/good/000.p
     image = np.full((16, 16, 3), 100, np.uint8)
     png(root / key, image)
     png(root / templates[0], image)
-    conversation = [{"Question": "Is there any defect in the object?", "Answer": "A",
-                     "Options": {"A": "Yes.", "B": "No."}, "type": "Anomaly Detection", "annotation": True}]
-    entry = {"image_path": key.split("/", 2)[2], "mask_path": mask_path, "similar_templates": list(templates),
-             "random_templates": list(templates), "conversation": conversation}
+    conversation = [
+        {
+            "Question": "Is there any defect in the object?",
+            "Answer": "A",
+            "Options": {"A": "Yes.", "B": "No."},
+            "type": "Anomaly Detection",
+            "annotation": True,
+        }
+    ]
+    entry = {
+        "image_path": key.split("/", 2)[2],
+        "mask_path": mask_path,
+        "similar_templates": list(templates),
+        "random_templates": list(templates),
+        "conversation": conversation,
+    }
     (root / "mmad.json").write_text(json.dumps({key: entry}))
 
 
@@ -53,8 +69,9 @@ def mask(value=255):
 
 def test_loco_mask_path_naming_a_file_whose_masks_lie_in_a_folder_merges_the_folder(tmp_path):
     key = "MVTec-LOCO/pushpins/test/logical_anomalies/000.png"
-    tiny_mmad(tmp_path, key, "ground_truth/logical_anomalies/000.png",
-              templates=("MVTec-LOCO/pushpins/train/good/000.png",))
+    tiny_mmad(
+        tmp_path, key, "ground_truth/logical_anomalies/000.png", templates=("MVTec-LOCO/pushpins/train/good/000.png",)
+    )
     folder = tmp_path / "MVTec-LOCO/pushpins/ground_truth/logical_anomalies/000"
     png(folder / "000.png", mask(255))
     png(folder / "001.png", mask(12))
@@ -102,8 +119,11 @@ def demo(tmp_path_factory):
         extract(archive, base / layout)
         roots[layout] = base / layout
     categories = tuple(f"{source}/{category}" for source, (_, category) in SOURCES.items())
-    make_demo_archive("mmad", base / "MMAD.zip", DemoSpec(categories, SIZE, sources=tuple(
-        (source, str(archive)) for source, archive in archives.items())))
+    make_demo_archive(
+        "mmad",
+        base / "MMAD.zip",
+        DemoSpec(categories, SIZE, sources=tuple((source, str(archive)) for source, archive in archives.items())),
+    )
     extract(base / "MMAD.zip", base / "mmad")
     return base / "mmad", roots
 
@@ -122,8 +142,10 @@ def test_demo_ds_mvtec_lies_as_defect_spectrum_does(demo):
         assert (root / f"DS-MVTec/bottle/mask/{defect}/{stem}_mask.png").is_file()
         assert (root / "DS-MVTec/bottle" / entry["mask_path"]).is_file()
     loco = [k for k in data if k.startswith("MVTec-LOCO/") and "/good/" not in k]
-    assert all(data[k]["mask_path"].endswith(".png") and (root / "MVTec-LOCO/pushpins" /
-               data[k]["mask_path"][:-4]).is_dir() for k in loco)  # MMAD's naming, masks in a folder
+    assert all(
+        data[k]["mask_path"].endswith(".png") and (root / "MVTec-LOCO/pushpins" / data[k]["mask_path"][:-4]).is_dir()
+        for k in loco
+    )  # MMAD's naming, masks in a folder
 
 
 def test_demo_mmad_holds_the_very_images_of_the_demo_datasets(demo):
@@ -140,11 +162,14 @@ def test_demo_mmad_holds_the_very_images_of_the_demo_datasets(demo):
 
 def test_filter_on_the_demo_drops_exactly_the_training_role_images(demo):
     root, roots = demo
-    frames = [manifest.to_frame(LAYOUTS[layout].parse(roots[layout], layout, [category]))
-              for layout, category in SOURCES.values()]
+    frames = [
+        manifest.to_frame(LAYOUTS[layout].parse(roots[layout], layout, [category]))
+        for layout, category in SOURCES.values()
+    ]
     images = pd.concat(frames, ignore_index=True).assign(boxes="[]")
-    protocol = SplitSettings(kind="holdout", datasets=[layout for layout, _ in SOURCES.values()], train_fraction=0.2,
-                             seed=0)
+    protocol = SplitSettings(
+        kind="holdout", datasets=[layout for layout, _ in SOURCES.values()], train_fraction=0.2, seed=0
+    )
     split = make_split(images, protocol)
     mmad_images = manifest.to_frame(mmad.parse(root, "mmad")).assign(boxes="[]")
     questions = mmad_question_table(mmad.parse_questions(root), mmad_images)
@@ -155,8 +180,10 @@ def test_filter_on_the_demo_drops_exactly_the_training_role_images(demo):
     dropped = set(questions.loc[reasons == "training", "source_image"])
     assert dropped == expected and len(expected) >= len(SOURCES)  # at least one per category
     assert set(reasons) == {"", "training"}  # every MMAD image is a test-split image of its source
-    tested = {mmad.source_image(r.dataset, r.category, r.label, r.image_path)
-              for r in split[split["role"] == "test"].itertuples()}
+    tested = {
+        mmad.source_image(r.dataset, r.category, r.label, r.image_path)
+        for r in split[split["role"] == "test"].itertuples()
+    }
     assert set(questions.loc[reasons == "", "source_image"]) == tested
 
 

@@ -46,30 +46,57 @@ def write_questions(root, sources=("DS-MVTec", "VisA")):
             image.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(image)
             label = int(kind != "good")
-            rows.append({"image_path": str(image), "dataset": source, "category": "bottle",
-                         "question": "Is there any defect in the object?", "options": json.dumps(YES_NO),
-                         "answer": "A" if label else "B", "type": "Anomaly Detection", "reference_path": str(template),
-                         "templates": json.dumps([str(template)]), "drop_reason": "", "label": label, "width": 64,
-                         "height": 64})
-            rows.append({"image_path": str(image), "dataset": source, "category": "bottle",
-                         "question": "What kind of product is in the image?", "options": json.dumps(FOUR),
-                         "answer": "C", "type": "Object Structure", "reference_path": str(template),
-                         "templates": json.dumps([str(template)]), "drop_reason": "", "label": label, "width": 64,
-                         "height": 64})
+            rows.append(
+                {
+                    "image_path": str(image),
+                    "dataset": source,
+                    "category": "bottle",
+                    "question": "Is there any defect in the object?",
+                    "options": json.dumps(YES_NO),
+                    "answer": "A" if label else "B",
+                    "type": "Anomaly Detection",
+                    "reference_path": str(template),
+                    "templates": json.dumps([str(template)]),
+                    "drop_reason": "",
+                    "label": label,
+                    "width": 64,
+                    "height": 64,
+                }
+            )
+            rows.append(
+                {
+                    "image_path": str(image),
+                    "dataset": source,
+                    "category": "bottle",
+                    "question": "What kind of product is in the image?",
+                    "options": json.dumps(FOUR),
+                    "answer": "C",
+                    "type": "Object Structure",
+                    "reference_path": str(template),
+                    "templates": json.dumps([str(template)]),
+                    "drop_reason": "",
+                    "label": label,
+                    "width": 64,
+                    "height": 64,
+                }
+            )
     path = root / "mmad_questions.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
 
-@pytest.mark.parametrize("response, expected", [
-    ("B", "B"),
-    ("Answer: A.", "A"),
-    ("A. Yes. Actually, on reflection the answer is B.", "B"),  # the last standalone letter
-    ("I think it is (C) stain", "C"),
-    ("The BLOB is D-shaped", "D"),  # "BLOB" is no standalone letter, "D" is
-    ("crack", "B"),  # no letter: the closest option text
-    ("cracks everywhere", "B"),
-])
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("B", "B"),
+        ("Answer: A.", "A"),
+        ("A. Yes. Actually, on reflection the answer is B.", "B"),  # the last standalone letter
+        ("I think it is (C) stain", "C"),
+        ("The BLOB is D-shaped", "D"),  # "BLOB" is no standalone letter, "D" is
+        ("crack", "B"),  # no letter: the closest option text
+        ("cracks everywhere", "B"),
+    ],
+)
 def test_answer_parsing_follows_mmad(response, expected):
     assert parse_choice(response, FOUR) == expected
 
@@ -89,13 +116,23 @@ def test_prompt_is_mmads_one_template_prompt():
     assert parts[3] == ("image", "template.png") and parts[5] == ("image", "query.png")
     assert "image of normal sample" in parts[2][1]
     assert parts[4][1].startswith("Following is the query image")
-    assert parts[-1][1] == question_text("Is there any defect in the object?", YES_NO) == (
-        "Question: Is there any defect in the object? \nA. Yes.\nB. No.\n")
+    assert (
+        parts[-1][1]
+        == question_text("Is there any defect in the object?", YES_NO)
+        == ("Question: Is there any defect in the object? \nA. Yes.\nB. No.\n")
+    )
 
 
 def record(source, kind, answer, correct, label, image):
-    return {"model": "m", "source": source, "type": kind, "answer": answer, "correct_answer": correct, "label": label,
-            "image_path": image}
+    return {
+        "model": "m",
+        "source": source,
+        "type": kind,
+        "answer": answer,
+        "correct_answer": correct,
+        "label": label,
+        "image_path": image,
+    }
 
 
 def test_scores_merge_object_types_balance_detection_and_average_sources():
@@ -121,16 +158,22 @@ def test_scores_merge_object_types_balance_detection_and_average_sources():
     assert "Object Structure" not in table.index.get_level_values("category")
 
 
-def test_tiny_model_answers_every_question_and_resumes(tiny_model_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_tiny_model_answers_every_question_and_resumes(tiny_model_dir, tmp_path, monkeypatch):
     questions = write_questions(tmp_path)
-    settings = MmadSettings.from_dict({"model": {"dtype": "float32", "min_pixels": MIN_PIXELS,
-                                                 "max_pixels": MAX_PIXELS},
-                                       "max_new_tokens": 6, "batch_size": 3, "templates": 1})
+    settings = MmadSettings.from_dict(
+        {
+            "model": {"dtype": "float32", "min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS},
+            "max_new_tokens": 6,
+            "batch_size": 3,
+            "templates": 1,
+        }
+    )
     out = predict_mmad(questions, "tiny", settings, tmp_path / "p.jsonl", model_dir=tiny_model_dir)
     records = read_jsonl(out)
     assert len(records) == 8
     assert {(r["image_path"], r["question_index"]) for r in records} == {
-        (p, i) for p in pd.read_csv(questions)["image_path"].unique() for i in (0, 1)}
+        (p, i) for p in pd.read_csv(questions)["image_path"].unique() for i in (0, 1)
+    }
     assert all(r["answer"] in (None, "A", "B", "C", "D") for r in records)
     table = mmad_table(records)
     assert set(table["category"]) <= {"Anomaly Detection", "Object Analysis", "Average"}
@@ -149,12 +192,16 @@ def test_question_table_must_have_its_columns(tmp_path):
 
 # ---- issue 13: reasoning runs, MMAD's decoding and templates, the leakage filter ----------------
 
-@pytest.mark.parametrize("response, expected", [
-    ("<think>A small scratch at the top.</think><rethink>B is wrong.</rethink><answer>C</answer>", ("C", "answer")),
-    ("<think>Looks fine</think><answer> b. </answer>", ("B", "answer")),  # the release writes lower case
-    ("<think>A small scratch near the top", ("A", "mmad")),  # truncated before <answer>: MMAD's rule
-    ("<think>x</think><answer>E</answer>", ("E", "mmad")),  # not an option: MMAD's rule (E, scored wrong)
-])
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("<think>A small scratch at the top.</think><rethink>B is wrong.</rethink><answer>C</answer>", ("C", "answer")),
+        ("<think>Looks fine</think><answer> b. </answer>", ("B", "answer")),  # the release writes lower case
+        ("<think>A small scratch near the top", ("A", "mmad")),  # truncated before <answer>: MMAD's rule
+        ("<think>x</think><answer>E</answer>", ("E", "mmad")),  # not an option: MMAD's rule (E, scored wrong)
+    ],
+)
 def test_reasoning_replies_are_read_from_the_answer_tag_first(response, expected):
     assert parse_reply(response, FOUR, "answer_tag") == expected
 
@@ -176,8 +223,9 @@ def test_model_generation_config_is_mmads_and_greedy_is_plain():
     from transformers import GenerationConfig
 
     class Model:
-        generation_config = GenerationConfig(do_sample=True, top_k=1, top_p=0.001, repetition_penalty=1.05,
-                                             eos_token_id=[7, 8])
+        generation_config = GenerationConfig(
+            do_sample=True, top_k=1, top_p=0.001, repetition_penalty=1.05, eos_token_id=[7, 8]
+        )
 
     mmad = generation_config(Model(), MmadSettings(generation="model", max_new_tokens=512))
     assert (mmad.repetition_penalty, mmad.top_k, mmad.max_new_tokens, mmad.pad_token_id) == (1.05, 1, 512, 7)
@@ -200,9 +248,13 @@ def test_templates_above_one_show_that_many(tmp_path, monkeypatch):
     table.to_csv(questions, index=False)
     seen = []
     monkeypatch.setattr(generate_module, "load_model_and_processor", lambda *a, **k: (None, None))
-    monkeypatch.setattr(generate_module, "generate_conversations",
-                        lambda model, processor, conversations, config, **k: seen.extend(conversations)
-                        or [["A"] for _ in conversations])
+    monkeypatch.setattr(
+        generate_module,
+        "generate_conversations",
+        lambda model, processor, conversations, config, **k: (
+            seen.extend(conversations) or [["A"] for _ in conversations]
+        ),
+    )
     monkeypatch.setattr("adfm.inference.mmad.generation_config", lambda model, settings: None)
     settings = MmadSettings.from_dict({"model": {"min_pixels": 1, "max_pixels": 2}, "templates": 3})
     predict_mmad(questions, "m", settings, tmp_path / "p.jsonl", model_dir=tmp_path)
@@ -210,8 +262,9 @@ def test_templates_above_one_show_that_many(tmp_path, monkeypatch):
     assert images == [table["reference_path"][0], *extra, table["image_path"][0]]
     assert "Following is/are 3 image of normal sample" in seen[0][2][1]
     with pytest.raises(InputError, match="mmad.templates is 4 but MMAD lists 3"):
-        predict_mmad(questions, "m", dataclasses.replace(settings, templates=4), tmp_path / "p4.jsonl",
-                     model_dir=tmp_path)
+        predict_mmad(
+            questions, "m", dataclasses.replace(settings, templates=4), tmp_path / "p4.jsonl", model_dir=tmp_path
+        )
     Path(extra[1]).unlink()
     with pytest.raises(InputError, match=r"extra1.png: template of .* not found"):
         predict_mmad(questions, "m", settings, tmp_path / "p3.jsonl", model_dir=tmp_path)
@@ -229,7 +282,8 @@ def test_filtered_questions_are_not_asked_and_are_counted(tmp_path):
     assert len(question_rows(questions, MmadSettings(filter=False))) == 8
     records = [record(r.dataset, r.type, r.answer, r.answer, int(r.label), r.image_path) for r in asked.itertuples()]
     metrics = mmad_table(records, pd.read_csv(questions, keep_default_na=False, dtype=str)).set_index(
-        ["dataset", "category"])
+        ["dataset", "category"]
+    )
     assert metrics.loc[("DS-MVTec", "Anomaly Detection"), "dropped_training"] == 1
     assert metrics.loc[("DS-MVTec", "Object Analysis"), "dropped_training"] == 1
     assert metrics.loc[("VisA", "Average"), "dropped_not_in_split"] == 2
@@ -241,16 +295,24 @@ def test_filtered_questions_are_not_asked_and_are_counted(tmp_path):
 def test_drop_reasons_map_mmad_images_to_the_split():
     from adfm.data.datasets.mmad import query_source_image
 
-    keys = ["DS-MVTec/bottle/image/broken_large/000.png", "DS-MVTec/bottle/image/good/001.png",
-            "VisA/candle/test/bad/002.JPG", "VisA/candle/test/good/0105.JPG", "GoodsAD/drink_can/test/good/7.jpg"]
+    keys = [
+        "DS-MVTec/bottle/image/broken_large/000.png",
+        "DS-MVTec/bottle/image/good/001.png",
+        "VisA/candle/test/bad/002.JPG",
+        "VisA/candle/test/good/0105.JPG",
+        "GoodsAD/drink_can/test/good/7.jpg",
+    ]
     questions = pd.DataFrame({"source_image": [query_source_image(k) for k in keys]})
-    split = pd.DataFrame([
-        ("mvtec", "bottle", "train", "data/mvtec/bottle/test/broken_large/000.png", 1),
-        ("mvtec", "bottle", "test", "data/mvtec/bottle/test/good/001.png", 0),
-        ("mvtec", "bottle", "test", "data/mvtec/bottle/test/broken_small/000.png", 1),
-        ("visa", "candle", "test", "data/visa/candle/Data/Images/Anomaly/002.JPG", 1),
-        ("visa", "candle", "train", "data/visa/candle/Data/Images/Normal/0105.JPG", 0),
-    ], columns=["dataset", "category", "role", "image_path", "label"])
+    split = pd.DataFrame(
+        [
+            ("mvtec", "bottle", "train", "data/mvtec/bottle/test/broken_large/000.png", 1),
+            ("mvtec", "bottle", "test", "data/mvtec/bottle/test/good/001.png", 0),
+            ("mvtec", "bottle", "test", "data/mvtec/bottle/test/broken_small/000.png", 1),
+            ("visa", "candle", "test", "data/visa/candle/Data/Images/Anomaly/002.JPG", 1),
+            ("visa", "candle", "train", "data/visa/candle/Data/Images/Normal/0105.JPG", 0),
+        ],
+        columns=["dataset", "category", "role", "image_path", "label"],
+    )
     reasons = split_drop_reasons(questions, split, {"mvtec": "mvtec_ad", "visa": "visa"})
     assert reasons.tolist() == ["training", "", "", "training", "not_in_split"]
 

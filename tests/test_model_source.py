@@ -35,10 +35,20 @@ def test_a_folder_that_is_no_model_is_named(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("source, ok", [("/data/Qwen2.5-VL-7B-Instruct", True), ("./models/qwen", True),
-                                        ("../qwen", True), ("~/qwen", True), ("file:/data/qwen", True),
-                                        ("hf://Qwen/Qwen2.5-VL-7B-Instruct", True), ("demo:tiny-qwen2.5-vl", True),
-                                        ("Qwen/Qwen2.5-VL-7B-Instruct", False), ("https://example.org/m", False)])
+@pytest.mark.parametrize(
+    "source, ok",
+    [
+        ("/data/Qwen2.5-VL-7B-Instruct", True),
+        ("./models/qwen", True),
+        ("../qwen", True),
+        ("~/qwen", True),
+        ("file:/data/qwen", True),
+        ("hf://Qwen/Qwen2.5-VL-7B-Instruct", True),
+        ("demo:tiny-qwen2.5-vl", True),
+        ("Qwen/Qwen2.5-VL-7B-Instruct", False),
+        ("https://example.org/m", False),
+    ],
+)
 def test_schema_accepts_a_local_model_folder(source, ok):
     config = load_config([REPO / "config.yaml"])
     config["model"]["source"] = source
@@ -48,13 +58,25 @@ def test_schema_accepts_a_local_model_folder(source, ok):
 
 def test_a_fetch_without_network_ends_in_one_line(tmp_path):
     # a closed port stands for a machine without network (no retries, no traceback)
-    result = adfm_command("fetch-model", "--source", "hf://Qwen/Qwen2.5-VL-7B-Instruct", "--revision", "main",
-                          "--out", str(tmp_path / "model"), HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_ETAG_TIMEOUT="5")
+    result = adfm_command(
+        "fetch-model",
+        "--source",
+        "hf://Qwen/Qwen2.5-VL-7B-Instruct",
+        "--revision",
+        "main",
+        "--out",
+        str(tmp_path / "model"),
+        HF_ENDPOINT="http://127.0.0.1:9",
+        HF_HUB_ETAG_TIMEOUT="5",
+    )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if " INFO " not in line]
     assert len(errors) == 1, result.stderr
     assert "model source hf://Qwen/Qwen2.5-VL-7B-Instruct: cannot download from the Hugging Face Hub" in errors[0]
-    assert "hf download Qwen/Qwen2.5-VL-7B-Instruct --local-dir <folder>`) and set model.source to that folder" in errors[0]
+    assert (
+        "hf download Qwen/Qwen2.5-VL-7B-Instruct --local-dir <folder>`) and set model.source to that folder"
+        in errors[0]
+    )
     assert not (tmp_path / "model").exists()
 
 
@@ -66,8 +88,10 @@ def test_downloads_and_the_model_fetch_are_local_rules(tmp_path):
         "from snakemake.api import SnakemakeApi\n"
         "from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings\n"
         "with SnakemakeApi(OutputSettings()) as api:\n"
-        f"    workflow = api.workflow(snakefile=Path({str(REPO / 'Snakefile')!r}), resource_settings=ResourceSettings(),\n"
-        f"        config_settings=ConfigSettings(configfiles=[Path({str(REPO / 'config.yaml')!r})]), workdir=Path('.'))\n"
+        f"    workflow = api.workflow(snakefile=Path({str(REPO / 'Snakefile')!r}),\n"
+        "        resource_settings=ResourceSettings(),\n"
+        f"        config_settings=ConfigSettings(configfiles=[Path({str(REPO / 'config.yaml')!r})]),\n"
+        "        workdir=Path('.'))\n"
         "    rules = workflow._workflow.rules\n"  # the parsed workflow: the public API has no rule listing
         "    print(sorted(rule.name for rule in rules if rule.name in workflow._workflow._localrules))\n"
     )

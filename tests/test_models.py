@@ -65,7 +65,7 @@ def test_tiny_model_reloads_through_the_shared_loader(tiny_model_dir):
     )
     assert processor.tokenizer.padding_side == "left"
     assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][0, -1] == 1
-    t, h, w = batch["image_grid_thw"][0].tolist()
+    _t, h, w = batch["image_grid_thw"][0].tolist()
     assert MIN_PIXELS <= h * w * 14 * 14 <= MAX_PIXELS
     assert batch["input_ids"][1].tolist().count(processor.image_token_id) == 2 * h * w // 4
 

@@ -29,9 +29,20 @@ from adfm.settings.inference import PredictSettings
 def predict_settings(**overrides) -> PredictSettings:
     return PredictSettings.from_dict(model_fixtures.predict_settings(**overrides))
 
+
 FIELDS = {
-    "model", "dataset", "category", "image_path", "reference_path", "label", "sample", "response", "answer", "boxes",
-    "frame", "gt_boxes"
+    "model",
+    "dataset",
+    "category",
+    "image_path",
+    "reference_path",
+    "label",
+    "sample",
+    "response",
+    "answer",
+    "boxes",
+    "frame",
+    "gt_boxes",
 }
 
 
@@ -48,7 +59,7 @@ def test_one_record_per_test_image_of_the_dataset(tiny_model_dir, two_dataset_sp
     expected = split[(split["role"] == "test") & (split["dataset"] == "beta")]
     assert [r["image_path"] for r in records] == expected["image_path"].tolist()
     assert not (tmp_path / "pred" / "beta.jsonl.partial").exists()
-    for record, row in zip(records, expected.itertuples()):
+    for record, row in zip(records, expected.itertuples(), strict=False):
         assert set(record) == FIELDS
         assert (record["model"], record["dataset"], record["sample"]) == ("tiny-base", "beta", 0)
         assert record["label"] == row.label and record["category"] == "widget"
@@ -102,8 +113,8 @@ def test_batched_generation_matches_one_by_one(tiny_model_dir, tmp_path):
 def test_adapter_is_applied(tiny_model_dir, two_dataset_split, tmp_path):
     from peft import get_peft_model
 
-    from adfm.model.load import load_model_and_processor
     from adfm.model.grpo import lora_config
+    from adfm.model.load import load_model_and_processor
     from adfm.settings.model import LoraSettings
 
     model, _ = load_model_and_processor(
@@ -116,7 +127,12 @@ def test_adapter_is_applied(tiny_model_dir, two_dataset_split, tmp_path):
     settings = predict_settings(batch_size=5)
     base = predict(two_dataset_split, "alpha", tiny_model_dir, "base", settings, tmp_path / "base.jsonl")
     tuned = predict(
-        two_dataset_split, "alpha", tiny_model_dir, "tuned", settings, tmp_path / "tuned.jsonl",
+        two_dataset_split,
+        "alpha",
+        tiny_model_dir,
+        "tuned",
+        settings,
+        tmp_path / "tuned.jsonl",
         adapter_dir=tmp_path / "adapter",
     )
     assert {r["model"] for r in read_jsonl(tuned)} == {"tuned"}
@@ -131,11 +147,24 @@ def test_unknown_dataset_is_an_input_error(tiny_model_dir, two_dataset_split, tm
 def test_predict_subcommand():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    argv = ["predict", "--split", "s.csv", "--dataset", "visa", "--model", "m", "--run-name", "base",
-            "--settings", '{"prompt": "Defect?"}', "--out", "p.jsonl"]
+    argv = [
+        "predict",
+        "--split",
+        "s.csv",
+        "--dataset",
+        "visa",
+        "--model",
+        "m",
+        "--run-name",
+        "base",
+        "--settings",
+        '{"prompt": "Defect?"}',
+        "--out",
+        "p.jsonl",
+    ]
     args = parser.parse_args(argv)
     assert (args.dataset, args.adapter, args.run_name, args.out) == ("visa", None, "base", "p.jsonl")
-    assert parser.parse_args(argv + ["--adapter", "a"]).adapter == "a"
+    assert parser.parse_args([*argv, "--adapter", "a"]).adapter == "a"
     assert args.settings == PredictSettings(prompt="Defect?")
     with pytest.raises(SystemExit):  # a misspelt key is a usage error
         parser.parse_args([*argv[:-4], "--settings", '{"prompt": "p", "batchsize": 2}', "--out", "p.jsonl"])
@@ -177,8 +206,10 @@ def test_row_selection_label_image_and_seeded_subsample(two_dataset_split):
     assert set(rows["label"]) == {1}
     first = select_rows(two_dataset_split, "beta", max_images=3, seed=0)
     assert len(first) == 3
-    assert first["image_path"].tolist() == select_rows(two_dataset_split, "beta", max_images=3, seed=0)[
-        "image_path"].tolist()
+    assert (
+        first["image_path"].tolist()
+        == select_rows(two_dataset_split, "beta", max_images=3, seed=0)["image_path"].tolist()
+    )
     one = select_rows(two_dataset_split, "beta", image=first["image_path"].iloc[0])
     assert one["image_path"].tolist() == [first["image_path"].iloc[0]]
     with pytest.raises(InputError, match="not a test row"):

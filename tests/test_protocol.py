@@ -95,9 +95,9 @@ def test_prompt_switch_end_to_end(answer_format):
     from adfm import config as adfm_config
     from adfm.evaluation.score import accuracy_table
     from adfm.inference.records import response_record
-    from adfm.settings.inference import PredictSettings
     from adfm.protocol import answer_word
     from adfm.rewards import make_reward_funcs
+    from adfm.settings.inference import PredictSettings
 
     config = adfm_config.load_config([REPO / "config.yaml"])
     config["prompts"]["answer_format"] = answer_format
@@ -122,8 +122,9 @@ def test_prompt_switch_end_to_end(answer_format):
 
     row = SimpleNamespace(category="bottle", image_path="q.png", reference_path="r.png", label=1)
     records = [
-        response_record(row, "adfm", "mvtec_ad", 0, text, predict["reasoning"], lambda r: ([], (100, 100)),
-                        predict["answer_format"])
+        response_record(
+            row, "adfm", "mvtec_ad", 0, text, predict["reasoning"], lambda r: ([], (100, 100)), predict["answer_format"]
+        )
         for text in (right, wrong, foreign)
     ]
     assert [r["answer"] for r in records] == ["yes", "no", None]

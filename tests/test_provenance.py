@@ -2,18 +2,24 @@
 
 import pandas as pd
 import yaml
+from conftest import REPO
 
 from adfm.config import SCHEMA, load_config
 from adfm.evaluation.provenance import SOURCE_KINDS, settings_sources, write_provenance
-from conftest import REPO
 
 SCHEMA_BY_HAND = {
-    "$defs": {"lora": {"type": "object", "properties": {
-        "r": {"type": "integer", "source": "paper §4.1", "description": "LoRA rank."},
-        "dropout": {"type": "number", "source": "ours", "description": "Dropout\n  of LoRA."}}}},
+    "$defs": {
+        "lora": {
+            "type": "object",
+            "properties": {
+                "r": {"type": "integer", "source": "paper §4.1", "description": "LoRA rank."},
+                "dropout": {"type": "number", "source": "ours", "description": "Dropout\n  of LoRA."},
+            },
+        }
+    },
     "properties": {
         "seed": {"type": "integer", "source": "ours", "description": "Seed."},
-        "api": {"properties": {"base_url": {"type": "string"}}},   # no source: not listed
+        "api": {"properties": {"base_url": {"type": "string"}}},  # no source: not listed
         "train": {"properties": {"lora": {"$ref": "#/$defs/lora"}}},
         "runs": {"additionalProperties": {"properties": {"rewards": {"source": "paper §4.5"}}}},
     },
@@ -21,8 +27,12 @@ SCHEMA_BY_HAND = {
 
 
 def test_settings_are_listed_with_their_value_and_source():
-    config = {"seed": 3, "api": {"base_url": "x"}, "train": {"lora": {"r": 64, "dropout": 0.05}},
-              "runs": {"adfm": {"rewards": ["cls", "loc"], "trained": True}}}
+    config = {
+        "seed": 3,
+        "api": {"base_url": "x"},
+        "train": {"lora": {"r": 64, "dropout": 0.05}},
+        "runs": {"adfm": {"rewards": ["cls", "loc"], "trained": True}},
+    }
     table = settings_sources(config, SCHEMA_BY_HAND)
     assert table.to_dict("records") == [
         {"setting": "seed", "value": "3", "source": "ours", "why": "Seed."},

@@ -46,15 +46,22 @@ def every_param(config: dict) -> list[str]:
     params = [TrainSettings.from_config(config, run).to_json() for run in runs if config["runs"][run]["trained"]]
     params += [PredictSettings.from_config(config, run).to_json() for run in runs]
     params += [MmadSettings.from_config(config, run).to_json() for run in runs]
-    params += [WarmStartSettings.from_config(config, protocol, reasoning).to_json() for protocol in sorted(config["protocols"])
-               for reasoning in ("multi_stage", "one_stage")]
+    params += [
+        WarmStartSettings.from_config(config, protocol, reasoning).to_json()
+        for protocol in sorted(config["protocols"])
+        for reasoning in ("multi_stage", "one_stage")
+    ]
     params += [TableSettings.from_config(config, table, {}).to_json() for table in sorted(config["tables"])]
-    params += [ClipSettings.from_config(config, name).to_json()
-               for name in sorted(targets.baselines(config, *CLIP_BACKENDS))]
+    params += [
+        ClipSettings.from_config(config, name).to_json() for name in sorted(targets.baselines(config, *CLIP_BACKENDS))
+    ]
     params += [ApiSettings.from_config(config, name).to_json() for name in sorted(targets.baselines(config, "api"))]
     figures = sorted(config["figures"])
-    params += [PredictSettings.for_figure(config, figure).to_json() for figure in figures
-               if config["figures"][figure]["kind"] != "cases"]
+    params += [
+        PredictSettings.for_figure(config, figure).to_json()
+        for figure in figures
+        if config["figures"][figure]["kind"] != "cases"
+    ]
     params += [FigureSettings.from_config(config, figure).to_json() for figure in figures]
     return [*params, adfm_config.settings_json(targets.mmad_filter_layouts(config)), adfm_config.settings_json(config)]
 
@@ -73,10 +80,15 @@ def test_a_reward_option_changes_only_the_training_of_runs_whose_rewards_read_it
     config = adfm_config.load_config([REPO / "config.yaml"])
     changed = copy.deepcopy(config)
     changed["rewards"]["alpha"] = 0.5
-    retrained = {run for run in config["runs"] if config["runs"][run]["trained"]
-                 and TrainSettings.from_config(changed, run) != TrainSettings.from_config(config, run)}
-    assert retrained == {run for run, spec in config["runs"].items()
-                         if spec["trained"] and {"loc", "count"} & set(spec["rewards"])}
+    retrained = {
+        run
+        for run in config["runs"]
+        if config["runs"][run]["trained"]
+        and TrainSettings.from_config(changed, run) != TrainSettings.from_config(config, run)
+    }
+    assert retrained == {
+        run for run, spec in config["runs"].items() if spec["trained"] and {"loc", "count"} & set(spec["rewards"])
+    }
     assert "adfm" in retrained and "cls_random" not in retrained
     options = TrainSettings.from_config(config, "cls_random").reward_options
     assert set(options) == {key for reward in ("cls", "random", "format") for key in REWARD_OPTIONS[reward]}
@@ -93,8 +105,11 @@ def snakemake_run(cwd, configs, *args, checkout_dir=None):
     files, targets first (--configfile takes every word after it)."""
     command = [sys.executable, "-m", "snakemake", *args, "--cores", "1", "--configfile", *configs]
     # the workflow's own helpers come from the copy under test, as in conftest.snakemake_command
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(Path(checkout_dir or cwd) / "src")}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(Path(checkout_dir or cwd) / "src"),
+    }
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
@@ -111,8 +126,15 @@ def test_dry_runs_plan_the_same_commands_in_either_order_and_record_no_absolute_
     # from another folder (-s <checkout>/Snakefile) the code inputs lead back to the checkout
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    plan = snakemake_run(elsewhere, [str(workdir / name) for name in DEMO_CONFIGS], "-n", "-s",
-                         str(workdir / "Snakefile"), *NARROW, checkout_dir=workdir)
+    plan = snakemake_run(
+        elsewhere,
+        [str(workdir / name) for name in DEMO_CONFIGS],
+        "-n",
+        "-s",
+        str(workdir / "Snakefile"),
+        *NARROW,
+        checkout_dir=workdir,
+    )
     assert "../checkout/src/adfm/data/index.py" in plan
 
 
@@ -132,4 +154,3 @@ def test_a_moved_checkout_plans_nothing(finished, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(finished, moved, symlinks=True)
     assert "Nothing to be done" in snakemake_run(moved, DEMO_CONFIGS, "-n", *NARROW)
-

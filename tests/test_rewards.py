@@ -21,7 +21,7 @@ def reward(name, texts, labels, boxes, **options):
 
 def test_registry_names_match_function_names():
     assert set(REWARDS) == {"cls", "loc", "count", "random", "format"}
-    for name, func in zip(REWARDS, make_reward_funcs(list(REWARDS))):
+    for name, func in zip(REWARDS, make_reward_funcs(list(REWARDS)), strict=False):
         assert func.__name__ == name
 
 
@@ -43,7 +43,9 @@ def test_count_and_focus_tables():
 
 def test_loc_perfect_single_box():
     # GIoU 1 + alpha * 1
-    assert reward("loc", [format_response([[10, 10, 50, 50]], "yes")], [1], [[[10, 10, 50, 50]]]) == [pytest.approx(1.3)]
+    assert reward("loc", [format_response([[10, 10, 50, 50]], "yes")], [1], [[[10, 10, 50, 50]]]) == [
+        pytest.approx(1.3)
+    ]
 
 
 def test_loc_half_overlap():
@@ -87,8 +89,11 @@ def test_loc_no_predicted_box_on_anomalous_image():
 
 
 def test_loc_normal_image_focus():
-    texts = [format_response([], "no"), format_response([[0, 0, 5, 5]], "no"),
-             format_response([[0, 0, 5, 5], [10, 10, 20, 20]], "no")]
+    texts = [
+        format_response([], "no"),
+        format_response([[0, 0, 5, 5]], "no"),
+        format_response([[0, 0, 5, 5], [10, 10, 20, 20]], "no"),
+    ]
     assert reward("loc", texts, [0, 0, 0], [[]] * 3) == [0.0, 0.5, -0.1]
 
 
@@ -245,8 +250,11 @@ def test_bad_reward_options_are_clear_errors():
 
 def test_anomalous_image_without_ground_truth_box_as_normal():
     # the release: an anomalous image whose mask gave no box is scored like a normal image (r_focus)
-    texts = [format_response([], "yes"), format_response([[10, 10, 20, 20]], "yes"),
-             format_response([[10, 10, 20, 20], [30, 30, 40, 40]], "yes")]
+    texts = [
+        format_response([], "yes"),
+        format_response([[10, 10, 20, 20]], "yes"),
+        format_response([[10, 10, 20, 20], [30, 30, 40, 40]], "yes"),
+    ]
     release = reward("loc", texts, [1] * 3, [[]] * 3, loc_no_gt_as_normal=True)
     assert release == [r_focus(0), r_focus(1), r_focus(2)] == [0.0, 0.5, -0.1]
     ours = reward("loc", texts, [1] * 3, [[]] * 3)

@@ -15,12 +15,24 @@ from adfm.settings.evaluation import TableRow, TableSettings
 
 
 def record(model, category, label, answer, dataset="mvtec_ad"):
-    return dict(model=model, dataset=dataset, category=category, image_path=f"{category}{label}{answer}",
-                label=label, sample=0, answer=answer)
+    return dict(
+        model=model,
+        dataset=dataset,
+        category=category,
+        image_path=f"{category}{label}{answer}",
+        label=label,
+        sample=0,
+        answer=answer,
+    )
 
 
 def test_accuracy_counts_unanswered_as_wrong():
-    records = [record("m", "a", 1, "yes"), record("m", "a", 0, "yes"), record("m", "b", 0, "no"), record("m", "b", 1, None)]
+    records = [
+        record("m", "a", 1, "yes"),
+        record("m", "a", 0, "yes"),
+        record("m", "b", 0, "no"),
+        record("m", "b", 1, None),
+    ]
     table = accuracy_table(records).set_index(["category"])
     assert table.loc["a", "accuracy"] == 50.0
     assert table.loc["b", "accuracy"] == 50.0
@@ -64,7 +76,9 @@ def test_rows_not_run_keep_the_paper_value_only():
 
 
 def test_average_over_all_columns_when_all_ran():
-    table = build_table(TableSettings.from_dict(TABLE1), metrics(mvtec_ad=80.0, visa=70.0, mvtec_loco=60.0, goodsad=50.0))
+    table = build_table(
+        TableSettings.from_dict(TABLE1), metrics(mvtec_ad=80.0, visa=70.0, mvtec_loco=60.0, goodsad=50.0)
+    )
     average = table[(table.model == "AD-FM") & (table.column == "Avg")].iloc[0]
     assert average.ours == 65.0 and average["diff"] == round(65.0 - 73.15, 2)
 
@@ -134,9 +148,17 @@ def test_schema_rejects_unknown_keys_and_bad_values():
 
 # ---- continuous scores, Youden's J, table rows of baselines and MMAD
 
+
 def scored(model, dataset, category, label, score):
-    return dict(model=model, dataset=dataset, category=category, image_path=f"{category}{label}{score}", label=label,
-                sample=0, score=score)
+    return dict(
+        model=model,
+        dataset=dataset,
+        category=category,
+        image_path=f"{category}{label}{score}",
+        label=label,
+        sample=0,
+        score=score,
+    )
 
 
 def test_continuous_scores_at_half_and_at_youden_j():
@@ -144,7 +166,8 @@ def test_continuous_scores_at_half_and_at_youden_j():
 
     # normals at 0.1-0.3, anomalies at 0.35-0.45: all below 0.5, perfectly separated at 0.35
     records = [scored("clip", "visa", "a", 0, s) for s in (0.1, 0.2, 0.3)] + [
-        scored("clip", "visa", "b", 1, s) for s in (0.35, 0.4, 0.45)]
+        scored("clip", "visa", "b", 1, s) for s in (0.35, 0.4, 0.45)
+    ]
     assert youden_threshold([r["score"] for r in records], [r["label"] for r in records]) == 0.35
     table = accuracy_table(records).set_index("category")
     assert table.loc["all", "accuracy"] == 50.0  # tau = 0.5 calls everything normal
@@ -169,15 +192,22 @@ TABLE2 = {
     "rows": [
         {"match": {"model": "WinCLIP (tau=0.5)"}, "run": "winclip", "metric": "accuracy"},
         {"match": {"model": "WinCLIP (Youden J)"}, "run": "winclip", "metric": "accuracy_youden"},
-        {"match": {"model": "GPT-4o"}, "run": "gpt-4o_cross", "skip": "not run: no API key (environment variable "
-         "OPENAI_API_KEY not set)"},
+        {
+            "match": {"model": "GPT-4o"},
+            "run": "gpt-4o_cross",
+            "skip": "not run: no API key (environment variable OPENAI_API_KEY not set)",
+        },
     ],
 }
 
 
 def test_table2_has_both_threshold_rows_and_skipped_api_rows():
-    metrics = pd.DataFrame([dict(model="winclip", dataset=d, category="all", accuracy=50.0, accuracy_youden=75.0)
-                            for d in ("visa", "mpdd", "dtd_synthetic", "dagm")])
+    metrics = pd.DataFrame(
+        [
+            dict(model="winclip", dataset=d, category="all", accuracy=50.0, accuracy_youden=75.0)
+            for d in ("visa", "mpdd", "dtd_synthetic", "dagm")
+        ]
+    )
     table = build_table(TableSettings.from_dict(TABLE2), metrics)
     half = table[(table.model == "WinCLIP (tau=0.5)") & (table.column == "Avg")].iloc[0]
     youden = table[(table.model == "WinCLIP (Youden J)") & (table.column == "Avg")].iloc[0]
@@ -198,17 +228,30 @@ def test_youden_row_on_binary_predictions_is_an_error():
 def test_table3_selects_question_types_averaged_over_mmad_sources():
     from adfm.evaluation.mmad_score import TYPES
 
-    spec = {"paper": "table3_multitask.csv", "keys": ["model", "scale"], "select": "question_type",
-            "columns": {t: t for t in TYPES if t != "Anomaly Detection"},
-            "rows": [{"match": {"model": "AD-FM", "scale": "7B"}, "run": "adfm"}]}
-    metrics = pd.DataFrame([dict(model="adfm", dataset=d, category=t, accuracy=a)
-                            for t in TYPES for d, a in (("all", 60.0), ("VisA", 10.0))])
-    table = build_table(TableSettings.from_dict(spec), pd.DataFrame(columns=["model", "dataset", "category", "accuracy"]), metrics)
+    spec = {
+        "paper": "table3_multitask.csv",
+        "keys": ["model", "scale"],
+        "select": "question_type",
+        "columns": {t: t for t in TYPES if t != "Anomaly Detection"},
+        "rows": [{"match": {"model": "AD-FM", "scale": "7B"}, "run": "adfm"}],
+    }
+    metrics = pd.DataFrame(
+        [
+            dict(model="adfm", dataset=d, category=t, accuracy=a)
+            for t in TYPES
+            for d, a in (("all", 60.0), ("VisA", 10.0))
+        ]
+    )
+    table = build_table(
+        TableSettings.from_dict(spec), pd.DataFrame(columns=["model", "dataset", "category", "accuracy"]), metrics
+    )
     row = table[table.model == "AD-FM"].set_index("column")
     assert row.loc["Object Analysis", "ours"] == 60.0 and row.loc["Object Analysis", "paper"] == 86.67
     assert row.loc["Avg", "ours"] == 60.0 and row.loc["Avg", "paper"] == 83.56
     assert len(row) == 7  # six question types and the average
-    assert (row["protocol"] == row_protocol(TableRow(match={}, run="any"), "question_type")).all() and "MMAD's letter prompt" in row["protocol"].iloc[0]
+    assert (
+        row["protocol"] == row_protocol(TableRow(match={}, run="any"), "question_type")
+    ).all() and "MMAD's letter prompt" in row["protocol"].iloc[0]
 
 
 # ---- plain and balanced accuracy; rows filled with the protocol of the paper's number
@@ -216,9 +259,14 @@ def test_table3_selects_question_types_averaged_over_mmad_sources():
 
 def test_balanced_accuracy_by_hand():
     # category a: 3 anomalous (2 judged right), 1 normal (judged wrong); b: 1 normal right, 1 anomalous unanswered
-    records = [record("m", "a", 1, "yes"), record("m", "a", 1, "yes") | {"image_path": "a2"},
-               record("m", "a", 1, "no"), record("m", "a", 0, "yes"), record("m", "b", 0, "no"),
-               record("m", "b", 1, None)]
+    records = [
+        record("m", "a", 1, "yes"),
+        record("m", "a", 1, "yes") | {"image_path": "a2"},
+        record("m", "a", 1, "no"),
+        record("m", "a", 0, "yes"),
+        record("m", "b", 0, "no"),
+        record("m", "b", 1, None),
+    ]
     table = accuracy_table(records).set_index("category")
     assert table.loc["a", "accuracy"] == 50.0 and table.loc["a", "balanced_accuracy"] == round(100 * (2 / 3 + 0) / 2, 2)
     assert table.loc["b", "balanced_accuracy"] == 50.0  # (1/1 + 0/1) / 2: unanswered counts as wrong
@@ -230,7 +278,8 @@ def test_balanced_accuracy_by_hand():
 
 def test_balanced_accuracy_of_scores_at_both_thresholds():
     records = [scored("clip", "visa", "a", 1, s) for s in (0.9, 0.4)] + [
-        scored("clip", "visa", "a", 0, s) for s in (0.3, 0.6, 0.1)]
+        scored("clip", "visa", "a", 0, s) for s in (0.3, 0.6, 0.1)
+    ]
     row = accuracy_table(records).set_index("category").loc["all"]
     # tau 0.5: anomalous 1/2, normal 2/3; Youden (0.4): anomalous 2/2, normal 2/3
     assert row["accuracy"] == 60.0 and row["balanced_accuracy"] == round(100 * (1 / 2 + 2 / 3) / 2, 2)
@@ -238,26 +287,61 @@ def test_balanced_accuracy_of_scores_at_both_thresholds():
     assert row["accuracy_youden"] == 80.0 and row["balanced_accuracy_youden"] == round(100 * (1 + 2 / 3) / 2, 2)
 
 
-TABLE1_MMAD = {**TABLE1, "mmad_sources": {"MVTec": "DS-MVTec", "VisA": "VisA", "MVTec-LOCO": "MVTec-LOCO",
-                                          "GoodsAD": "GoodsAD"},
-               "rows": [{"match": {"model": "Qwen2.5-VL", "scale": "7B"}, "run": "zero_shot", "eval_rows": "all",
-                         "reasoning": "multi_stage", "paper_protocol": "plain accuracy, full test split"},
-                        {"match": {"model": "GPT-4o-mini"}, "run": "gpt-4o-mini", "prompt": "mmad",
-                         "metric": "balanced_accuracy", "paper_protocol": "from MMAD"}]}
+TABLE1_MMAD = {
+    **TABLE1,
+    "mmad_sources": {"MVTec": "DS-MVTec", "VisA": "VisA", "MVTec-LOCO": "MVTec-LOCO", "GoodsAD": "GoodsAD"},
+    "rows": [
+        {
+            "match": {"model": "Qwen2.5-VL", "scale": "7B"},
+            "run": "zero_shot",
+            "eval_rows": "all",
+            "reasoning": "multi_stage",
+            "paper_protocol": "plain accuracy, full test split",
+        },
+        {
+            "match": {"model": "GPT-4o-mini"},
+            "run": "gpt-4o-mini",
+            "prompt": "mmad",
+            "metric": "balanced_accuracy",
+            "paper_protocol": "from MMAD",
+        },
+    ],
+}
 SOURCES = {"DS-MVTec": 80.0, "VisA": 70.0, "MVTec-LOCO": 60.0, "GoodsAD": 50.0}
 
 
 def mmad_metrics(**extra):
-    rows = [{"model": "gpt-4o-mini", "dataset": source, "category": "Anomaly Detection", "accuracy": value - 5,
-             "balanced_accuracy": value, **extra} for source, value in SOURCES.items()]
-    rows.append({"model": "gpt-4o-mini", "dataset": "all", "category": "Anomaly Detection", "accuracy": 0.0,
-                 "balanced_accuracy": 0.0, **extra})
+    rows = [
+        {
+            "model": "gpt-4o-mini",
+            "dataset": source,
+            "category": "Anomaly Detection",
+            "accuracy": value - 5,
+            "balanced_accuracy": value,
+            **extra,
+        }
+        for source, value in SOURCES.items()
+    ]
+    rows.append(
+        {
+            "model": "gpt-4o-mini",
+            "dataset": "all",
+            "category": "Anomaly Detection",
+            "accuracy": 0.0,
+            "balanced_accuracy": 0.0,
+            **extra,
+        }
+    )
     return pd.DataFrame(rows)
 
 
 def test_api_rows_of_table1_take_mmads_balanced_anomaly_detection_accuracy():
-    split = pd.DataFrame([{"model": "zero_shot", "dataset": d, "category": "all", "accuracy": 55.5,
-                           "balanced_accuracy": 50.0} for d in TABLE1["columns"].values()])
+    split = pd.DataFrame(
+        [
+            {"model": "zero_shot", "dataset": d, "category": "all", "accuracy": 55.5, "balanced_accuracy": 50.0}
+            for d in TABLE1["columns"].values()
+        ]
+    )
     table = build_table(TableSettings.from_dict(TABLE1_MMAD), split, mmad_metrics())
     gpt = table[table.model == "GPT-4o-mini"].set_index("column")
     assert gpt.loc["MVTec", "ours"] == 80.0 and gpt.loc["GoodsAD", "ours"] == 50.0
@@ -265,8 +349,10 @@ def test_api_rows_of_table1_take_mmads_balanced_anomaly_detection_accuracy():
     assert gpt.loc["MVTec", "protocol"].startswith("MMAD's letter prompt, its Anomaly Detection question; balanced")
     qwen = table[table.model == "Qwen2.5-VL"].set_index("column")
     assert qwen.loc["VisA", "ours"] == 55.5  # plain accuracy, the default metric
-    assert qwen.loc["VisA", "protocol"] == ("our multi_stage prompt; plain accuracy; every split row of each dataset "
-                                            "(the full test split under the multi-domain protocol)")
+    assert qwen.loc["VisA", "protocol"] == (
+        "our multi_stage prompt; plain accuracy; every split row of each dataset "
+        "(the full test split under the multi-domain protocol)"
+    )
     markdown = to_markdown(table, TABLE1["keys"], TableSettings.from_dict(TABLE1_MMAD))
     assert "- GPT-4o-mini (gpt-4o-mini): ours: MMAD's letter prompt" in markdown and "Paper: from MMAD" in markdown
     assert "- Qwen2.5-VL 7B (zero_shot): ours: our multi_stage prompt; plain accuracy; every split row" in markdown

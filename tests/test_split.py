@@ -12,13 +12,36 @@ def images(categories=("a", "b"), n_test=10, n_train=4):
     rows = []
     for category in categories:
         for i in range(n_train):
-            rows.append(dict(dataset="d", category=category, source_split="train", image_path=f"{category}/train/{i}.png",
-                             label=0, defect_type="good", mask_paths=[], width=10, height=10, boxes="[]"))
+            rows.append(
+                dict(
+                    dataset="d",
+                    category=category,
+                    source_split="train",
+                    image_path=f"{category}/train/{i}.png",
+                    label=0,
+                    defect_type="good",
+                    mask_paths=[],
+                    width=10,
+                    height=10,
+                    boxes="[]",
+                )
+            )
         for i in range(n_test):
             label = int(i % 2)
-            rows.append(dict(dataset="d", category=category, source_split="test", image_path=f"{category}/test/{i}.png",
-                             label=label, defect_type="x" if label else "good", mask_paths=[], width=10, height=10,
-                             boxes="[[1, 1, 2, 2]]" if label else "[]"))
+            rows.append(
+                dict(
+                    dataset="d",
+                    category=category,
+                    source_split="test",
+                    image_path=f"{category}/test/{i}.png",
+                    label=label,
+                    defect_type="x" if label else "good",
+                    mask_paths=[],
+                    width=10,
+                    height=10,
+                    boxes="[[1, 1, 2, 2]]" if label else "[]",
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -79,13 +102,24 @@ def test_rerun_is_byte_identical(tmp_path):
 def test_mmad_questions_join_their_images_and_templates():
     from adfm.data.mmad_questions import mmad_question_table
 
-    questions = pd.DataFrame([
-        dict(image_path="r/DS-MVTec/bottle/test/broken/000.png", dataset="DS-MVTec", category="bottle",
-             question="Is there any defect in the object?", options='{"A": "Yes.", "B": "No."}', answer="A",
-             type="Anomaly Detection", template_path="r/MVTec-AD/bottle/train/good/001.png", label=1),
-    ])
-    images = pd.DataFrame([dict(image_path="r/DS-MVTec/bottle/test/broken/000.png", width=900, height=800,
-                                boxes="[[10, 20, 30, 40]]")])
+    questions = pd.DataFrame(
+        [
+            dict(
+                image_path="r/DS-MVTec/bottle/test/broken/000.png",
+                dataset="DS-MVTec",
+                category="bottle",
+                question="Is there any defect in the object?",
+                options='{"A": "Yes.", "B": "No."}',
+                answer="A",
+                type="Anomaly Detection",
+                template_path="r/MVTec-AD/bottle/train/good/001.png",
+                label=1,
+            ),
+        ]
+    )
+    images = pd.DataFrame(
+        [dict(image_path="r/DS-MVTec/bottle/test/broken/000.png", width=900, height=800, boxes="[[10, 20, 30, 40]]")]
+    )
     table = mmad_question_table(questions, images)
     assert table.loc[0, "reference_path"] == "r/MVTec-AD/bottle/train/good/001.png"
     assert (table.loc[0, "width"], table.loc[0, "height"], table.loc[0, "boxes"]) == (900, 800, "[[10, 20, 30, 40]]")

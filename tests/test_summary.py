@@ -14,8 +14,19 @@ NO_MPDD, NO_KEY, MISSING = "not run: no mpdd predictions", "not run: no API key"
 
 def cell(group, model, scale, column, ours, paper, status="ok"):
     diff = round(ours - paper, 2) if ours is not None and paper is not None else None
-    return {"group": group, "model": model, "scale": scale, "column": column, "ours": ours, "paper": paper,
-            "diff": diff, "status": status, "protocol": "", "images": None, "demo": False}
+    return {
+        "group": group,
+        "model": model,
+        "scale": scale,
+        "column": column,
+        "ours": ours,
+        "paper": paper,
+        "diff": diff,
+        "status": status,
+        "protocol": "",
+        "images": None,
+        "demo": False,
+    }
 
 
 TABLE2 = [
@@ -28,7 +39,7 @@ TABLE2 = [
     cell("Proprietary", "GPT-4o", "", "VisA", None, 70.0, NO_KEY),
     cell("Proprietary", "GPT-4o", "", "MPDD", None, 66.0, NO_KEY),
     cell("Proprietary", "GPT-4o", "", "Avg", None, 68.0, NO_KEY),
-    cell("", "my-ablation", "", "VisA", 50.0, None),   # a row the paper lacks
+    cell("", "my-ablation", "", "VisA", 50.0, None),  # a row the paper lacks
     cell("", "my-ablation", "", "MPDD", 52.0, None),
     cell("", "my-ablation", "", "Avg", 51.0, None),
 ]
@@ -82,8 +93,9 @@ def test_figure_has_a_scatter_and_a_heatmap_per_table_with_a_run_cell(tables):
     fig = summary.figure(frame, tolerance=2)
     scatter, heatmap = fig.axes[:2]
     assert len(fig.axes) == 3  # Table 3 ran nothing: no panels; the third axis is the colour bar
-    points = {tuple(np.round(offsets, 2)) for collection in scatter.collections[1:]
-              for offsets in collection.get_offsets()}
+    points = {
+        tuple(np.round(offsets, 2)) for collection in scatter.collections[1:] for offsets in collection.get_offsets()
+    }
     assert points == {(43.4, 44.0), (80.0, 70.0), (61.5, 60.0), (70.75, 65.0)}  # (paper, ours), compared only
     assert scatter.get_xlim() == scatter.get_ylim()
     assert len(scatter.get_legend().get_texts()) == 3  # the band, WinCLIP and AD-FM
@@ -113,11 +125,21 @@ def test_one_sentence_per_table_with_counts_and_the_largest_gap(tables):
 
 
 def test_command_writes_every_output(tables, tmp_path):
-    out = {name: tmp_path / f"summary.{suffix}" for name, suffix in
-           [("png", "png"), ("pdf", "pdf"), ("csv", "csv"), ("sentences", "txt"), ("html", "html")]}
+    out = {
+        name: tmp_path / f"summary.{suffix}"
+        for name, suffix in [("png", "png"), ("pdf", "pdf"), ("csv", "csv"), ("sentences", "txt"), ("html", "html")]
+    }
     note = "Demo numbers: a tiny randomly initialised model on generated miniature datasets."
-    args = ["summary", "--tables", str(tables["table2"]), str(tables["table3"]), "--tolerance", "2",
-            "--demo-note", note]
+    args = [
+        "summary",
+        "--tables",
+        str(tables["table2"]),
+        str(tables["table3"]),
+        "--tolerance",
+        "2",
+        "--demo-note",
+        note,
+    ]
     assert main(args + [arg for name, path in out.items() for arg in (f"--{name}", str(path))]) == 0
     assert out["png"].read_bytes()[:4] == b"\x89PNG" and out["pdf"].read_bytes()[:4] == b"%PDF"
     drawn = pd.read_csv(out["csv"], keep_default_na=False)

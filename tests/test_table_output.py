@@ -27,6 +27,8 @@ SPEC = {
         {"match": {"model": "AD-FM", "scale": "3B"}, "run": "adfm_small"},  # not in the paper
     ],
 }
+
+
 def outputs(csv):
     """The table's three files, named as the rule names them."""
     return csv, csv.with_suffix(".md"), csv.with_suffix(".html")
@@ -37,10 +39,14 @@ DEMO = "Demo numbers: a tiny randomly initialised model (demo:tiny) on generated
 
 @pytest.fixture
 def metrics_file(tmp_path):
-    rows = [{"model": "winclip", "dataset": d, "category": "all", "n": 12, "accuracy": 50.0, "accuracy_youden": 100.0}
-            for d in DATASETS.values()]
-    rows += [{"model": "adfm_small", "dataset": d, "category": "all", "n": 12, "accuracy": 75.0, "accuracy_youden": ""}
-             for d in DATASETS.values()]
+    rows = [
+        {"model": "winclip", "dataset": d, "category": "all", "n": 12, "accuracy": 50.0, "accuracy_youden": 100.0}
+        for d in DATASETS.values()
+    ]
+    rows += [
+        {"model": "adfm_small", "dataset": d, "category": "all", "n": 12, "accuracy": 75.0, "accuracy_youden": ""}
+        for d in DATASETS.values()
+    ]
     path = tmp_path / "metrics.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
@@ -93,7 +99,8 @@ def test_without_the_demo_the_table_says_ok_and_no_warning(tmp_path, metrics_fil
     assert "Demo" not in out.with_suffix(".md").read_text()
     assert not pd.read_csv(out).demo.any()
     assert "|  | AD-FM | 3B | 75.00 (–) | 75.00 (–) | 75.00 (–) | 75.00 (–) | 75.00 (–) | ok |" in (
-        out.with_suffix(".md").read_text())
+        out.with_suffix(".md").read_text()
+    )
 
 
 def test_a_failed_table_job_leaves_the_last_good_table(tmp_path, metrics_file):
@@ -104,8 +111,10 @@ def test_a_failed_table_job_leaves_the_last_good_table(tmp_path, metrics_file):
     assert all(kept[s].read_text() == out.with_suffix(s).read_text() for s in kept)
     for suffix in kept:  # what Snakemake does to a failed job's outputs
         out.with_suffix(suffix).unlink()
-    broken = {**SPEC, "rows": [{"match": {"model": "AD-FM", "scale": "3B"}, "run": "adfm_small",
-                                "metric": "accuracy_youden"}]}  # binary predictions have no Youden value
+    broken = {
+        **SPEC,
+        "rows": [{"match": {"model": "AD-FM", "scale": "3B"}, "run": "adfm_small", "metric": "accuracy_youden"}],
+    }  # binary predictions have no Youden value
     with pytest.raises(InputError, match="last good table is kept in .*table2.last-good.md"):
         run_table(TableSettings.from_dict(broken), [metrics_file], [], *outputs(out))
     assert "100.00 (77.70)" in kept[".md"].read_text()
@@ -135,12 +144,18 @@ def test_a_new_ablation_is_valid_and_every_row_problem_is_caught_before_any_job(
     problems = adfm_config.config_problems(config)
     assert problems == [
         "tables.table4.columns.VisA: unknown dataset 'vissa'",
-        ("tables.table4.rows: {'reasoning': 'multi-stage'} matches 3 rows of table4_ablation.csv; "
-        "name more of its row keys ['reward', 'reasoning']"),
-        ("tables.table4.rows: {'rewrd': 'r_cls'} names ['rewrd'], not row keys of table4_ablation.csv "
-        "(its row keys: ['reward', 'reasoning'])"),
-        ("tables.table4.rows: {'reward': 'r_cls + r_count', 'reasoning': 'multi-stage'} and "
-        "{'reward': 'r_cls + r_count', 'reasoning': 'multi-stage'} fill the same row of table4_ablation.csv"),
+        (
+            "tables.table4.rows: {'reasoning': 'multi-stage'} matches 3 rows of table4_ablation.csv; "
+            "name more of its row keys ['reward', 'reasoning']"
+        ),
+        (
+            "tables.table4.rows: {'rewrd': 'r_cls'} names ['rewrd'], not row keys of table4_ablation.csv "
+            "(its row keys: ['reward', 'reasoning'])"
+        ),
+        (
+            "tables.table4.rows: {'reward': 'r_cls + r_count', 'reasoning': 'multi-stage'} and "
+            "{'reward': 'r_cls + r_count', 'reasoning': 'multi-stage'} fill the same row of table4_ablation.csv"
+        ),
     ]
 
 

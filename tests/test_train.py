@@ -65,8 +65,9 @@ def test_dataset_rows(split_csv):
     reference, query = example["images"]
     assert reference.mode == query.mode == "RGB" and query.size == (128, 96)
     assert example["label"] == 1
-    expected, frame = to_model_frame(json.loads(pd.read_csv(split_csv)["boxes"][1]), 128, 96,
-                                     min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    expected, frame = to_model_frame(
+        json.loads(pd.read_csv(split_csv)["boxes"][1]), 128, 96, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS
+    )
     assert example["boxes"] == expected and example["frame"] == list(frame)
     assert data[0]["boxes"] == [] and data[0]["label"] == 0
 
@@ -142,8 +143,16 @@ def test_two_grpo_steps_write_adapter_and_log(tiny_model_dir, split_csv, tmp_pat
 
     log = pd.read_csv(out / "train_log.csv")
     assert log["step"].tolist() == [1, 2]
-    for column in ("loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length",
-                   "rewards/cls/mean", "rewards/loc/mean"):
+    for column in (
+        "loss",
+        "reward",
+        "reward_std",
+        "frac_reward_zero_std",
+        "kl",
+        "completions/mean_length",
+        "rewards/cls/mean",
+        "rewards/loc/mean",
+    ):
         assert column in log.columns, column
     assert list(log.columns[:3]) == ["step", "epoch", "loss"]
 
@@ -186,12 +195,24 @@ class _CountSteps(TrainerCallback):
 def test_restarted_training_resumes_from_the_last_checkpoint(tiny_model_dir, split_csv, tmp_path):
     out = tmp_path / "adapter"
     with pytest.raises(KeyboardInterrupt):
-        train(split_csv, tiny_model_dir, TrainSettings.from_dict(train_settings(max_steps=2, save_steps=1)), out, callbacks=[_KillAfterSave(2)])
+        train(
+            split_csv,
+            tiny_model_dir,
+            TrainSettings.from_dict(train_settings(max_steps=2, save_steps=1)),
+            out,
+            callbacks=[_KillAfterSave(2)],
+        )
     ckpt = tmp_path / ("adapter" + CHECKPOINT_SUFFIX)
     assert (ckpt / "checkpoint-2").is_dir() and not out.exists()
 
     counter = _CountSteps()
-    info = train(split_csv, tiny_model_dir, TrainSettings.from_dict(train_settings(max_steps=4, save_steps=1)), out, callbacks=[counter])
+    info = train(
+        split_csv,
+        tiny_model_dir,
+        TrainSettings.from_dict(train_settings(max_steps=4, save_steps=1)),
+        out,
+        callbacks=[counter],
+    )
     assert info["resumed_from"].endswith("checkpoint-2")
     assert (info["start_step"], info["global_step"], info["max_steps"]) == (2, 4, 4)
     assert counter.steps == [3, 4]  # steps 1-2 were not redone
@@ -252,8 +273,11 @@ def test_grpo_config_receives_the_release_sampling_and_optimiser(tmp_path):
     assert args.lr_scheduler_type == "cosine"
     assert (args.weight_decay, args.adam_beta2) == (0.1, 0.95)
     # TRL's values stay one setting away
-    trl = grpo_config(GrpoSettings.from_dict({**grpo, "top_k": 0, "top_p": 1.0, "lr_scheduler_type": "linear",
-                                              "weight_decay": 0.0}), output_dir=tmp_path, reward_weights=None)
+    trl = grpo_config(
+        GrpoSettings.from_dict({**grpo, "top_k": 0, "top_p": 1.0, "lr_scheduler_type": "linear", "weight_decay": 0.0}),
+        output_dir=tmp_path,
+        reward_weights=None,
+    )
     assert (trl.top_k, trl.top_p, trl.weight_decay) == (0, 1.0, 0.0) and trl.lr_scheduler_type == "linear"
 
 

@@ -29,21 +29,31 @@ split_csv = model_fixtures.split_csv
 PROCESSES = 2
 MAX_STEPS = 2
 RANDOM_SEED = 7
-CPU_LAUNCHER = {"train": {"launcher": {"num_processes": PROCESSES,
-                                      "config_file": "workflow/accelerate/multi_cpu.yaml"}}}
+CPU_LAUNCHER = {
+    "train": {"launcher": {"num_processes": PROCESSES, "config_file": "workflow/accelerate/multi_cpu.yaml"}}
+}
 
 
 def run_launched(stage: str, split, model, settings: dict, out, cwd) -> str:
     """Run `adfm <stage>` through the workflow's launcher command; return its log (stderr and stdout)."""
-    command = (f"{launcher(CPU_LAUNCHER, REPO)} {stage} --split {split} --model {model} "
-               f"--settings {shlex.quote(json.dumps(settings))} --out {out}")
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    command = (
+        f"{launcher(CPU_LAUNCHER, REPO)} {stage} --split {split} --model {model} "
+        f"--settings {shlex.quote(json.dumps(settings))} --out {out}"
+    )
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
     # `accelerate` from this interpreter's environment; one thread per process on a 2-core machine
-    env.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]), OMP_NUM_THREADS="1",
-               CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run(command, check=False, shell=True, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env.update(
+        PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]),
+        OMP_NUM_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+    )
+    done = subprocess.run(
+        command, check=False, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     log = done.stderr + done.stdout
     assert done.returncode == 0, log[-5000:]
     return log
@@ -51,8 +61,9 @@ def run_launched(stage: str, split, model, settings: dict, out, cwd) -> str:
 
 def test_launcher_command_runs_two_processes():
     command = launcher(CPU_LAUNCHER, "/repo")
-    assert command == ("accelerate launch --config_file /repo/workflow/accelerate/multi_cpu.yaml "
-                       f"--num_processes {PROCESSES} -m adfm")
+    assert command == (
+        f"accelerate launch --config_file /repo/workflow/accelerate/multi_cpu.yaml --num_processes {PROCESSES} -m adfm"
+    )
 
 
 def test_cpu_accelerate_config_starts_torchrun_on_the_cpu():
@@ -64,13 +75,16 @@ def test_cpu_accelerate_config_starts_torchrun_on_the_cpu():
     assert spec["main_process_port"] == 0
 
 
-@pytest.mark.parametrize(("processes", "gpus", "valid"), [
-    (2, 2, True),    # one process per GPU
-    (2, 0, True),    # two processes on the CPU
-    (1, 4, True),    # one process: gpu says what the job holds
-    (2, 1, False),
-    (2, 4, False),
-])
+@pytest.mark.parametrize(
+    ("processes", "gpus", "valid"),
+    [
+        (2, 2, True),  # one process per GPU
+        (2, 0, True),  # two processes on the CPU
+        (1, 4, True),  # one process: gpu says what the job holds
+        (2, 1, False),
+        (2, 4, False),
+    ],
+)
 def test_processes_and_gpus_must_agree(processes, gpus, valid):
     config = load_config([REPO / "config.yaml"])
     config["train"]["launcher"]["num_processes"] = processes
@@ -123,7 +137,7 @@ def test_two_processes_train_one_adapter(tiny_model_dir, split_csv, tmp_path):
     noise = first["random"].to_numpy()
     for rank in range(PROCESSES):
         expected = np.random.default_rng(RANDOM_SEED + rank).normal(0.0, 1.0, per_device)
-        np.testing.assert_allclose(noise[rank * per_device:(rank + 1) * per_device], expected, rtol=1e-6)
+        np.testing.assert_allclose(noise[rank * per_device : (rank + 1) * per_device], expected, rtol=1e-6)
     assert not np.allclose(noise[:per_device], noise[per_device:])
 
     base = AutoModelForImageTextToText.from_pretrained(str(tiny_model_dir))
@@ -132,10 +146,22 @@ def test_two_processes_train_one_adapter(tiny_model_dir, split_csv, tmp_path):
 
 
 def test_two_process_warm_start_writes_one_model(tiny_model_dir, split_csv, tmp_path):
-    settings = {"prompt": PROMPT, "reasoning": "multi_stage", "answer_format": "yes_no", "model": dict(MODEL_SETTINGS),
-                "seed": 0, "warm_start": {"method": "lora", "max_steps": MAX_STEPS, "batch_size": 2,
-                                          "learning_rate": 1e-3, "logging_steps": 1, "bf16": False,
-                                          "lora": {"r": 2, "alpha": 4, "dropout": 0.0}}}
+    settings = {
+        "prompt": PROMPT,
+        "reasoning": "multi_stage",
+        "answer_format": "yes_no",
+        "model": dict(MODEL_SETTINGS),
+        "seed": 0,
+        "warm_start": {
+            "method": "lora",
+            "max_steps": MAX_STEPS,
+            "batch_size": 2,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "bf16": False,
+            "lora": {"r": 2, "alpha": 4, "dropout": 0.0},
+        },
+    }
     out = tmp_path / "warm"
     log = run_launched("warm-start", split_csv, tiny_model_dir, settings, out, tmp_path)
 

@@ -31,7 +31,7 @@ def tokenizer():
 
 def weighted_tokens(tokenizer, target, other):
     ids, weights = token_weights(tokenizer, target, other, 10.0)
-    return [(tokenizer.convert_ids_to_tokens(i), w) for i, w in zip(ids, weights)]
+    return [(tokenizer.convert_ids_to_tokens(i), w) for i, w in zip(ids, weights, strict=False)]
 
 
 def test_decision_tokens_are_the_box_list_opening_and_the_answer(tokenizer):
@@ -72,8 +72,9 @@ def test_training_forward_matches_generation_positions(tiny_model_dir, split_csv
     inputs, prompt_length, _, _ = batch_tensors(processor, prompt, batch)
     assert inputs["mm_token_type_ids"][:, prompt_length:].eq(0).all()
     images = [Image.open(p).convert("RGB") for example in batch for p in example["images"]]
-    reference = processor(text=[prompt + target + processor.tokenizer.eos_token] * 2, images=images,
-                          padding=True, return_tensors="pt")
+    reference = processor(
+        text=[prompt + target + processor.tokenizer.eos_token] * 2, images=images, padding=True, return_tensors="pt"
+    )
     assert torch.equal(reference["input_ids"], inputs["input_ids"])
     with torch.no_grad():
         ours, theirs = model(**inputs).logits, model(**reference).logits
@@ -87,20 +88,33 @@ def test_training_forward_matches_generation_positions(tiny_model_dir, split_csv
 def test_targets_from_labels_and_boxes(split_csv):
     rows = split_table.read(split_csv, "train")
     pairs = response_targets(rows, reasoning="multi_stage", answer_format="yes_no", min_pixels=3136, max_pixels=12544)
-    for row, (target, other) in zip(rows.itertuples(), pairs):
+    for row, (target, other) in zip(rows.itertuples(), pairs, strict=False):
         parsed = parse_response(target)
         assert parsed.well_formed and parsed.answer == ("yes" if row.label else "no")
         assert len(parsed.boxes) == len(row.boxes)
         assert parse_response(other).answer == ("no" if row.label else "yes")
-    one_stage = response_targets(rows, reasoning="one_stage", answer_format="letter", min_pixels=3136,
-                                 max_pixels=12544)
+    one_stage = response_targets(rows, reasoning="one_stage", answer_format="letter", min_pixels=3136, max_pixels=12544)
     assert all(parse_response(t, "one_stage", "letter").well_formed for t, _ in one_stage)
 
 
 def warm_settings(**spec) -> WarmStartSettings:
-    return WarmStartSettings.from_dict({"prompt": PROMPT, "reasoning": "multi_stage", "answer_format": "yes_no", "model": dict(MODEL_SETTINGS),
-            "seed": 0, "warm_start": {"method": "full", "max_steps": 3, "batch_size": 2, "learning_rate": 1e-3,
-                                      "logging_steps": 1, **spec}})
+    return WarmStartSettings.from_dict(
+        {
+            "prompt": PROMPT,
+            "reasoning": "multi_stage",
+            "answer_format": "yes_no",
+            "model": dict(MODEL_SETTINGS),
+            "seed": 0,
+            "warm_start": {
+                "method": "full",
+                "max_steps": 3,
+                "batch_size": 2,
+                "learning_rate": 1e-3,
+                "logging_steps": 1,
+                **spec,
+            },
+        }
+    )
 
 
 def test_warm_start_then_grpo_on_top(tiny_model_dir, split_csv, tmp_path):
@@ -116,7 +130,9 @@ def test_warm_start_then_grpo_on_top(tiny_model_dir, split_csv, tmp_path):
     # a complete model folder: loaded by the same code as the base model, weights changed
     model, _ = load_model_and_processor(warm, dtype="float32", min_pixels=3136, max_pixels=12544)
     base, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=3136, max_pixels=12544)
-    changed = {n for (n, a), (_, b) in zip(model.named_parameters(), base.named_parameters()) if not a.equal(b)}
+    changed = {
+        n for (n, a), (_, b) in zip(model.named_parameters(), base.named_parameters(), strict=False) if not a.equal(b)
+    }
     assert any("language_model" in n for n in changed) and not any("visual" in n for n in changed)
 
     adapter = tmp_path / "adapter"
@@ -128,9 +144,12 @@ def test_warm_start_then_grpo_on_top(tiny_model_dir, split_csv, tmp_path):
 
 
 def test_lora_warm_start_is_merged(tiny_model_dir, split_csv, tmp_path):
-    warm = warm_start(split_csv, tiny_model_dir,
-                      warm_settings(method="lora", max_steps=1, lora={"r": 2, "alpha": 4, "dropout": 0.0}),
-                      tmp_path / "warm")
+    warm = warm_start(
+        split_csv,
+        tiny_model_dir,
+        warm_settings(method="lora", max_steps=1, lora={"r": 2, "alpha": 4, "dropout": 0.0}),
+        tmp_path / "warm",
+    )
     assert not (warm / "adapter_config.json").exists()  # merged: a plain model folder
     weights = (warm / "model.safetensors").read_bytes()
     assert b"lora_" not in weights

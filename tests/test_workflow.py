@@ -16,13 +16,19 @@ pytestmark = pytest.mark.slow  # runs Snakemake or real training processes
 
 def run_snakemake(workdir: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra_env}
-    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args],
-                          cwd=workdir, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_paper_config_plans_download_to_table_without_data(tmp_path):
-    result = run_snakemake(tmp_path, "-n", "--cores", "all", "--configfile", str(REPO / "config.yaml"),
-                           "--quiet", "rules")
+    result = run_snakemake(
+        tmp_path, "-n", "--cores", "all", "--configfile", str(REPO / "config.yaml"), "--quiet", "rules"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for rule in ["download", "index", "boxes", "split", "fetch_model", "train", "predict", "score", "table"]:
         assert f"\n{rule} " in result.stdout, rule
@@ -51,8 +57,17 @@ def test_paper_dry_run_shows_what_each_training_job_requests(tmp_path):
 )
 def test_paper_plan_runs_at_most_one_gpu_job_per_card(tmp_path, devices, profile, cap):
     profile = [word if word.startswith("-") else str(REPO / word) for word in profile]
-    result = run_snakemake(tmp_path, "-n", "-p", "--cores", "all", *profile, "--configfile", str(REPO / "config.yaml"),
-                           ADFM_GPU_DEVICES=devices)
+    result = run_snakemake(
+        tmp_path,
+        "-n",
+        "-p",
+        "--cores",
+        "all",
+        *profile,
+        "--configfile",
+        str(REPO / "config.yaml"),
+        ADFM_GPU_DEVICES=devices,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"workflow specific profile {REPO / 'profiles/default'}" in result.stderr
     assert f"GPU pool: {devices}; at most {cap} GPU job(s) at once" in result.stderr

@@ -36,8 +36,9 @@ def to_model_frame(
     return scale_boxes(boxes, (width, height), (frame_w, frame_h), ndigits=2), (frame_w, frame_h)
 
 
-def scale_boxes(boxes: Sequence[Sequence[float]], from_size: Sequence[float], to_size: Sequence[float],
-                ndigits: int | None = None) -> list[Box]:
+def scale_boxes(
+    boxes: Sequence[Sequence[float]], from_size: Sequence[float], to_size: Sequence[float], ndigits: int | None = None
+) -> list[Box]:
     """Boxes in a frame of `from_size` (W, H) -> the same boxes in a frame of `to_size`, each
     coordinate rounded to `ndigits` when given."""
     sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]

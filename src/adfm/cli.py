@@ -51,12 +51,15 @@ def check_config(paths: list[Path]) -> None:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "check-config", help="check config files before a run, naming the file of a YAML error",
+        "check-config",
+        help="check config files before a run, naming the file of a YAML error",
         description="Merge the config files in order, as `snakemake --configfile` does, and list every problem: a "
-                    "YAML error with its file and line, then each bad key with what is wrong and, for a number "
-                    "YAML reads as text (1e-5), how to write it.")
-    parser.add_argument("configs", nargs="+", type=Path,
-                        help="config files in the order snakemake gets them, config.yaml first")
+        "YAML error with its file and line, then each bad key with what is wrong and, for a number "
+        "YAML reads as text (1e-5), how to write it.",
+    )
+    parser.add_argument(
+        "configs", nargs="+", type=Path, help="config files in the order snakemake gets them, config.yaml first"
+    )
     parser.set_defaults(func=lambda a: check_config(a.configs))
 
 

@@ -71,8 +71,9 @@ def _number_hint(error) -> str:
     except ValueError:
         return ""
     mantissa = mantissa.rstrip("0") + ("0" if mantissa.rstrip("0").endswith(".") else "")
-    return (f" (YAML reads {error.instance} as text: write {mantissa}e{int(exponent):+d}, with a dot and a signed "
-            "exponent)")
+    return (
+        f" (YAML reads {error.instance} as text: write {mantissa}e{int(exponent):+d}, with a dot and a signed exponent)"
+    )
 
 
 def config_problems(config: dict, schema_path: Path = SCHEMA) -> list[str]:
@@ -98,8 +99,11 @@ def _protocol_problems(config: dict) -> list[str]:
         for key in needed:
             if key not in protocol:
                 problems.append(f"protocols.{name}.{key}: required for kind {protocol['kind']}")
-            problems += [f"protocols.{name}.{key}: unknown dataset {dataset!r}"
-                         for dataset in protocol.get(key, []) if dataset not in config["datasets"]]
+            problems += [
+                f"protocols.{name}.{key}: unknown dataset {dataset!r}"
+                for dataset in protocol.get(key, [])
+                if dataset not in config["datasets"]
+            ]
     return problems
 
 
@@ -122,16 +126,22 @@ def _table_problems(config: dict) -> list[str]:
             problems.append(f"tables.{name}.paper: no paper table {table['paper']!r}")
             continue
         header = paper.read(table["paper"]).columns
-        problems += [f"tables.{name}.keys: {key!r} is not a column of {table['paper']}"
-                     for key in table["keys"] if key not in header]
+        problems += [
+            f"tables.{name}.keys: {key!r} is not a column of {table['paper']}"
+            for key in table["keys"]
+            if key not in header
+        ]
         for column, dataset in table["columns"].items():
             if column not in header:
                 problems.append(f"tables.{name}.columns: {column!r} is not a column of {table['paper']}")
             # a typo would leave the column "not run" without a word
             if table.get("select", "dataset") == "dataset" and dataset not in config["datasets"]:
                 problems.append(f"tables.{name}.columns.{column}: unknown dataset {dataset!r}")
-        problems += [f"tables.{name}.rows: unknown run {row['run']!r}"
-                     for row in table["rows"] if row["run"] not in evaluated_models(config)]
+        problems += [
+            f"tables.{name}.rows: unknown run {row['run']!r}"
+            for row in table["rows"]
+            if row["run"] not in evaluated_models(config)
+        ]
         if all(key in header for key in table["keys"]):
             # the table job would fail on these only after every run it needs had trained
             problems += [f"tables.{name}.{problem}" for problem in paper.row_problems(table)]
@@ -147,8 +157,10 @@ def _training_problems(config: dict) -> list[str]:
     gpus = config["resources"]["train"]["gpu"]
     # gpu 0: the processes share the CPU (workflow/accelerate/multi_cpu.yaml)
     if processes > 1 and gpus > 0 and gpus != processes:
-        problems.append(f"train.launcher.num_processes: {processes} processes but resources.train.gpu {gpus}: "
-                        "they must be equal (one process per GPU), or resources.train.gpu 0 to run on the CPU")
+        problems.append(
+            f"train.launcher.num_processes: {processes} processes but resources.train.gpu {gpus}: "
+            "they must be equal (one process per GPU), or resources.train.gpu 0 to run on the CPU"
+        )
     return problems
 
 
@@ -182,8 +194,10 @@ def protocol_datasets(config: dict, protocol: str) -> list[str]:
 
 CLIP_BACKENDS = CLIP_METHODS
 # the keys a CLIP baseline's config entry may carry besides backend, protocol and clip
-CLIP_OPTIONS = {method: (*(f.name for f in dataclasses.fields(options)), "batch_size")
-                for method, options in CLIP_METHOD_OPTIONS.items()}
+CLIP_OPTIONS = {
+    method: (*(f.name for f in dataclasses.fields(options)), "batch_size")
+    for method, options in CLIP_METHOD_OPTIONS.items()
+}
 SCORE_METRICS = ("accuracy_youden", "balanced_accuracy_youden")  # metrics only continuous-score predictions have
 
 
@@ -196,8 +210,11 @@ def evaluation_problems(config: dict) -> list[str]:
     """Reference problems of baselines, api, mmad, figures and the evaluation side of tables."""
     return [
         *_baseline_problems(config),
-        *[f"runs.{name}.eval_rows: 'all' would score a trained run on its own training images"
-          for name, run in config["runs"].items() if run["trained"] and run.get("eval_rows") == "all"],
+        *[
+            f"runs.{name}.eval_rows: 'all' would score a trained run on its own training images"
+            for name, run in config["runs"].items()
+            if run["trained"] and run.get("eval_rows") == "all"
+        ],
         *[problem for name in config["tables"] for problem in _table_model_problems(config, name)],
         *_mmad_problems(config),
         *[problem for name in config.get("figures", {}) for problem in _figure_problems(config, name)],
@@ -217,8 +234,10 @@ def _baseline_problems(config: dict) -> list[str]:
             if "clip" not in spec:
                 problems.append(f"baselines.{name}.clip: required for backend {spec['backend']}")
             allowed = set(CLIP_OPTIONS[spec["backend"]]) | {"backend", "protocol", "clip"}
-            problems += [f"baselines.{name}.{key}: not an option of backend {spec['backend']}"
-                         for key in sorted(set(spec) - allowed)]
+            problems += [
+                f"baselines.{name}.{key}: not an option of backend {spec['backend']}"
+                for key in sorted(set(spec) - allowed)
+            ]
     return problems
 
 
@@ -232,14 +251,15 @@ def _table_model_problems(config: dict, name: str) -> list[str]:
             continue
         clip = model.get("backend") in CLIP_BACKENDS
         if row.get("metric") in SCORE_METRICS and not clip:
-            problems.append(f"tables.{name}.rows: metric {row['metric']!r} needs a CLIP baseline, "
-                            f"not {row['run']!r}")
+            problems.append(f"tables.{name}.rows: metric {row['metric']!r} needs a CLIP baseline, not {row['run']!r}")
         if select == "question_type":
             if "mmad" not in config:
                 problems.append(f"tables.{name}: select question_type needs the mmad section")
             if row.get("prompt") == "reasoning":
-                problems.append(f"tables.{name}.rows: MMAD's question types are asked with MMAD's prompt, "
-                                f"not prompt 'reasoning' ({row['run']!r})")
+                problems.append(
+                    f"tables.{name}.rows: MMAD's question types are asked with MMAD's prompt, "
+                    f"not prompt 'reasoning' ({row['run']!r})"
+                )
         if row.get("prompt") == "mmad" and select == "dataset":
             if "mmad" not in config:
                 problems.append(f"tables.{name}.rows: prompt mmad needs the mmad section")
@@ -247,8 +267,9 @@ def _table_model_problems(config: dict, name: str) -> list[str]:
                 problems.append(f"tables.{name}.rows: {row['run']!r} cannot answer MMAD's questions")
             missing = [c for c in table["columns"] if c not in table.get("mmad_sources", {})]
             if missing:
-                problems.append(f"tables.{name}.mmad_sources: prompt mmad rows need the MMAD source dataset "
-                                f"of column(s) {missing}")
+                problems.append(
+                    f"tables.{name}.mmad_sources: prompt mmad rows need the MMAD source dataset of column(s) {missing}"
+                )
         if select == "question_type" and clip:
             problems.append(f"tables.{name}.rows: {row['run']!r} cannot answer MMAD's questions")
     return problems
@@ -276,8 +297,13 @@ def _figure_problems(config: dict, name: str) -> list[str]:
         return []
     if figure["dataset"] not in protocol_datasets(config, runs[figure["run"]]["protocol"]):
         return [f"figures.{name}.dataset: {figure['dataset']!r} is not in the protocol of run {figure['run']!r}"]
-    if ((figure["kind"] == "reward_schemes" or figure.get("rows") == "train") and protocol["kind"] == "transfer"
-            and figure["dataset"] not in protocol["train"]):
-        return [f"figures.{name}.dataset: {figure['dataset']!r} has no training images in the protocol "
-                f"of run {figure['run']!r}"]
+    if (
+        (figure["kind"] == "reward_schemes" or figure.get("rows") == "train")
+        and protocol["kind"] == "transfer"
+        and figure["dataset"] not in protocol["train"]
+    ):
+        return [
+            f"figures.{name}.dataset: {figure['dataset']!r} has no training images in the protocol "
+            f"of run {figure['run']!r}"
+        ]
     return []

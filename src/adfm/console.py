@@ -22,8 +22,11 @@ TAIL_LINES = 40
 def missing_manual_datasets(config: dict, dataset_dir: str) -> list[str]:
     """Datasets to be downloaded by hand (`url: null`) whose folder (`dataset_dir`, a pattern with
     {dataset}: the download rule's output) is absent."""
-    return [name for name, spec in config["datasets"].items()
-            if not spec.get("url") and not Path(dataset_dir.format(dataset=name)).exists()]
+    return [
+        name
+        for name, spec in config["datasets"].items()
+        if not spec.get("url") and not Path(dataset_dir.format(dataset=name)).exists()
+    ]
 
 
 def blocked_targets(config: dict, missing: list[str]) -> dict[str, list[str]]:
@@ -70,13 +73,18 @@ def manual_data_message(config: dict, dataset_dir: str) -> str | None:
     if not missing:
         return None
     blocked = blocked_targets(config, missing)
-    lines = [(f"Manual downloads missing: {', '.join(missing)} (url: null). Their download jobs fail with the "
-              "note below; every job that needs none of them still runs (keep-going, on in the default profile).")]
+    lines = [
+        (
+            f"Manual downloads missing: {', '.join(missing)} (url: null). Their download jobs fail with the "
+            "note below; every job that needs none of them still runs (keep-going, on in the default profile)."
+        )
+    ]
     for name in missing:
         targets = ", ".join(blocked[name]) or "no table or figure"
         note = " ".join(config["datasets"][name].get("manual", "").split())
-        lines.append(f"  {name}: blocks {targets}. {note} Then set datasets.{name}.url to the archive "
-                     "or extracted folder.")
+        lines.append(
+            f"  {name}: blocks {targets}. {note} Then set datasets.{name}.url to the archive or extracted folder."
+        )
     return "\n".join(lines)
 
 

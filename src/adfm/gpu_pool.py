@@ -18,6 +18,7 @@ Each job's log gets two lines the tests (and a user wondering which card a job u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import datetime
 import fcntl
@@ -32,15 +33,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-DEVICES_ENV = "ADFM_GPU_DEVICES"      # the pool's device ids, when not given by --devices
-LOCK_DIR_ENV = "ADFM_GPU_LOCK_DIR"    # where the pool's lock files live, when not given by --lock-dir
-SCHEDULER_ENVS = ("SLURM_JOB_ID",)    # set inside a job whose GPUs a scheduler chose
+DEVICES_ENV = "ADFM_GPU_DEVICES"  # the pool's device ids, when not given by --devices
+LOCK_DIR_ENV = "ADFM_GPU_LOCK_DIR"  # where the pool's lock files live, when not given by --lock-dir
+SCHEDULER_ENVS = ("SLURM_JOB_ID",)  # set inside a job whose GPUs a scheduler chose
 
 
 # The two lines run() writes into each job's log, read back by log_records()
-LOG_LINE = re.compile(r"^adfm gpu_pool: (?P<event>acquired|released) CUDA_VISIBLE_DEVICES=(?P<devices>\S*) "
-                      r"source=(?P<source>\S+) pid=(?P<pid>\d+)(?: exit=(?P<exit>-?\d+))? at=(?P<at>\S+)$",
-                      re.MULTILINE)
+LOG_LINE = re.compile(
+    r"^adfm gpu_pool: (?P<event>acquired|released) CUDA_VISIBLE_DEVICES=(?P<devices>\S*) "
+    r"source=(?P<source>\S+) pid=(?P<pid>\d+)(?: exit=(?P<exit>-?\d+))? at=(?P<at>\S+)$",
+    re.MULTILINE,
+)
 
 
 def log_records(text: str) -> list[dict[str, str]]:
@@ -57,7 +60,7 @@ class Grant:
     """The devices a job runs on, where they came from, and the open lock files holding them."""
 
     devices: tuple[str, ...]
-    source: str                       # pool, scheduler or none
+    source: str  # pool, scheduler or none
     lock_fds: tuple[int, ...] = ()
 
 
@@ -70,8 +73,13 @@ def detect_devices() -> list[str]:
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return parse_ids(out.replace("\n", ","))
@@ -119,8 +127,14 @@ def try_acquire(devices: list[str], count: int, lock_dir: Path) -> Grant | None:
     return None
 
 
-def acquire(count: int, devices: str | None = None, lock_dir: Path | None = None,
-            environ: dict[str, str] | None = None, poll_s: float = 2.0, log=print) -> Grant:
+def acquire(
+    count: int,
+    devices: str | None = None,
+    lock_dir: Path | None = None,
+    environ: dict[str, str] | None = None,
+    poll_s: float = 2.0,
+    log=print,
+) -> Grant:
     """The GPUs a job of `count` GPUs runs on, waiting until enough of the pool are free."""
     environ = dict(os.environ if environ is None else environ)
     if count == 0:
@@ -128,17 +142,23 @@ def acquire(count: int, devices: str | None = None, lock_dir: Path | None = None
     if any(environ.get(name) for name in SCHEDULER_ENVS):
         chosen = parse_ids(environ.get("CUDA_VISIBLE_DEVICES"))
         if count and len(chosen) != count:
-            log(f"adfm gpu_pool: warning: the job asks for {count} GPU(s), the scheduler gave "
-                f"CUDA_VISIBLE_DEVICES={','.join(chosen) or '(none)'}")
+            log(
+                f"adfm gpu_pool: warning: the job asks for {count} GPU(s), the scheduler gave "
+                f"CUDA_VISIBLE_DEVICES={','.join(chosen) or '(none)'}"
+            )
         return Grant(tuple(chosen), "scheduler")
     pool = pool_devices(devices, environ)
     if not pool:
-        raise PoolError(f"the job asks for {count} GPU(s) but no GPU was found (no --devices, "
-                        f"no ${DEVICES_ENV}, no CUDA_VISIBLE_DEVICES, no nvidia-smi); set "
-                        "gpus.devices in config.yaml, or resources.<family>.gpu: 0 to run on the CPU")
+        raise PoolError(
+            f"the job asks for {count} GPU(s) but no GPU was found (no --devices, "
+            f"no ${DEVICES_ENV}, no CUDA_VISIBLE_DEVICES, no nvidia-smi); set "
+            "gpus.devices in config.yaml, or resources.<family>.gpu: 0 to run on the CPU"
+        )
     if count > len(pool):
-        raise PoolError(f"the job asks for {count} GPUs but the pool has {len(pool)} "
-                        f"(devices {','.join(pool)}); lower resources.<family>.gpu or add devices")
+        raise PoolError(
+            f"the job asks for {count} GPUs but the pool has {len(pool)} "
+            f"(devices {','.join(pool)}); lower resources.<family>.gpu or add devices"
+        )
     lock_dir = Path(lock_dir or environ.get(LOCK_DIR_ENV) or default_lock_dir())
     waiting = False
     while (grant := try_acquire(pool, count, lock_dir)) is None:
@@ -192,10 +212,8 @@ def end_leftovers(grace_s: float, log=print) -> None:
         if signum == signal.SIGTERM:
             log(f"adfm gpu_pool: stopping {len(pids)} process(es) the command left running: {pids}")
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
         time.sleep(0.1)
         reap()
         if time.monotonic() > deadline:
@@ -206,8 +224,9 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat()
 
 
-def run(command: list[str], grant: Grant, environ: dict[str, str] | None = None, log=print,
-        grace_s: float = 10.0) -> int:
+def run(
+    command: list[str], grant: Grant, environ: dict[str, str] | None = None, log=print, grace_s: float = 10.0
+) -> int:
     """Run `command` on the granted devices; the child shares the locks, so they are held until
     both this process and the command (with whatever it left running) have ended, however each ends."""
     env = dict(os.environ if environ is None else environ)
@@ -239,19 +258,28 @@ def run(command: list[str], grant: Grant, environ: dict[str, str] | None = None,
     code = children[0].wait()
     if subreaper:
         end_leftovers(grace_s, log)
-    log(f"adfm gpu_pool: released CUDA_VISIBLE_DEVICES={shown} source={grant.source} pid={os.getpid()} "
-        f"exit={code} at={now()}")
+    log(
+        f"adfm gpu_pool: released CUDA_VISIBLE_DEVICES={shown} source={grant.source} pid={os.getpid()} "
+        f"exit={code} at={now()}"
+    )
     return code if code >= 0 else 128 - code
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adfm.gpu_pool", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m adfm.gpu_pool",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--gpus", type=int, required=True, help="how many GPUs the job needs (0: hide every GPU)")
-    parser.add_argument("--devices", help=f"the pool's device ids, comma-separated (default: ${DEVICES_ENV}, "
-                        "else CUDA_VISIBLE_DEVICES, else nvidia-smi's list)")
-    parser.add_argument("--lock-dir", type=Path, help=f"folder of the lock files (default: ${LOCK_DIR_ENV}, "
-                        f"else {default_lock_dir()})")
+    parser.add_argument(
+        "--devices",
+        help=f"the pool's device ids, comma-separated (default: ${DEVICES_ENV}, "
+        "else CUDA_VISIBLE_DEVICES, else nvidia-smi's list)",
+    )
+    parser.add_argument(
+        "--lock-dir", type=Path, help=f"folder of the lock files (default: ${LOCK_DIR_ENV}, else {default_lock_dir()})"
+    )
     parser.add_argument("--poll-seconds", type=float, default=2.0, help="how often a waiting job looks again")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
     args = parser.parse_args(argv)

@@ -85,10 +85,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
 
 
 def setup_logging(verbose: bool = False) -> None:

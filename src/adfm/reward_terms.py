@@ -26,6 +26,7 @@ from adfm.protocol import (
 # r_loc itself spans [-1 - 0.1 alpha, 1 + alpha], so both ends saturate.
 LOC_RESCALE_RANGE = (-0.5, 1.0)
 
+
 def r_count(m: int, n: int) -> float:
     """Eq. 5: 1 for the right number of boxes, 0.5 when one off, -0.1 otherwise."""
     gap = abs(m - n)
@@ -92,16 +93,18 @@ def loc_reward(
     return value
 
 
-def count_reward(predicted: list[list[float]], truth: list[list[float]], label: int, alpha: float,
-                 *, no_gt_as_normal: bool = False) -> float:
+def count_reward(
+    predicted: list[list[float]], truth: list[list[float]], label: int, alpha: float, *, no_gt_as_normal: bool = False
+) -> float:
     """The "r_cls + r_count" scheme of Figure 5: r_loc without its GIoU term."""
     if int(label) == 1 and not (no_gt_as_normal and not truth):
         return alpha * r_count(len(predicted), len(truth))
     return r_focus(len(predicted))
 
 
-def cls_reward(answer: str | None, text: str, label: int, *, answer_format: str = "yes_no",
-               partial_credit: float = 0.0) -> float:
+def cls_reward(
+    answer: str | None, text: str, label: int, *, answer_format: str = "yes_no", partial_credit: float = 0.0
+) -> float:
     """r_cls: 1 when the parsed answer is the label's, else 0 (the paper).
 
     With `partial_credit` (the release's 0.8), the answer text (last <answer> block, else the whole
@@ -131,6 +134,7 @@ def graded_format_reward(text: str, frame=None, answer_format: str = "yes_no") -
     - a [x1, y1, x2, y2] box in <think>: 0.2, and every box inside the frame: + 0.1 (the release
       checks coordinates < 505 for its 504-pixel frame); else a bracket pair in <think>: 0.1.
     """
+
     def block(tag: str) -> str:  # the release's reading: the first block in any case, stripped
         return (first_block(text, tag, any_case=True) or "").strip()
 

@@ -84,7 +84,7 @@ def _per_completion(score: Callable, name: str, options: dict) -> RewardFunc:
         truth = boxes if boxes is not None else [[] for _ in range(count)]
         frames = frame if frame is not None else [None] * count
         out = []
-        for completion, lab, gt, fr in zip(completions, label, truth, frames):
+        for completion, lab, gt, fr in zip(completions, label, truth, frames, strict=False):
             text = completion_text(completion)
             answer, predicted = predicted_boxes(text, fr, reasoning, answer_format)
             out.append(float(score(answer, predicted, [list(b) for b in (gt or [])], int(lab), text)))
@@ -135,7 +135,7 @@ def make_format(options: dict) -> RewardFunc:
         frames = frame if frame is not None else [None] * len(completions)
         texts = [completion_text(c) for c in completions]
         if style == "graded":
-            return [graded_format_reward(t, f, answer_format) for t, f in zip(texts, frames)]
+            return [graded_format_reward(t, f, answer_format) for t, f in zip(texts, frames, strict=False)]
         return [float(parse_response(t, reasoning, answer_format).well_formed) for t in texts]
 
     format_reward.__name__ = format_reward.__qualname__ = "format"
@@ -176,8 +176,15 @@ REWARDS: dict[str, Callable[[dict], RewardFunc]] = {
 # hands each factory these options alone, so a factory cannot read one missing here.
 REWARD_OPTIONS: dict[str, tuple[str, ...]] = {
     "cls": ("reasoning", "answer_format", "cls_partial_credit"),
-    "loc": ("reasoning", "answer_format", "alpha", "giou_mean", "loc_no_box_zero", "loc_no_gt_as_normal",
-            "loc_rescale"),
+    "loc": (
+        "reasoning",
+        "answer_format",
+        "alpha",
+        "giou_mean",
+        "loc_no_box_zero",
+        "loc_no_gt_as_normal",
+        "loc_rescale",
+    ),
     "count": ("reasoning", "answer_format", "alpha", "loc_no_gt_as_normal"),
     "format": ("reasoning", "answer_format", "format_reward"),
     "random": ("random_seed", "random_std"),

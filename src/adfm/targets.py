@@ -82,9 +82,11 @@ def unused_note(config: dict) -> str | None:
         return None
     kinds = ["run" if name in config["runs"] else "baseline" for name in unused]
     named = ", ".join(f"{kind} {name!r}" for kind, name in zip(kinds, unused, strict=True))
-    return (f"Note: no table row or figure uses {named}, so `snakemake` never runs it: add a "
-            "tables.<table>.rows entry for it (a row the paper lacks is added), or ask for its outputs "
-            "by path (results/metrics/<run>/<dataset>.csv).")
+    return (
+        f"Note: no table row or figure uses {named}, so `snakemake` never runs it: add a "
+        "tables.<table>.rows entry for it (a row the paper lacks is added), or ask for its outputs "
+        "by path (results/metrics/<run>/<dataset>.csv)."
+    )
 
 
 def mmad_filter_protocol(config: dict) -> str | None:
@@ -151,8 +153,10 @@ def demo_note(config: dict) -> str | None:
     source = config["model"]["source"]
     if not source.startswith("demo:"):
         return None
-    return (f"Demo numbers: a tiny randomly initialised model ({source}) on generated miniature datasets. "
-            "They show that every stage runs; they say nothing about Qwen2.5-VL or AD-FM.")
+    return (
+        f"Demo numbers: a tiny randomly initialised model ({source}) on generated miniature datasets. "
+        "They show that every stage runs; they say nothing about Qwen2.5-VL or AD-FM."
+    )
 
 
 def mmad_filtered(config: dict, name: str) -> bool:

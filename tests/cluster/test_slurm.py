@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from adfm.gpu_pool import log_records
 from conftest import (
     DEMO_CONFIGS,
     REPO,
@@ -34,23 +33,33 @@ from conftest import (
     snakemake_command,
 )
 
+from adfm.gpu_pool import log_records
+
 TARGET = "results/table4.csv"
 CLUSTER_CONFIG = "slurm_test.yaml"  # written into the run's folder
-OVERLAY = {"resources": {"default": {"slurm_partition": "cpu"},
-                         "train": {"gpu": 1, "slurm_partition": "gpu"},
-                         "predict": {"gpu": 1, "slurm_partition": "gpu"}}}
+OVERLAY = {
+    "resources": {
+        "default": {"slurm_partition": "cpu"},
+        "train": {"gpu": 1, "slurm_partition": "gpu"},
+        "predict": {"gpu": 1, "slurm_partition": "gpu"},
+    }
+}
 # rule -> its resource family (`family_resources(...)` in workflow/rules/*.smk); other rules: default
 GPU_RULES = {"train": "train", "warm_start": "train", "predict": "predict"}
 SLURM_OPTIONS = [
-    "--profile", "workflow/profiles/slurm",
-    "--slurm-no-account",                               # a one-node cluster has no accounts
-    "--slurm-status-command", "squeue",                 # no accounting database for sacct to ask
-    "--slurm-init-seconds-before-status-checks", "5",   # the default waits 40 s before the first look
-    "--seconds-between-status-checks", "5",
-    "--slurm-keep-successful-logs",                     # read by the tests below
+    "--profile",
+    "workflow/profiles/slurm",
+    "--slurm-no-account",  # a one-node cluster has no accounts
+    "--slurm-status-command",
+    "squeue",  # no accounting database for sacct to ask
+    "--slurm-init-seconds-before-status-checks",
+    "5",  # the default waits 40 s before the first look
+    "--seconds-between-status-checks",
+    "5",
+    "--slurm-keep-successful-logs",  # read by the tests below
 ]
-CANCEL_AT_STEP = 5            # a training job is cancelled once its log shows this GRPO step
-CANCEL_FALLBACK_S = 20        # or this long after it started running, should its log not show steps
+CANCEL_AT_STEP = 5  # a training job is cancelled once its log shows this GRPO step
+CANCEL_FALLBACK_S = 20  # or this long after it started running, should its log not show steps
 RUN_TIMEOUT_S = 30 * 60
 STEP = re.compile(r"adfm\.train: step (\d+)/(\d+)")
 
@@ -58,31 +67,37 @@ STEP = re.compile(r"adfm\.train: step (\d+)/(\d+)")
 @dataclass
 class SlurmRun:
     workdir: Path
-    output: str                    # Snakemake's stdout and stderr
-    jobs: dict[str, dict]          # SLURM job id -> `scontrol show job` fields, for every job of the run
-    gpu_index: dict[str, str]      # SLURM job id -> GPU index SLURM allocated, seen while it ran
-    cancelled: str                 # SLURM job id of the training job cancelled part-way
-    cancelled_step: int | None     # the GRPO step its log showed when it was cancelled
+    output: str  # Snakemake's stdout and stderr
+    jobs: dict[str, dict]  # SLURM job id -> `scontrol show job` fields, for every job of the run
+    gpu_index: dict[str, str]  # SLURM job id -> GPU index SLURM allocated, seen while it ran
+    cancelled: str  # SLURM job id of the training job cancelled part-way
+    cancelled_step: int | None  # the GRPO step its log showed when it was cancelled
     wall_s: float
-    local: Path                    # a copy for the local run, made with the run's (the checkout may change)
+    local: Path  # a copy for the local run, made with the run's (the checkout may change)
 
 
 def slurm_ready() -> None:
     """Fail with what to do when there is no cluster to submit to (never skip: CI must run this)."""
     if shutil.which("sinfo") is None:
-        pytest.fail("SLURM is not installed here (no sinfo): run `make test-cluster`, which starts a one-node "
-                    "cluster with workflow/cluster/slurm-single-node.sh (root, Debian), or run on a SLURM login node")
+        pytest.fail(
+            "SLURM is not installed here (no sinfo): run `make test-cluster`, which starts a one-node "
+            "cluster with workflow/cluster/slurm-single-node.sh (root, Debian), or run on a SLURM login node"
+        )
     try:
         result = subprocess.run(["sinfo", "-h", "-o", "%R"], check=False, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
         pytest.fail("SLURM is not reachable: `sinfo` did not answer within 60 s")
     if result.returncode != 0:
-        pytest.fail(f"SLURM is not reachable: `sinfo` failed ({result.stderr.strip()}); start a cluster with "
-                    "`workflow/cluster/slurm-single-node.sh start` (root) or run `make test-cluster`")
+        pytest.fail(
+            f"SLURM is not reachable: `sinfo` failed ({result.stderr.strip()}); start a cluster with "
+            "`workflow/cluster/slurm-single-node.sh start` (root) or run `make test-cluster`"
+        )
     missing = {"cpu", "gpu"} - set(result.stdout.split())
     if missing:
-        pytest.fail(f"the cluster has no partition {', '.join(sorted(missing))}: this test sends GPU jobs to `gpu` "
-                    "and the others to `cpu`, as workflow/cluster/slurm-single-node.sh sets up")
+        pytest.fail(
+            f"the cluster has no partition {', '.join(sorted(missing))}: this test sends GPU jobs to `gpu` "
+            "and the others to `cpu`, as workflow/cluster/slurm-single-node.sh sets up"
+        )
     try:
         import snakemake_executor_plugin_slurm  # noqa: F401
     except ImportError:
@@ -91,8 +106,9 @@ def slurm_ready() -> None:
 
 def slurm_jobs(workdir: Path) -> dict[str, dict]:
     """`scontrol -d show job` of the jobs submitted from `workdir` (the plugin sets it as their -D)."""
-    result = subprocess.run(["scontrol", "-d", "-o", "show", "job"], check=False, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        ["scontrol", "-d", "-o", "show", "job"], check=False, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     jobs = {}
     for line in result.stdout.splitlines():
@@ -126,8 +142,9 @@ def slurm_run(tmp_path_factory) -> SlurmRun:
     cancelled = cancelled_step = None
     started = time.monotonic()
     with open(workdir / "snakemake.log", "w") as log:
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             while process.poll() is None:
                 assert time.monotonic() - started < RUN_TIMEOUT_S, f"the SLURM run took over {RUN_TIMEOUT_S} s"
@@ -140,8 +157,9 @@ def slurm_run(tmp_path_factory) -> SlurmRun:
                     comment = fields.get("Comment", "")
                     if cancelled is None and comment.startswith("rule_train_wildcards_"):
                         step = training_step(workdir, comment)
-                        if (step is not None and step >= CANCEL_AT_STEP
-                                or time.monotonic() - running_since[job_id] > CANCEL_FALLBACK_S):
+                        if (step is not None and step >= CANCEL_AT_STEP) or time.monotonic() - running_since[
+                            job_id
+                        ] > CANCEL_FALLBACK_S:
                             subprocess.run(["scancel", job_id], check=True, timeout=60)
                             cancelled, cancelled_step = job_id, step
                 time.sleep(1)
@@ -226,9 +244,11 @@ def test_every_job_went_through_sbatch(slurm_run):
     local_rules = declared_local_rules(slurm_run.workdir)
     local = {jobid for jobid, block in blocks.items() if block["local"]}
     name = re.search(r"SLURM run ID: (\S+)", slurm_run.output).group(1)
-    print(f"\n{stats['total']} jobs planned: {stats['total'] - len(local)} through sbatch "
-          f"({len(submitted)} submissions, one a resubmission; run {name}), {len(local)} as local rules "
-          f"({', '.join(sorted(local_rules)) or 'none'}); SLURM run {slurm_run.wall_s:.0f} s")
+    print(
+        f"\n{stats['total']} jobs planned: {stats['total'] - len(local)} through sbatch "
+        f"({len(submitted)} submissions, one a resubmission; run {name}), {len(local)} as local rules "
+        f"({', '.join(sorted(local_rules)) or 'none'}); SLURM run {slurm_run.wall_s:.0f} s"
+    )
     # only the workflow's local rules ran outside SLURM, and all of their jobs did
     assert len(blocks) == stats["total"]
     assert local == {jobid for jobid, block in blocks.items() if block["rule"] in local_rules}
@@ -239,8 +259,9 @@ def test_every_job_went_through_sbatch(slurm_run):
     assert {slurm_id for _, slurm_id in submitted} == set(slurm_run.jobs)
     assert {fields["JobName"] for fields in slurm_run.jobs.values()} == {name}
     per_rule = Counter(rule_of(fields) for fields in slurm_run.jobs.values())
-    assert per_rule == Counter({**{rule: n for rule, n in stats.items() if rule not in {"total", *local_rules}},
-                                "train": stats["train"] + 1})
+    assert per_rule == Counter(
+        {**{rule: n for rule, n in stats.items() if rule not in {"total", *local_rules}}, "train": stats["train"] + 1}
+    )
     # the plugin's log of each job, under .snakemake/slurm_logs/rule_<rule>/<wildcards>/<id>.log
     logs = {path.stem: path for path in (slurm_run.workdir / ".snakemake/slurm_logs").glob("rule_*/**/*.log")}
     assert set(logs) == set(slurm_run.jobs)
@@ -292,16 +313,21 @@ def test_gpu_jobs_ran_on_the_gpu_slurm_gave_them(slurm_run):
 def test_cancelled_training_job_was_resubmitted(slurm_run):
     cancelled = slurm_run.jobs[slurm_run.cancelled]
     assert cancelled["JobState"] == "CANCELLED" and rule_of(cancelled) == "train"
-    again = [slurm_id for slurm_id, fields in slurm_run.jobs.items()
-             if fields["Comment"] == cancelled["Comment"] and slurm_id != slurm_run.cancelled]
+    again = [
+        slurm_id
+        for slurm_id, fields in slurm_run.jobs.items()
+        if fields["Comment"] == cancelled["Comment"] and slurm_id != slurm_run.cancelled
+    ]
     assert len(again) == 1 and int(again[0]) > int(slurm_run.cancelled)
     assert slurm_run.jobs[again[0]]["JobState"] == "COMPLETED"
     # Snakemake's retry of the same job: its two submissions are the two SLURM jobs
     submitted = submissions(slurm_run.output)
     jobid = next(jobid for jobid, slurm_id in submitted if slurm_id == slurm_run.cancelled)
     assert [slurm_id for other, slurm_id in submitted if other == jobid] == [slurm_run.cancelled, again[0]]
-    print(f"\n{cancelled['Comment']}: SLURM job {slurm_run.cancelled} cancelled at GRPO step "
-          f"{slurm_run.cancelled_step}, resubmitted as {again[0]}")
+    print(
+        f"\n{cancelled['Comment']}: SLURM job {slurm_run.cancelled} cancelled at GRPO step "
+        f"{slurm_run.cancelled_step}, resubmitted as {again[0]}"
+    )
 
 
 def test_table4_is_identical_to_a_local_runs(slurm_run):

@@ -70,8 +70,18 @@ def resolve(path: Path) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="adfm-resolve-") as tmp:
         report = Path(tmp) / "report.json"
         # not --quiet: pip prints which requirements conflict (the part a reader needs) only on stdout
-        command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
-                   "--report", str(report), "--requirement", str(Path(tmp) / "requirements.txt")]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--report",
+            str(report),
+            "--requirement",
+            str(Path(tmp) / "requirements.txt"),
+        ]
         (Path(tmp) / "requirements.txt").write_text("\n".join(requirements) + "\n")
         running = f"{sys.version_info.major}.{sys.version_info.minor}"
         if python and python != running:
@@ -99,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         name = env.relative_to(REPO) if env.is_relative_to(REPO) else env
         start = time.monotonic()
         ok, message = resolve(env)
-        print(f"{'ok  ' if ok else 'FAIL'} {name} ({time.monotonic() - start:.0f} s)" + (f": {message}" if ok else ""),
-              flush=True)
+        print(
+            f"{'ok  ' if ok else 'FAIL'} {name} ({time.monotonic() - start:.0f} s)" + (f": {message}" if ok else ""),
+            flush=True,
+        )
         if not ok:
             first, *rest = message.splitlines()
             failures.append("\n".join([f"{name}: {first}", *("    " + line for line in rest)]))

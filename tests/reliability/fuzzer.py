@@ -12,10 +12,53 @@ WELL_FORMED = (
     "<rethink>region 1 is a real scratch; region 2 is glare</rethink><answer>yes</answer>"
 )
 PIECES = [
-    "<think>", "</think>", "<rethink>", "</rethink>", "<answer>", "</answer>", "yes", "no", "Yes.", "NO", "maybe",
-    '{"bbox_2d": [', "]", "[", "}", "{", ",", '"label": "dent"', "bbox_2d", ":", " ", "\n", "\t",
-    "1e308", "1e999", "-1e999", "NaN", "nan", "inf", "-0", "0.5", "-17", "99999999999999999999999", "3.", ".5",
-    "1e-320", "０１２", "é", "缺陷", "🙂", "\u202e", "\x00", "\\", '"', "'", "<think><think>", "</answer></answer>",
+    "<think>",
+    "</think>",
+    "<rethink>",
+    "</rethink>",
+    "<answer>",
+    "</answer>",
+    "yes",
+    "no",
+    "Yes.",
+    "NO",
+    "maybe",
+    '{"bbox_2d": [',
+    "]",
+    "[",
+    "}",
+    "{",
+    ",",
+    '"label": "dent"',
+    "bbox_2d",
+    ":",
+    " ",
+    "\n",
+    "\t",
+    "1e308",
+    "1e999",
+    "-1e999",
+    "NaN",
+    "nan",
+    "inf",
+    "-0",
+    "0.5",
+    "-17",
+    "99999999999999999999999",
+    "3.",
+    ".5",
+    "1e-320",
+    "０１２",
+    "é",
+    "缺陷",
+    "🙂",
+    "\u202e",
+    "\x00",
+    "\\",
+    '"',
+    "'",
+    "<think><think>",
+    "</answer></answer>",
 ]
 
 
@@ -30,7 +73,7 @@ def numbers(rng: random.Random) -> str:
 
 def random_box_response(rng: random.Random) -> str:
     boxes = ", ".join(
-        '{"bbox_2d": [%s]}' % ", ".join(numbers(rng) for _ in range(rng.choice([4, 4, 4, 3, 5])))
+        '{{"bbox_2d": [{}]}}'.format(", ".join(numbers(rng) for _ in range(rng.choice([4, 4, 4, 3, 5]))))
         for _ in range(rng.randint(0, 4))
     )
     rethink = "<rethink>look closer</rethink>" if rng.random() < 0.7 else ""
@@ -46,9 +89,9 @@ def mutate(text: str, rng: random.Random) -> str:
         elif kind < 0.6:  # insert a piece
             text = text[:position] + rng.choice(PIECES) + text[position:]
         elif kind < 0.8:  # delete a span
-            text = text[:position] + text[position + rng.randint(1, 20):]
+            text = text[:position] + text[position + rng.randint(1, 20) :]
         else:  # duplicate a span (nesting, repeated tags)
-            span = text[position:position + rng.randint(1, 40)]
+            span = text[position : position + rng.randint(1, 40)]
             text = text[:position] + span + span + text[position:]
     return text
 

@@ -8,12 +8,13 @@ import os
 import tarfile
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from conftest import count_cases
 
 from adfm.data import download as dl
 from adfm.io import InputError
-from conftest import count_cases
 
 DOWNLOAD_CASES = "download failures: a clear error naming the file, no partial output"
 
@@ -23,9 +24,9 @@ class RangeServer(http.server.BaseHTTPRequestHandler):
 
     payload = b""
     cut_after: int | None = None
-    ranges_seen: list = []
+    ranges_seen: ClassVar[list] = []
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         start = 0
         if "Range" in self.headers:
             start = int(self.headers["Range"].split("=")[1].split("-")[0])
@@ -74,7 +75,7 @@ def test_interrupted_transfer_resumes_where_it_stopped(server, tmp_path):
 
 
 def test_wrong_checksum_after_download_discards_it(server, tmp_path):
-    url, payload, handler = server
+    url, _payload, handler = server
     handler.cut_after = None
     with pytest.raises(InputError, match="data.bin.part: sha256 mismatch"):
         dl.fetch(url, tmp_path, "0" * 64)
@@ -83,7 +84,7 @@ def test_wrong_checksum_after_download_discards_it(server, tmp_path):
 
 
 def test_write_error_part_way_is_clear(server, tmp_path, monkeypatch):
-    url, payload, handler = server
+    url, _payload, handler = server
     handler.cut_after = None
     real_open = open
 
@@ -127,14 +128,17 @@ def _member(name, kind=tarfile.REGTYPE, link=""):
     return info
 
 
-@pytest.mark.parametrize("member, message", [
-    (_member("../escape"), "outside the target folder"),
-    (_member("/etc/evil"), "outside the target folder"),
-    (_member("ok/../../escape"), "outside the target folder"),
-    (_member("link", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
-    (_member("link", tarfile.SYMTYPE, "../../outside"), "is a link"),
-    (_member("hard", tarfile.LNKTYPE, "/etc/passwd"), "is a link"),
-])
+@pytest.mark.parametrize(
+    "member, message",
+    [
+        (_member("../escape"), "outside the target folder"),
+        (_member("/etc/evil"), "outside the target folder"),
+        (_member("ok/../../escape"), "outside the target folder"),
+        (_member("link", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
+        (_member("link", tarfile.SYMTYPE, "../../outside"), "is a link"),
+        (_member("hard", tarfile.LNKTYPE, "/etc/passwd"), "is a link"),
+    ],
+)
 def test_hostile_members_are_refused(tmp_path, member, message):
     archive = evil_tar(tmp_path / "evil.tar", member)
     with pytest.raises(InputError, match=f"evil.tar: member .* {message}"):

@@ -39,5 +39,5 @@ def check(texts: list[str]) -> None:
 def test_fuzzed_responses_never_break_the_parser_or_rewards():
     texts = list(responses(COUNT, seed=1))
     for start in range(0, COUNT, 1000):
-        check(texts[start:start + 1000])
+        check(texts[start : start + 1000])
     count_cases(f"fuzzed responses through the parser (2 reasoning modes) and {len(REWARDS)} rewards", COUNT)

@@ -24,8 +24,9 @@ TIMEOUT = 240
 
 
 def adfm(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "adfm", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "adfm", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def kill_when(process: subprocess.Popen, ready) -> None:
@@ -45,18 +46,28 @@ def finish(process: subprocess.Popen) -> str:
     return output
 
 
-def test_killed_prediction_resumes_without_recomputing(tiny_model_dir, tmp_path):  # noqa: F811
+def test_killed_prediction_resumes_without_recomputing(tiny_model_dir, tmp_path):
     split = write_split(tmp_path / "data", n_train=1, n_test=16)
     settings = json.dumps(predict_settings(batch_size=1, max_new_tokens=16))
-    common = ["predict", "--split", str(split), "--dataset", "toyset", "--model", str(tiny_model_dir),
-              "--run-name", "tiny", "--settings", settings]
+    common = [
+        "predict",
+        "--split",
+        str(split),
+        "--dataset",
+        "toyset",
+        "--model",
+        str(tiny_model_dir),
+        "--run-name",
+        "tiny",
+        "--settings",
+        settings,
+    ]
     reference = tmp_path / "uninterrupted.jsonl"
     finish(adfm(*common, "--out", str(reference)))
 
     out = tmp_path / "killed.jsonl"
     partial = Path(str(out) + ".partial")
-    kill_when(adfm(*common, "--out", str(out)),
-              lambda: partial.exists() and partial.read_text().count("\n") >= 4)
+    kill_when(adfm(*common, "--out", str(out)), lambda: partial.exists() and partial.read_text().count("\n") >= 4)
     assert not out.exists()  # no half-written output where the final file belongs
     written_before = read_jsonl(partial)  # a line torn by the kill is dropped, as the resumed job does
     assert 4 <= len(written_before) < 16
@@ -69,7 +80,7 @@ def test_killed_prediction_resumes_without_recomputing(tiny_model_dir, tmp_path)
     count_cases("jobs killed (SIGKILL) and rerun: prediction resumed, nothing recomputed")
 
 
-def test_killed_training_resumes_to_the_uninterrupted_adapter(tiny_model_dir, tmp_path):  # noqa: F811
+def test_killed_training_resumes_to_the_uninterrupted_adapter(tiny_model_dir, tmp_path):
     """Killed after checkpoint 5 of 8 and rerun, training ends with the rewards and the adapter of an
     uninterrupted run, bit for bit. The settings put the checkpoint where every state matters: 4
     prompts, 1 per step (2 generations each), give 4 steps per epoch, so the rerun starts in the
@@ -80,13 +91,25 @@ def test_killed_training_resumes_to_the_uninterrupted_adapter(tiny_model_dir, tm
 
     split = write_split(tmp_path / "data", n_train=4, n_test=1)
     settings = train_settings(max_steps=8, save_steps=5, steps_per_generation=2, per_device_train_batch_size=2)
-    settings.update(rewards=["cls", "loc", "random"], reward_weights=[1.0, 1.0, 1.0],
-                    reward_options={"random_seed": 5, "random_std": 0.5})
+    settings.update(
+        rewards=["cls", "loc", "random"],
+        reward_weights=[1.0, 1.0, 1.0],
+        reward_options={"random_seed": 5, "random_std": 0.5},
+    )
     settings["lora"]["dropout"] = 0.1
 
     def command(out: Path) -> list[str]:
-        return ["train", "--split", str(split), "--model", str(tiny_model_dir), "--settings", json.dumps(settings),
-                "--out", str(out)]
+        return [
+            "train",
+            "--split",
+            str(split),
+            "--model",
+            str(tiny_model_dir),
+            "--settings",
+            json.dumps(settings),
+            "--out",
+            str(out),
+        ]
 
     reference = tmp_path / "uninterrupted"
     finish(adfm(*command(reference)))

@@ -13,8 +13,7 @@ INPUTS = {*DEMO_INPUTS, FAKE_API_CONFIG}
 
 
 def written_files(workdir):
-    return [path for path in workdir.rglob("*")
-            if path.is_file() and path.relative_to(workdir).parts[0] not in INPUTS]
+    return [path for path in workdir.rglob("*") if path.is_file() and path.relative_to(workdir).parts[0] not in INPUTS]
 
 
 def test_no_output_of_a_run_with_an_api_key_holds_it(demo_run, fake_api):
@@ -25,7 +24,9 @@ def test_no_output_of_a_run_with_an_api_key_holds_it(demo_run, fake_api):
     table = pd.read_csv(demo_run / "results/table1.csv")
     assert table.loc[table.model == "GPT-4o", "status"].eq("ok").all()
     # the server echoed the key into its first error; the retry's log line has it redacted
-    assert any("HTTP 500" in log.read_text() and "Bearer ***" in log.read_text() for log in demo_run.glob("logs/**/*.log"))
+    assert any(
+        "HTTP 500" in log.read_text() and "Bearer ***" in log.read_text() for log in demo_run.glob("logs/**/*.log")
+    )
     files = written_files(demo_run)
     kinds = {suffix: sum(p.suffix == suffix for p in files) for suffix in (".log", ".jsonl", ".csv", ".md", ".html")}
     count_cases(f"files written by a demo run with an API key, searched for it ({json.dumps(kinds)} ...)", len(files))

@@ -6,25 +6,32 @@ rule predict_mmad:
     input:
         unpack(lambda wc: model_inputs(wc.model)),
         questions=MMAD_QUESTIONS,
-        code=code("inference/mmad.py", "inference/records.py", "inference/generate.py", "model/load.py",
-                  "inference/api.py", "protocol.py", "settings/inference.py"),
+        code=code(
+            "inference/mmad.py",
+            "inference/records.py",
+            "inference/generate.py",
+            "model/load.py",
+            "inference/api.py",
+            "protocol.py",
+            "settings/inference.py",
+        ),
     output:
         MMAD_PREDICTIONS,
-    params:
-        gpu_job=gpu_job,
-        settings=lambda wc: inference_settings.MmadSettings.from_config(config, wc.model).to_json(),
-        model=model_args,
-    wildcard_constraints:
-        model="|".join([*config["runs"], *targets.baselines(config, "api")]),
-    threads: res("predict", "threads")
-    resources:
-        **family_resources("predict", gpu=model_gpus),
     log:
         "logs/predict_mmad/{model}.log",
     benchmark:
         "benchmarks/predict_mmad/{model}.tsv"
+    wildcard_constraints:
+        model="|".join([*config["runs"], *targets.baselines(config, "api")]),
     conda:
         "../../envs/train.yaml"
+    threads: res("predict", "threads")
+    resources:
+        **family_resources("predict", gpu=model_gpus),
+    params:
+        gpu_job=gpu_job,
+        settings=lambda wc: inference_settings.MmadSettings.from_config(config, wc.model).to_json(),
+        model=model_args,
     shell:
         "{params.gpu_job} python -m adfm predict-mmad --questions {input.questions} {params.model} --run-name {wildcards.model}"
         " --settings {params.settings:q} --out {output} > {log} 2>&1"
@@ -37,15 +44,15 @@ rule score_mmad:
         code=code("evaluation/mmad_score.py", "data/datasets/mmad.py"),
     output:
         MMAD_METRICS,
-    params:
-        # a model held to the leakage filter: the metrics count the questions it was not asked
-        questions=lambda wc, input: f"--questions {input.questions}" if targets.mmad_filtered(config, wc.model) else "",
-    threads: res("default", "threads")
-    resources:
-        **family_resources("default"),
     log:
         "logs/score_mmad/{model}.log",
     conda:
         "../../envs/data.yaml"
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
+    params:
+        # a model held to the leakage filter: the metrics count the questions it was not asked
+        questions=lambda wc, input: f"--questions {input.questions}" if targets.mmad_filtered(config, wc.model) else "",
     shell:
         "python -m adfm score-mmad --predictions {input.predictions} {params.questions} --out {output} > {log} 2>&1"

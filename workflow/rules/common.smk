@@ -17,7 +17,6 @@ from adfm.settings import evaluation as evaluation_settings
 from adfm.settings import inference as inference_settings
 from adfm.settings import model as model_settings
 
-
 # Paths into the checkout relative to the working directory ("." when run from the checkout's root):
 # Snakemake records each job's input paths, and absolute ones would rerun every job of a moved or
 # remounted checkout. Run from elsewhere (`-s <checkout>/Snakefile`), they lead back to the checkout.
@@ -106,15 +105,28 @@ BACKENDS = {
         "stage": "predict",
         "env": "train",
         "family": "predict",
-        "code": code("inference/hf.py", "inference/records.py", "inference/generate.py", "model/load.py",
-                     "protocol.py", "boxes.py", "settings/inference.py"),
+        "code": code(
+            "inference/hf.py",
+            "inference/records.py",
+            "inference/generate.py",
+            "model/load.py",
+            "protocol.py",
+            "boxes.py",
+            "settings/inference.py",
+        ),
     },
     "clip": {
         "stage": "predict-clip",
         "env": "clip",
         "family": "predict",
-        "code": code("inference/clip.py", "inference/clip_model.py", "inference/winclip.py",
-                     "inference/anomalyclip.py", "inference/records.py", "inference/clip_configs/*.json"),
+        "code": code(
+            "inference/clip.py",
+            "inference/clip_model.py",
+            "inference/winclip.py",
+            "inference/anomalyclip.py",
+            "inference/records.py",
+            "inference/clip_configs/*.json",
+        ),
     },
     # the key stays in the environment variable named in the settings; it is never on a command line
     "api": {
@@ -136,7 +148,8 @@ def backend_resources():
     """The resources of the model's backend family, each a function of the job's wildcards (every
     family has the same keys)."""
     return {
-        key: (lambda wc, key=key: family_resources(backend_of(wc)["family"])[key]) for key in family_resources("default")
+        key: (lambda wc, key=key: family_resources(backend_of(wc)["family"])[key])
+        for key in family_resources("default")
     }
 
 
@@ -289,8 +302,17 @@ def figure_inputs(wildcards):
         predictions = PREDICTIONS.format(model=spec["run"], dataset=spec["dataset"])
     else:
         predictions = SAMPLES.format(figure=wildcards.figure)
-    code_used = code("evaluation/figures.py", "evaluation/figure_*.py", "evaluation/drawing.py",
-                     "settings/evaluation.py", "rewards.py", "reward_terms.py", "boxes.py", "protocol.py", "paper/*")
+    code_used = code(
+        "evaluation/figures.py",
+        "evaluation/figure_*.py",
+        "evaluation/drawing.py",
+        "settings/evaluation.py",
+        "rewards.py",
+        "reward_terms.py",
+        "boxes.py",
+        "protocol.py",
+        "paper/*",
+    )
     return {"predictions": predictions, "code": code_used}
 
 

@@ -8,20 +8,20 @@ rule predict:
         unpack(predict_inputs),
     output:
         PREDICTIONS,
-    params:
-        gpu_job=gpu_job,
-        stage=lambda wc: backend_of(wc)["stage"],
-        model=model_args,
-        settings=prediction_settings,
-    threads: lambda wc: res(backend_of(wc)["family"], "threads")
-    resources:
-        **backend_resources(),
     log:
         "logs/predict/{model}/{dataset}.log",
     benchmark:
         "benchmarks/predict/{model}/{dataset}.tsv"
     conda:
         lambda wc: f"../../envs/{backend_of(wc)['env']}.yaml"
+    threads: lambda wc: res(backend_of(wc)["family"], "threads")
+    resources:
+        **backend_resources(),
+    params:
+        gpu_job=gpu_job,
+        stage=lambda wc: backend_of(wc)["stage"],
+        model=model_args,
+        settings=prediction_settings,
     shell:
         "{params.gpu_job} python -m adfm {params.stage} --split {input.split} --dataset {wildcards.dataset} {params.model}"
         " --run-name {wildcards.model} --settings {params.settings:q} --out {output} > {log} 2>&1"
@@ -33,12 +33,12 @@ rule score:
         code=code("evaluation/score.py", "protocol.py"),
     output:
         METRICS,
-    threads: res("default", "threads")
-    resources:
-        **family_resources("default"),
     log:
         "logs/score/{model}/{dataset}.log",
     conda:
         "../../envs/data.yaml"
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
     shell:
         "python -m adfm score --predictions {input.predictions} --out {output} > {log} 2>&1"

@@ -12,16 +12,16 @@ rule summary:
         csv="results/summary.csv",
         sentences="results/summary.txt",
         html=report("results/summary.html", caption="../report/summary.rst", category="Summary"),
-    params:
-        tolerance=config["summary"]["tolerance"],
-        demo_note=targets.demo_note(config) or "",
-    threads: res("default", "threads")
-    resources:
-        **family_resources("default"),
     log:
         "logs/summary.log",
     conda:
         "../../envs/report.yaml"
+    threads: res("default", "threads")
+    resources:
+        **family_resources("default"),
+    params:
+        tolerance=config["summary"]["tolerance"],
+        demo_note=targets.demo_note(config) or "",
     shell:
         "python -m adfm summary --tables {input.tables} --tolerance {params.tolerance}"
         " --demo-note {params.demo_note:q} --png {output.png} --pdf {output.pdf} --csv {output.csv}"

@@ -5,19 +5,20 @@ rule table:
     output:
         csv=TABLE,
         markdown="results/{table}.md",
-        html=report("results/{table}.html", caption="../report/table.rst", category="Tables",
-                    labels={"table": "{table}"}),
-    params:
-        settings=lambda wc: evaluation_settings.TableSettings.from_config(config, wc.table).to_json(),
+        html=report(
+            "results/{table}.html", caption="../report/table.rst", category="Tables", labels={"table": "{table}"}
+        ),
+    log:
+        "logs/table/{table}.log",
     wildcard_constraints:
         table="|".join(config["tables"]),
+    conda:
+        "../../envs/data.yaml"
     threads: res("default", "threads")
     resources:
         **family_resources("default"),
-    log:
-        "logs/table/{table}.log",
-    conda:
-        "../../envs/data.yaml"
+    params:
+        settings=lambda wc: evaluation_settings.TableSettings.from_config(config, wc.table).to_json(),
     shell:
         "python -m adfm table --settings {params.settings:q} --metrics {input.metrics}"
         " --mmad-metrics {input.mmad_metrics} --csv {output.csv} --markdown {output.markdown} --html {output.html}"

@@ -56,12 +56,18 @@ def check_lock(path: Path, url: str, digest: str, lock_file: Path) -> None:
     with _locked(lock_file) as entries:
         recorded = entries.get(url)
     if recorded is None:
-        log.warning("%s: no published checksum and none recorded yet; it will be recorded in %s once the "
-                    "archive has extracted cleanly", path, lock_file)
+        log.warning(
+            "%s: no published checksum and none recorded yet; it will be recorded in %s once the "
+            "archive has extracted cleanly",
+            path,
+            lock_file,
+        )
     elif recorded != digest:
-        raise InputError(f"{path}: sha256 mismatch: {lock_file} recorded {recorded} for {url} at its first "
-                         f"download, got {digest}. If the archive was replaced on purpose, delete the {url!r} "
-                         f"entry from {lock_file} and rerun.")
+        raise InputError(
+            f"{path}: sha256 mismatch: {lock_file} recorded {recorded} for {url} at its first "
+            f"download, got {digest}. If the archive was replaced on purpose, delete the {url!r} "
+            f"entry from {lock_file} and rerun."
+        )
 
 
 def record_lock(digests: dict[str, str], lock_file: Path) -> None:

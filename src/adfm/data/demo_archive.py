@@ -94,31 +94,59 @@ def make_demo_archive(layout: str, archive: Path, spec: DemoSpec) -> str:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "make-demo-archive", help="generate a miniature dataset archive in a real layout",
+        "make-demo-archive",
+        help="generate a miniature dataset archive in a real layout",
         description="Generate a miniature copy of a dataset (synthetic textures with drawn defects and their "
-                    "masks) in the exact on-disk layout of the real one, packed like the original archive, with "
-                    "a .sha256 file beside it. The demo downloads it through the real download code.")
+        "masks) in the exact on-disk layout of the real one, packed like the original archive, with "
+        "a .sha256 file beside it. The demo downloads it through the real download code.",
+    )
     parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS), help="the dataset layout to imitate")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="archive path; its suffix picks the format (.tar.xz, .tar, .zip, ...)")
-    parser.add_argument("--categories", required=True, nargs="+",
-                        help="category folders (MMAD: <Dataset>/<category>, e.g. DS-MVTec/bottle)")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="archive path; its suffix picks the format (.tar.xz, .tar, .zip, ...)"
+    )
+    parser.add_argument(
+        "--categories",
+        required=True,
+        nargs="+",
+        help="category folders (MMAD: <Dataset>/<category>, e.g. DS-MVTec/bottle)",
+    )
     parser.add_argument("--image-size", type=int, default=112, help="image side in pixels (default: %(default)s)")
-    parser.add_argument("--train-good", type=int, default=10,
-                        help="normal training images per category (default: %(default)s)")
-    parser.add_argument("--test-good", type=int, default=6, help="normal test images per category (default: %(default)s)")
-    parser.add_argument("--test-defective-per-type", type=int, default=4,
-                        help="anomalous test images per defect type (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes "
-                                                            "(default: %(default)s)")
-    parser.add_argument("--sources", nargs="*", default=[], type=_source,
-                        help="MMAD only: SOURCE=ARCHIVE, the demo archive whose images MMAD's SOURCE (DS-MVTec, "
-                        "MVTec-LOCO, VisA, GoodsAD) holds; generated when absent")
+    parser.add_argument(
+        "--train-good", type=int, default=10, help="normal training images per category (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--test-good", type=int, default=6, help="normal test images per category (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--test-defective-per-type",
+        type=int,
+        default=4,
+        help="anomalous test images per defect type (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; the same seed gives the same bytes (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--sources",
+        nargs="*",
+        default=[],
+        type=_source,
+        help="MMAD only: SOURCE=ARCHIVE, the demo archive whose images MMAD's SOURCE (DS-MVTec, "
+        "MVTec-LOCO, VisA, GoodsAD) holds; generated when absent",
+    )
     parser.set_defaults(
         func=lambda a: make_demo_archive(
-            a.layout, a.out,
-            DemoSpec(tuple(a.categories), a.image_size, a.train_good, a.test_good, a.test_defective_per_type, a.seed,
-                     tuple(a.sources)),
+            a.layout,
+            a.out,
+            DemoSpec(
+                tuple(a.categories),
+                a.image_size,
+                a.train_good,
+                a.test_good,
+                a.test_defective_per_type,
+                a.seed,
+                tuple(a.sources),
+            ),
         )
     )
 

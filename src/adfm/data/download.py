@@ -100,15 +100,18 @@ def _stream(url: str, partial: Path) -> None:
             done = 0
         length = response.headers.get("Content-Length")
         total = done + int(length) if length else None
-        with open(partial, "ab" if resumed else "wb") as handle, tqdm(
-            total=total, initial=done, unit="B", unit_scale=True, desc=partial.name
-        ) as bar:
+        with (
+            open(partial, "ab" if resumed else "wb") as handle,
+            tqdm(total=total, initial=done, unit="B", unit_scale=True, desc=partial.name) as bar,
+        ):
             while True:
                 try:
                     block = response.read(CHUNK)
                 except (OSError, http.client.HTTPException) as error:  # connection dropped or timed out
-                    raise InputError(f"{url}: transfer interrupted at {handle.tell()} bytes ({error!r}); "
-                                     f"rerun to resume into {partial}") from None
+                    raise InputError(
+                        f"{url}: transfer interrupted at {handle.tell()} bytes ({error!r}); "
+                        f"rerun to resume into {partial}"
+                    ) from None
                 if not block:
                     break
                 try:
@@ -117,7 +120,9 @@ def _stream(url: str, partial: Path) -> None:
                     raise InputError(f"{partial}: cannot write the download ({error.strerror or error})") from None
                 bar.update(len(block))
         if total is not None and partial.stat().st_size != total:
-            raise InputError(f"{url}: transfer interrupted at {partial.stat().st_size} of {total} bytes; rerun to resume")
+            raise InputError(
+                f"{url}: transfer interrupted at {partial.stat().st_size} of {total} bytes; rerun to resume"
+            )
 
 
 def _check_member(archive: Path, name: str) -> None:
@@ -171,9 +176,19 @@ def write_source_record(path: Path, record: dict) -> None:
         tmp.write_text(yaml.safe_dump(record, sort_keys=False))
 
 
-def download(url: str | None, out_dir: Path, *, cache_dir: Path, sha256: str | None, checksum_file: Path | None,
-             strip_components: int = 0, lock_file: Path | None = None, extra_files: list[dict] = (),
-             manual: str | None = None, source_record: Path | None = None) -> None:
+def download(
+    url: str | None,
+    out_dir: Path,
+    *,
+    cache_dir: Path,
+    sha256: str | None,
+    checksum_file: Path | None,
+    strip_components: int = 0,
+    lock_file: Path | None = None,
+    extra_files: list[dict] = (),
+    manual: str | None = None,
+    source_record: Path | None = None,
+) -> None:
     """Fetch, verify and extract one dataset into out_dir (see the module docstring).
 
     `extra_files` ({"url", "sha256"} entries) are fetched as they are into the dataset folder (MMAD's
@@ -181,8 +196,10 @@ def download(url: str | None, out_dir: Path, *, cache_dir: Path, sha256: str | N
     `source_record`, when given, receives what was used (see the module docstring).
     """
     if not url:
-        raise InputError(f"{out_dir.name}: this dataset must be downloaded by hand. {manual or ''} "
-                         f"Then set datasets.{out_dir.name}.url in your config to the archive or extracted folder.")
+        raise InputError(
+            f"{out_dir.name}: this dataset must be downloaded by hand. {manual or ''} "
+            f"Then set datasets.{out_dir.name}.url in your config to the archive or extracted folder."
+        )
     expected = read_checksum_file(checksum_file) if checksum_file else sha256
     record = {"dataset": out_dir.name, "url": url}
     source = local_path(url)
@@ -200,8 +217,15 @@ def download(url: str | None, out_dir: Path, *, cache_dir: Path, sha256: str | N
         write_source_record(source_record, record)
 
 
-def _fetch_and_extract(url: str, out_dir: Path, cache_dir: Path, expected: str | None, strip_components: int,
-                       lock_file: Path | None, extra_files: list[dict]) -> dict:
+def _fetch_and_extract(
+    url: str,
+    out_dir: Path,
+    cache_dir: Path,
+    expected: str | None,
+    strip_components: int,
+    lock_file: Path | None,
+    extra_files: list[dict],
+) -> dict:
     """Fetch, check and extract; record unpublished checksums only once all extracted. The record's part."""
     archive, digest = fetch(url, cache_dir, expected)
     files = [(extra, *fetch(extra["url"], cache_dir, extra.get("sha256"))) for extra in extra_files]
@@ -238,31 +262,60 @@ def _extra_files(text: str) -> list[dict]:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "download", help="fetch, verify and extract a dataset archive",
+        "download",
+        help="fetch, verify and extract a dataset archive",
         description="Fetch a dataset archive (https, or a local file for a manual download), check its sha256 "
-                    "and extract it into --out; a folder given as --url is linked instead. Archives without a "
-                    "published checksum are checked against --lock-file (recorded there once they extract "
-                    "cleanly). --source-record receives where the data came from, for the provenance.")
-    parser.add_argument("--url", help="https URL, file: URL or local path (archive or extracted folder); "
-                                      "none: a manual download, see --manual")
+        "and extract it into --out; a folder given as --url is linked instead. Archives without a "
+        "published checksum are checked against --lock-file (recorded there once they extract "
+        "cleanly). --source-record receives where the data came from, for the provenance.",
+    )
+    parser.add_argument(
+        "--url",
+        help="https URL, file: URL or local path (archive or extracted folder); none: a manual download, see --manual",
+    )
     parser.add_argument("--manual", help="how to download by hand (shown when --url is missing)")
-    parser.add_argument("--lock-file", type=Path, help="JSON file recording checksums of archives without a "
-                                                       "published one (delete an entry to accept a new archive)")
-    parser.add_argument("--extra-files", default=[], type=_extra_files,
-                        help='JSON list of {"url", "sha256"} fetched into the folder as they are (default: none)')
+    parser.add_argument(
+        "--lock-file",
+        type=Path,
+        help="JSON file recording checksums of archives without a "
+        "published one (delete an entry to accept a new archive)",
+    )
+    parser.add_argument(
+        "--extra-files",
+        default=[],
+        type=_extra_files,
+        help='JSON list of {"url", "sha256"} fetched into the folder as they are (default: none)',
+    )
     parser.add_argument("--out", required=True, type=Path, help="folder to extract into")
-    parser.add_argument("--cache-dir", type=Path, default=Path("resources/archives"),
-                        help="where remote archives are downloaded to (default: %(default)s)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("resources/archives"),
+        help="where remote archives are downloaded to (default: %(default)s)",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--sha256", help="expected sha256 of the archive")
     group.add_argument("--checksum-file", type=Path, help="file holding the expected sha256 (sha256sum format)")
-    parser.add_argument("--strip-components", type=int, default=0,
-                        help="single wrapping folders to drop from the archive's contents (default: 0)")
-    parser.add_argument("--source-record", type=Path,
-                        help="YAML file to write the source record to (URL or folder, sha256, time)")
+    parser.add_argument(
+        "--strip-components",
+        type=int,
+        default=0,
+        help="single wrapping folders to drop from the archive's contents (default: 0)",
+    )
+    parser.add_argument(
+        "--source-record", type=Path, help="YAML file to write the source record to (URL or folder, sha256, time)"
+    )
     parser.set_defaults(
-        func=lambda a: download(a.url, a.out, cache_dir=a.cache_dir, sha256=a.sha256,
-                                checksum_file=a.checksum_file, strip_components=a.strip_components,
-                                lock_file=a.lock_file, extra_files=a.extra_files, manual=a.manual,
-                                source_record=a.source_record)
+        func=lambda a: download(
+            a.url,
+            a.out,
+            cache_dir=a.cache_dir,
+            sha256=a.sha256,
+            checksum_file=a.checksum_file,
+            strip_components=a.strip_components,
+            lock_file=a.lock_file,
+            extra_files=a.extra_files,
+            manual=a.manual,
+            source_record=a.source_record,
+        )
     )

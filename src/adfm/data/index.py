@@ -43,8 +43,9 @@ def observed_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
     return counts
 
 
-def count_differences(frame: pd.DataFrame, documented: dict[str, dict[str, int]],
-                      totals: dict[str, int] | None = None, all_categories=()) -> list[str]:
+def count_differences(
+    frame: pd.DataFrame, documented: dict[str, dict[str, int]], totals: dict[str, int] | None = None, all_categories=()
+) -> list[str]:
     """One message per count that differs from the documented one. Undocumented categories and
     keys are skipped; totals are compared only when every category of `all_categories` was parsed."""
     observed = observed_counts(frame)
@@ -64,8 +65,12 @@ def count_differences(frame: pd.DataFrame, documented: dict[str, dict[str, int]]
 def check_counts(frame: pd.DataFrame, dataset: str, layout: str) -> list[str]:
     """Log a warning per count that differs from the layout's documented counts; return them."""
     module = LAYOUTS[layout]
-    messages = count_differences(frame, getattr(module, "DOCUMENTED_COUNTS", {}),
-                                 getattr(module, "DOCUMENTED_TOTALS", None), getattr(module, "CATEGORIES", ()))
+    messages = count_differences(
+        frame,
+        getattr(module, "DOCUMENTED_COUNTS", {}),
+        getattr(module, "DOCUMENTED_TOTALS", None),
+        getattr(module, "CATEGORIES", ()),
+    )
     for message in messages:
         log.warning("%s: %s (a partial or different copy of the dataset?)", dataset, message)
     return messages
@@ -101,17 +106,34 @@ def file_problem(image: str, mask_paths: list[str]) -> str | None:
 def check_files(rows: list[manifest.ManifestRow], threads: int = 1) -> None:
     """Decode every image and mask of the manifest's rows once (see the module docstring)."""
     with ThreadPoolExecutor(max(1, threads)) as pool:  # Pillow's decoders release the GIL
-        found = list(tqdm(pool.map(lambda row: file_problem(row.image_path, row.mask_paths), rows),
-                          total=len(rows), desc="decode", unit="img", mininterval=10))
+        found = list(
+            tqdm(
+                pool.map(lambda row: file_problem(row.image_path, row.mask_paths), rows),
+                total=len(rows),
+                desc="decode",
+                unit="img",
+                mininterval=10,
+            )
+        )
     problems = [problem for problem in found if problem]
     if problems:
         more = len(problems) - SHOWN_PROBLEMS
-        raise InputError(f"{len(problems)} broken or mismatched file(s); replace them (e.g. download again):\n  "
-                         + "\n  ".join(problems[:SHOWN_PROBLEMS]) + (f"\n  ... and {more} more" if more > 0 else ""))
+        raise InputError(
+            f"{len(problems)} broken or mismatched file(s); replace them (e.g. download again):\n  "
+            + "\n  ".join(problems[:SHOWN_PROBLEMS])
+            + (f"\n  ... and {more} more" if more > 0 else "")
+        )
 
 
-def index(root: Path, dataset: str, layout: str, categories: list[str] | None, out: Path,
-          count_check: bool = True, threads: int = 1) -> None:
+def index(
+    root: Path,
+    dataset: str,
+    layout: str,
+    categories: list[str] | None,
+    out: Path,
+    count_check: bool = True,
+    threads: int = 1,
+) -> None:
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r} for dataset {dataset}; known: {sorted(LAYOUTS)}")
     if not root.is_dir():
@@ -119,8 +141,9 @@ def index(root: Path, dataset: str, layout: str, categories: list[str] | None, o
     try:
         rows = LAYOUTS[layout].parse(root, dataset, categories)
         frame = manifest.to_frame(rows)
-        counts = frame.groupby(["category", "source_split", "label"]).size().unstack(["source_split", "label"],
-                                                                                     fill_value=0)
+        counts = (
+            frame.groupby(["category", "source_split", "label"]).size().unstack(["source_split", "label"], fill_value=0)
+        )
         log.info("%s: %d images\n%s", dataset, len(frame), counts.to_string())
         if count_check:
             check_counts(frame, dataset, layout)
@@ -134,21 +157,35 @@ def index(root: Path, dataset: str, layout: str, categories: list[str] | None, o
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "index", help="list a dataset's images in the common manifest format",
+        "index",
+        help="list a dataset's images in the common manifest format",
         description="Parse an extracted dataset folder in its on-disk layout and write the manifest: one row per "
-                    "image (dataset, category, source split, path, label, defect type, mask paths, size). "
-                    "Every image and mask is decoded once; a broken file, or a mask whose size differs from "
-                    "its image's, is an error naming it. Counts that differ from the documented ones are "
-                    "logged as warnings.")
+        "image (dataset, category, source split, path, label, defect type, mask paths, size). "
+        "Every image and mask is decoded once; a broken file, or a mask whose size differs from "
+        "its image's, is an error naming it. Counts that differ from the documented ones are "
+        "logged as warnings.",
+    )
     parser.add_argument("--root", required=True, type=Path, help="the extracted dataset folder")
-    parser.add_argument("--dataset", required=True, help="the dataset's name in the config (the manifest's "
-                                                         "dataset column)")
-    parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS),
-                        help="on-disk layout, parsed by src/adfm/data/datasets/<layout>.py")
+    parser.add_argument(
+        "--dataset", required=True, help="the dataset's name in the config (the manifest's dataset column)"
+    )
+    parser.add_argument(
+        "--layout",
+        required=True,
+        choices=sorted(LAYOUTS),
+        help="on-disk layout, parsed by src/adfm/data/datasets/<layout>.py",
+    )
     parser.add_argument("--categories", nargs="*", help="restrict to these categories (default: all found)")
     parser.add_argument("--out", required=True, type=Path, help="the manifest to write (CSV)")
-    parser.add_argument("--no-count-check", dest="count_check", action="store_false",
-                        help="do not compare the counts with the documented ones (for generated demo data)")
+    parser.add_argument(
+        "--no-count-check",
+        dest="count_check",
+        action="store_false",
+        help="do not compare the counts with the documented ones (for generated demo data)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="images decoded at once (default: 1)")
-    parser.set_defaults(func=lambda a: index(a.root, a.dataset, a.layout, a.categories or None, a.out,
-                                             count_check=a.count_check, threads=a.threads))
+    parser.set_defaults(
+        func=lambda a: index(
+            a.root, a.dataset, a.layout, a.categories or None, a.out, count_check=a.count_check, threads=a.threads
+        )
+    )

@@ -56,8 +56,9 @@ def mask_to_boxes(mask: np.ndarray, *, dilation_kernel: int, min_area: int, box_
     return boxes
 
 
-def scaled_sizes(width: int, height: int, *, dilation_kernel: int, min_area: int,
-                 reference_side: int | None) -> tuple[int, int]:
+def scaled_sizes(
+    width: int, height: int, *, dilation_kernel: int, min_area: int, reference_side: int | None
+) -> tuple[int, int]:
     """(kernel, min_area) in this image's pixels.
 
     With a `reference_side`, the configured sizes are pixels of an image whose shorter side is that
@@ -84,28 +85,46 @@ def read_mask(paths: Sequence[str]) -> np.ndarray:
     return union.astype(np.uint8)
 
 
-def boxes_table(frame, *, dilation_kernel: int, min_area: int, reference_side: int | None = None,
-                box_of: str = "mask"):
+def boxes_table(frame, *, dilation_kernel: int, min_area: int, reference_side: int | None = None, box_of: str = "mask"):
     """One row per image of the manifest: image_path, its boxes (JSON, original pixels), and the
     kernel and minimum area used on it (pixels of that image; see `scaled_sizes`)."""
     records = []
     for row in tqdm(frame.itertuples(index=False), total=len(frame), desc="boxes", unit="img"):
-        kernel, area = scaled_sizes(int(row.width), int(row.height), dilation_kernel=dilation_kernel,
-                                    min_area=min_area, reference_side=reference_side)
+        kernel, area = scaled_sizes(
+            int(row.width),
+            int(row.height),
+            dilation_kernel=dilation_kernel,
+            min_area=min_area,
+            reference_side=reference_side,
+        )
         found = []
         if row.label == 1:
             found = mask_to_boxes(read_mask(row.mask_paths), dilation_kernel=kernel, min_area=area, box_of=box_of)
             if not found:
                 log.warning("%s: anomalous image whose mask yields no box (all below min_area?)", row.image_path)
-        records.append({"image_path": row.image_path, "boxes": json.dumps(found), "kernel_px": kernel,
-                        "min_area_px": area})
+        records.append(
+            {"image_path": row.image_path, "boxes": json.dumps(found), "kernel_px": kernel, "min_area_px": area}
+        )
     return pd.DataFrame.from_records(records, columns=boxes_file.COLUMNS)
 
 
-SUMMARY_COLUMNS = ["dataset", "images", "anomalous", "anomalous_without_box", "boxes_per_anomalous_mean",
-                   "boxes_per_anomalous_median", "boxes_per_anomalous_max", "anomalous_with_1", "anomalous_with_2",
-                   "anomalous_with_3", "anomalous_with_4_or_more", "kernel_px_min", "kernel_px_max",
-                   "min_area_px_min", "min_area_px_max"]
+SUMMARY_COLUMNS = [
+    "dataset",
+    "images",
+    "anomalous",
+    "anomalous_without_box",
+    "boxes_per_anomalous_mean",
+    "boxes_per_anomalous_median",
+    "boxes_per_anomalous_max",
+    "anomalous_with_1",
+    "anomalous_with_2",
+    "anomalous_with_3",
+    "anomalous_with_4_or_more",
+    "kernel_px_min",
+    "kernel_px_max",
+    "min_area_px_min",
+    "min_area_px_max",
+]
 
 
 def box_summary(dataset: str, manifest_frame, table):
@@ -130,21 +149,40 @@ def box_summary(dataset: str, manifest_frame, table):
     return pd.DataFrame([summary], columns=SUMMARY_COLUMNS)
 
 
-def run_boxes(manifest_path: Path, out: Path, summary_out: Path, *, dilation_kernel: int, min_area: int,
-              reference_side: int | None, box_of: str) -> None:
+def run_boxes(
+    manifest_path: Path,
+    out: Path,
+    summary_out: Path,
+    *,
+    dilation_kernel: int,
+    min_area: int,
+    reference_side: int | None,
+    box_of: str,
+) -> None:
     frame = manifest.read(manifest_path)
-    table = boxes_table(frame, dilation_kernel=dilation_kernel, min_area=min_area, reference_side=reference_side,
-                        box_of=box_of)
+    table = boxes_table(
+        frame, dilation_kernel=dilation_kernel, min_area=min_area, reference_side=reference_side, box_of=box_of
+    )
     dataset = str(frame["dataset"].iloc[0]) if len(frame) else manifest_path.stem
     summary = box_summary(dataset, frame, table)
     stats = summary.iloc[0]
     log.info(
         "%s: %d images, %d anomalous; boxes per anomalous image: mean %.2f, median %g, max %d; "
         "anomalous images with 0 / 1 / 2 / 3 / 4+ boxes: %d / %d / %d / %d / %d; kernel %d-%d px, min area %d-%d px",
-        dataset, stats["images"], stats["anomalous"], stats["boxes_per_anomalous_mean"],
-        stats["boxes_per_anomalous_median"], stats["boxes_per_anomalous_max"], stats["anomalous_without_box"],
-        stats["anomalous_with_1"], stats["anomalous_with_2"], stats["anomalous_with_3"],
-        stats["anomalous_with_4_or_more"], stats["kernel_px_min"], stats["kernel_px_max"], stats["min_area_px_min"],
+        dataset,
+        stats["images"],
+        stats["anomalous"],
+        stats["boxes_per_anomalous_mean"],
+        stats["boxes_per_anomalous_median"],
+        stats["boxes_per_anomalous_max"],
+        stats["anomalous_without_box"],
+        stats["anomalous_with_1"],
+        stats["anomalous_with_2"],
+        stats["anomalous_with_3"],
+        stats["anomalous_with_4_or_more"],
+        stats["kernel_px_min"],
+        stats["kernel_px_max"],
+        stats["min_area_px_min"],
         stats["min_area_px_max"],
     )
     boxes_file.write(table, out)
@@ -157,22 +195,42 @@ def _reference_side(value: str) -> int | None:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "boxes", help="pseudo ground-truth boxes from the manifest's masks",
+        "boxes",
+        help="pseudo ground-truth boxes from the manifest's masks",
         description="Pseudo ground-truth boxes of each anomalous image (paper section 4.1): its masks binarised, "
-                    "dilated to merge fragments, split into connected components, small ones dropped. Writes one "
-                    "row per image with its boxes, and a summary of the box counts.")
+        "dilated to merge fragments, split into connected components, small ones dropped. Writes one "
+        "row per image with its boxes, and a summary of the box counts.",
+    )
     parser.add_argument("--manifest", required=True, type=Path, help="the dataset's manifest (`adfm index`)")
-    parser.add_argument("--dilation-kernel", required=True, type=int,
-                        help="square kernel side in pixels (of an image with the reference shorter side, if given)")
-    parser.add_argument("--min-area", required=True, type=int,
-                        help="minimum component size in mask pixels (likewise)")
-    parser.add_argument("--reference-side", required=True, type=_reference_side,
-                        help="shorter side (pixels) at which the sizes hold, scaled to each image; none: as given")
-    parser.add_argument("--box-of", required=True, choices=BOX_OF,
-                        help="mask: box of the original mask pixels; dilated: box of the dilated component")
+    parser.add_argument(
+        "--dilation-kernel",
+        required=True,
+        type=int,
+        help="square kernel side in pixels (of an image with the reference shorter side, if given)",
+    )
+    parser.add_argument("--min-area", required=True, type=int, help="minimum component size in mask pixels (likewise)")
+    parser.add_argument(
+        "--reference-side",
+        required=True,
+        type=_reference_side,
+        help="shorter side (pixels) at which the sizes hold, scaled to each image; none: as given",
+    )
+    parser.add_argument(
+        "--box-of",
+        required=True,
+        choices=BOX_OF,
+        help="mask: box of the original mask pixels; dilated: box of the dilated component",
+    )
     parser.add_argument("--out", required=True, type=Path, help="boxes per image (CSV)")
     parser.add_argument("--summary", required=True, type=Path, help="box-count statistics (CSV, one row)")
     parser.set_defaults(
-        func=lambda a: run_boxes(a.manifest, a.out, a.summary, dilation_kernel=a.dilation_kernel,
-                                 min_area=a.min_area, reference_side=a.reference_side, box_of=a.box_of)
+        func=lambda a: run_boxes(
+            a.manifest,
+            a.out,
+            a.summary,
+            dilation_kernel=a.dilation_kernel,
+            min_area=a.min_area,
+            reference_side=a.reference_side,
+            box_of=a.box_of,
+        )
     )

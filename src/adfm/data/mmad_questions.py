@@ -23,38 +23,61 @@ def mmad_question_table(questions: pd.DataFrame, images: pd.DataFrame) -> pd.Dat
     sizes = images.drop_duplicates("image_path").set_index("image_path")[["width", "height", "boxes"]]
     unknown = sorted(set(questions["image_path"]) - set(sizes.index))
     if unknown:
-        raise InputError(f"{unknown[0]}: MMAD question about an image missing from the MMAD manifest "
-                         f"({len(unknown)} such images)")
+        raise InputError(
+            f"{unknown[0]}: MMAD question about an image missing from the MMAD manifest ({len(unknown)} such images)"
+        )
     table = questions.join(sizes, on="image_path").rename(columns={"template_path": "reference_path"})
     return table.sort_values(["dataset", "category", "image_path", "type"], kind="stable").reset_index(drop=True)
 
 
-def run_mmad_questions(root: Path, manifest_path: Path, boxes_path: Path, out: Path, split_path: Path | None = None,
-                       layouts: dict | None = None) -> None:
+def run_mmad_questions(
+    root: Path,
+    manifest_path: Path,
+    boxes_path: Path,
+    out: Path,
+    split_path: Path | None = None,
+    layouts: dict | None = None,
+) -> None:
     """`split_path` (with `layouts`, its datasets' layouts): mark the questions about images outside
     its test role (adfm.inference.mmad's leakage filter)."""
     images = manifest.read(manifest_path).merge(boxes_table.read(boxes_path), on="image_path")
     table = mmad_question_table(mmad.parse_questions(root), images)
-    table["drop_reason"] = "" if split_path is None else split_drop_reasons(
-        table, pd.read_csv(split_path, keep_default_na=False), layouts or {})
+    table["drop_reason"] = (
+        ""
+        if split_path is None
+        else split_drop_reasons(table, pd.read_csv(split_path, keep_default_na=False), layouts or {})
+    )
     log.info("MMAD questions: %s", table.groupby("type").size().to_dict())
     if split_path is not None:
-        log.info("MMAD questions not asked under %s, per source and reason: %s", split_path,
-                 table[table["drop_reason"] != ""].groupby(["dataset", "drop_reason"]).size().to_dict())
+        log.info(
+            "MMAD questions not asked under %s, per source and reason: %s",
+            split_path,
+            table[table["drop_reason"] != ""].groupby(["dataset", "drop_reason"]).size().to_dict(),
+        )
     write_csv_atomic(table, out)
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "mmad-questions", help="MMAD's question table, joined to its images",
+        "mmad-questions",
+        help="MMAD's question table, joined to its images",
         description="One row per MMAD question (image, options, answer, type, templates) with its image's boxes; "
-                    "with --split, only questions about images that the split's runs were not trained on.")
+        "with --split, only questions about images that the split's runs were not trained on.",
+    )
     parser.add_argument("--root", required=True, type=Path, help="the extracted MMAD folder")
     parser.add_argument("--manifest", required=True, type=Path, help="the MMAD manifest")
     parser.add_argument("--boxes", required=True, type=Path, help="the MMAD images' boxes")
-    parser.add_argument("--split", type=Path, default=None,
-                        help="leakage filter: ask only about the source images in this split's test role")
-    parser.add_argument("--layouts", type=settings_json, default=None,
-                        help="JSON {dataset: layout} of the split's datasets (with --split)")
+    parser.add_argument(
+        "--split",
+        type=Path,
+        default=None,
+        help="leakage filter: ask only about the source images in this split's test role",
+    )
+    parser.add_argument(
+        "--layouts",
+        type=settings_json,
+        default=None,
+        help="JSON {dataset: layout} of the split's datasets (with --split)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="the question table (CSV)")
     parser.set_defaults(func=lambda a: run_mmad_questions(a.root, a.manifest, a.boxes, a.out, a.split, a.layouts))

@@ -80,12 +80,15 @@ def run_split(manifests: list[Path], boxes: list[Path], settings: SplitSettings,
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "split", help="train/test split of a protocol, with normal references",
+        "split",
+        help="train/test split of a protocol, with normal references",
         description="The train/test split of one protocol (multi-domain or cross-dataset) over its datasets' "
-                    "manifests: each image with its role, its boxes, and the normal reference image it is shown "
-                    "with. The same seed gives the same split.")
-    parser.add_argument("--manifests", required=True, nargs="+", type=Path,
-                        help="the protocol's datasets' manifests (`adfm index`)")
+        "manifests: each image with its role, its boxes, and the normal reference image it is shown "
+        "with. The same seed gives the same split.",
+    )
+    parser.add_argument(
+        "--manifests", required=True, nargs="+", type=Path, help="the protocol's datasets' manifests (`adfm index`)"
+    )
     parser.add_argument("--boxes", required=True, nargs="+", type=Path, help="their boxes (`adfm boxes`)")
     parser.add_argument("--settings", required=True, type=SplitSettings.argument, help=SplitSettings.describe())
     parser.add_argument("--out", required=True, type=Path, help="the split (CSV)")

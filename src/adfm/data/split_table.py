@@ -14,8 +14,18 @@ import pandas as pd
 
 from adfm.io import InputError, write_csv_atomic
 
-COLUMNS = ["dataset", "category", "role", "image_path", "label", "defect_type", "boxes", "width", "height",
-           "reference_path"]
+COLUMNS = [
+    "dataset",
+    "category",
+    "role",
+    "image_path",
+    "label",
+    "defect_type",
+    "boxes",
+    "width",
+    "height",
+    "reference_path",
+]
 
 
 def write(frame: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -41,8 +41,11 @@ def draw_boxes(ax, boxes, color: str, label: str | None = None) -> None:
     from matplotlib.patches import Rectangle
 
     for i, (x1, y1, x2, y2) in enumerate(boxes):
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2,
-                               label=label if i == 0 else None))
+        ax.add_patch(
+            Rectangle(
+                (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2, label=label if i == 0 else None
+            )
+        )
 
 
 def draw_record_boxes(ax, record: dict, size, labels=(None, None)) -> None:

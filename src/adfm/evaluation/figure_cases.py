@@ -22,8 +22,11 @@ from adfm.protocol import first_block
 from adfm.reward_terms import matched_mean_giou
 from adfm.settings.evaluation import FigureSettings
 
-HEDGES = re.compile(r"\b(might|may|maybe|perhaps|possibl\w*|slight\w*|unclear|uncertain\w*|normal variation|"
-                    r"not sure|could be|seems?)\b", re.IGNORECASE)
+HEDGES = re.compile(
+    r"\b(might|may|maybe|perhaps|possibl\w*|slight\w*|unclear|uncertain\w*|normal variation|"
+    r"not sure|could be|seems?)\b",
+    re.IGNORECASE,
+)
 
 
 def _localisation(record: dict) -> float:
@@ -55,14 +58,25 @@ def pick_cases(records: list[dict]) -> list[tuple[str, dict, bool]]:
     normal = [r for r in greedy if int(r["label"]) == 0]
     right = [r for r in anomalous if r.get("answer") == "yes"]
     take("(a) anomaly detected and localised", right, anomalous, key=lambda r: -_localisation(r))
-    take("(b) normal sample analysed", [r for r in normal if r.get("answer") == "no"], normal,
-         key=lambda r: -len(r.get("response") or ""))
+    take(
+        "(b) normal sample analysed",
+        [r for r in normal if r.get("answer") == "no"],
+        normal,
+        key=lambda r: -len(r.get("response") or ""),
+    )
     hedged = [r for r in right if HEDGES.search(first_block(r.get("response") or "", "think") or "")]
-    take("(c) hesitant think, resolved by rethink", hedged, anomalous,
-         key=lambda r: -len(HEDGES.findall(r.get("response") or "")))
+    take(
+        "(c) hesitant think, resolved by rethink",
+        hedged,
+        anomalous,
+        key=lambda r: -len(HEDGES.findall(r.get("response") or "")),
+    )
     first = cases[0][1]["category"] if cases else None
-    take("(d) irregularity confirmed on closer inspection", [r for r in right if r["category"] != first] or right,
-         [r for r in anomalous if r["category"] != first] or anomalous)
+    take(
+        "(d) irregularity confirmed on closer inspection",
+        [r for r in right if r["category"] != first] or right,
+        [r for r in anomalous if r["category"] != first] or anomalous,
+    )
     for kind, pool in [("(extra) anomalous image", anomalous), ("(extra) normal image", normal), ("(extra)", greedy)]:
         while len(cases) < 4 and any(r["image_path"] not in used for r in pool):
             take(kind, pool, [])
@@ -72,9 +86,10 @@ def pick_cases(records: list[dict]) -> list[tuple[str, dict, bool]]:
 def figure3(records: list[dict], outputs: Outputs, settings: FigureSettings) -> None:
     plt = pyplot()
     cases = pick_cases(records)
-    fig, axes = plt.subplots(len(cases), 3, figsize=(13, 3.3 * len(cases)),
-                             gridspec_kw={"width_ratios": [1, 1, 2.2]}, squeeze=False)
-    for (kind, record, found), row in zip(cases, axes):
+    fig, axes = plt.subplots(
+        len(cases), 3, figsize=(13, 3.3 * len(cases)), gridspec_kw={"width_ratios": [1, 1, 2.2]}, squeeze=False
+    )
+    for (kind, record, found), row in zip(cases, axes, strict=False):
         label = "anomalous" if int(record["label"]) else "normal"
         verdict = {"yes": "anomalous", "no": "normal"}.get(record.get("answer"), "no answer")
         mark = "correct" if verdict == label else "wrong"
@@ -84,17 +99,39 @@ def figure3(records: list[dict], outputs: Outputs, settings: FigureSettings) -> 
         row[2].axis("off")
         title = kind if found else f"{kind}: no such case, nearest shown"
         row[2].set_title(f"{title}\nanswer: {verdict} ({mark})", fontsize=10, loc="left")
-        row[2].text(0.0, 1.0, printable(record.get("response") or ""), va="top", ha="left", fontsize=7.5,
-                    family="monospace", transform=row[2].transAxes, parse_math=False)
-    handles = [plt.Line2D([], [], color=GT_COLOR, lw=2, label="ground truth"),
-               plt.Line2D([], [], color=PRED_COLOR, lw=2, label="predicted (<think>)")]
+        row[2].text(
+            0.0,
+            1.0,
+            printable(record.get("response") or ""),
+            va="top",
+            ha="left",
+            fontsize=7.5,
+            family="monospace",
+            transform=row[2].transAxes,
+            parse_math=False,
+        )
+    handles = [
+        plt.Line2D([], [], color=GT_COLOR, lw=2, label="ground truth"),
+        plt.Line2D([], [], color=PRED_COLOR, lw=2, label="predicted (<think>)"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
     fig.suptitle(f"Figure 3: qualitative examples, {settings.title}", fontsize=12)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     save(fig, outputs)
-    chosen = pd.DataFrame([{"case": kind, "found": found, "image_path": r["image_path"], "category": r["category"],
-                            "label": r["label"],
-                            "answer": r.get("answer"), "boxes": json.dumps(r.get("boxes") or []),
-                            "gt_boxes": json.dumps(r.get("gt_boxes") or []), "response": r.get("response")}
-                           for kind, r, found in cases])
+    chosen = pd.DataFrame(
+        [
+            {
+                "case": kind,
+                "found": found,
+                "image_path": r["image_path"],
+                "category": r["category"],
+                "label": r["label"],
+                "answer": r.get("answer"),
+                "boxes": json.dumps(r.get("boxes") or []),
+                "gt_boxes": json.dumps(r.get("gt_boxes") or []),
+                "response": r.get("response"),
+            }
+            for kind, r, found in cases
+        ]
+    )
     write_csv_atomic(chosen, outputs.csv)

@@ -26,11 +26,23 @@ def scheme_rewards(records: list[dict], options: dict, count_weight: float | Non
     cls, loc = make_reward_funcs(["cls", "loc"], options)
     (count,) = make_reward_funcs(["count"], options if count_weight is None else {**options, "alpha": count_weight})
     completions = [[{"role": "assistant", "content": r.get("response") or ""}] for r in records]
-    kwargs = {"label": [int(r["label"]) for r in records], "boxes": [r.get("gt_boxes") or [] for r in records],
-              "frame": [r.get("frame") for r in records]}
-    parts = {"cls": cls(completions, **kwargs), "count": count(completions, **kwargs), "loc": loc(completions, **kwargs)}
-    frame = pd.DataFrame({"image_path": [r["image_path"] for r in records],
-                          "sample": [int(r.get("sample", 0)) for r in records], **parts})
+    kwargs = {
+        "label": [int(r["label"]) for r in records],
+        "boxes": [r.get("gt_boxes") or [] for r in records],
+        "frame": [r.get("frame") for r in records],
+    }
+    parts = {
+        "cls": cls(completions, **kwargs),
+        "count": count(completions, **kwargs),
+        "loc": loc(completions, **kwargs),
+    }
+    frame = pd.DataFrame(
+        {
+            "image_path": [r["image_path"] for r in records],
+            "sample": [int(r.get("sample", 0)) for r in records],
+            **parts,
+        }
+    )
     for scheme, names in SCHEMES.items():
         frame[scheme] = sum(frame[name] for name in names)
     return frame
@@ -59,9 +71,11 @@ def figure4(records: list[dict], outputs: Outputs, settings: FigureSettings) -> 
     for i, position in enumerate(picks):
         _draw_response(fig, grid, i, records[position])
     _draw_reward_bars(fig.add_subplot(grid[:, 2]), shown, settings, variance_shown, variance_all, len(rewards))
-    fig.suptitle(f"Figure 4: {len(rewards)} sampled responses of {settings.title} for one "
-                 f"anomalous training image ({records[0]['category']}); ground truth green, predicted red",
-                 fontsize=11)
+    fig.suptitle(
+        f"Figure 4: {len(rewards)} sampled responses of {settings.title} for one "
+        f"anomalous training image ({records[0]['category']}); ground truth green, predicted red",
+        fontsize=11,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     save(fig, outputs)
     summary = rewards.assign(shown=[LETTERS[picks.index(i)] if i in picks else "" for i in rewards.index])
@@ -83,17 +97,30 @@ def _first_image(records: list[dict]) -> list[dict]:
 def _draw_response(fig, grid, i: int, record: dict) -> None:
     """Response `i` of Figure 4: the image with its boxes, and the start of the text below it."""
     ax_img = fig.add_subplot(grid[2 * (i // 2), i % 2])
-    size = show_image(ax_img, record["image_path"], f"({LETTERS[i]}) sample {record['sample']}: "
-                      f"{len(record.get('boxes') or [])} box(es)")
+    size = show_image(
+        ax_img,
+        record["image_path"],
+        f"({LETTERS[i]}) sample {record['sample']}: {len(record.get('boxes') or [])} box(es)",
+    )
     draw_record_boxes(ax_img, record, size)
     ax_text = fig.add_subplot(grid[2 * (i // 2) + 1, i % 2])
     ax_text.axis("off")
-    ax_text.text(0.0, 1.0, printable(record.get("response") or "", width=40, limit=200), va="top", ha="left",
-                 fontsize=6.5, family="monospace", transform=ax_text.transAxes, parse_math=False)
+    ax_text.text(
+        0.0,
+        1.0,
+        printable(record.get("response") or "", width=40, limit=200),
+        va="top",
+        ha="left",
+        fontsize=6.5,
+        family="monospace",
+        transform=ax_text.transAxes,
+        parse_math=False,
+    )
 
 
-def _draw_reward_bars(ax, shown: pd.DataFrame, settings: FigureSettings, variance_shown: dict, variance_all: dict,
-                      total: int) -> None:
+def _draw_reward_bars(
+    ax, shown: pd.DataFrame, settings: FigureSettings, variance_shown: dict, variance_all: dict, total: int
+) -> None:
     """Figure 4's bars: each shown response's reward under each scheme, the variances in the legend."""
     import seaborn as sns
 
@@ -106,9 +133,17 @@ def _draw_reward_bars(ax, shown: pd.DataFrame, settings: FigureSettings, varianc
     shown_as = {"r_cls + r_count": f"r_cls + {alpha:g}·r_count"}  # the count term inside r_loc
     labels = [f"{shown_as.get(s, s)}: {variance_shown[s]:.4f} ({variance_all[s]:.4f})" for s in SCHEMES]
     handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles, labels, title=f"reward: variance over the {len(shown)} shown (over all {total})",
-              fontsize=8, title_fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False)
-
+    ax.legend(
+        handles,
+        labels,
+        title=f"reward: variance over the {len(shown)} shown (over all {total})",
+        fontsize=8,
+        title_fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.1),
+        ncol=1,
+        frameon=False,
+    )
 
 
 def zero_variance(records: list[dict], options: dict) -> pd.DataFrame:
@@ -123,8 +158,15 @@ def zero_variance(records: list[dict], options: dict) -> pd.DataFrame:
     for scheme in SCHEMES:
         spread = groups[scheme].agg(lambda v: float(np.max(v) - np.min(v)))
         zero = int((spread <= 1e-9).sum())
-        rows.append({"reward": scheme, "images": len(spread), "responses_per_image": int(sizes.median()),
-                     "zero_variance": zero, "zero_variance_pct": round(100.0 * zero / len(spread), 2)})
+        rows.append(
+            {
+                "reward": scheme,
+                "images": len(spread),
+                "responses_per_image": int(sizes.median()),
+                "zero_variance": zero,
+                "zero_variance_pct": round(100.0 * zero / len(spread), 2),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -137,12 +179,16 @@ def figure5(records: list[dict], outputs: Outputs, settings: FigureSettings) -> 
     paper["zero_variance_pct"] = paper["zero_variance_pct"].astype(float)
     table = ours.merge(paper.rename(columns={"zero_variance_pct": "paper_pct"}), on="reward", how="left")
     table["diff"] = (table["zero_variance_pct"] - table["paper_pct"]).round(2)
-    long = pd.concat([
-        table.assign(source=f"ours ({int(table['images'].iloc[0])} images x {int(table['responses_per_image'].iloc[0])}"
-                            f"{', ' + ROWS_LABEL[settings.rows] if settings.rows else ''})",
-                     value=table["zero_variance_pct"]),
-        table.assign(source="paper (500 images x 6)", value=table["paper_pct"]),
-    ])
+    long = pd.concat(
+        [
+            table.assign(
+                source=f"ours ({int(table['images'].iloc[0])} images x {int(table['responses_per_image'].iloc[0])}"
+                f"{', ' + ROWS_LABEL[settings.rows] if settings.rows else ''})",
+                value=table["zero_variance_pct"],
+            ),
+            table.assign(source="paper (500 images x 6)", value=table["paper_pct"]),
+        ]
+    )
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.barplot(data=long, x="reward", y="value", hue="source", ax=ax, palette=["#4c72b0", "#bbbbbb"])
     for container in ax.containers:

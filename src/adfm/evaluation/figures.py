@@ -51,10 +51,19 @@ def run_figure(predictions: list[Path], settings: FigureSettings, outputs: Outpu
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("figure", help="Figures 3-5 (PNG and PDF) from predictions or sampled responses",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--predictions", required=True, nargs="+", type=Path,
-                        help="prediction or sampled-response files (JSONL) the figure is drawn from")
+    parser = subparsers.add_parser(
+        "figure",
+        help="Figures 3-5 (PNG and PDF) from predictions or sampled responses",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--predictions",
+        required=True,
+        nargs="+",
+        type=Path,
+        help="prediction or sampled-response files (JSONL) the figure is drawn from",
+    )
     parser.add_argument("--settings", required=True, type=FigureSettings.argument, help=FigureSettings.describe())
     parser.add_argument("--png", required=True, type=Path, help="the figure (PNG)")
     parser.add_argument("--pdf", required=True, type=Path, help="the figure (PDF)")

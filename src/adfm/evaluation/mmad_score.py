@@ -57,10 +57,19 @@ def mmad_table(records: list[dict], questions: pd.DataFrame | None = None) -> pd
                 normal_acc = normal["correct"].mean() if len(normal) else 0.0
                 anomalous_acc = anomalous["correct"].mean() if len(anomalous) else 0.0
                 balanced = 100.0 * (normal_acc + anomalous_acc) / 2
-            rows.append({"model": model, "dataset": source, "category": kind, "n": n, "correct": correct,
-                         "unparsed": int((~asked["parsed"]).sum()),
-                         "accuracy": balanced if kind == "Anomaly Detection" else plain,
-                         "plain_accuracy": plain, "balanced_accuracy": balanced})
+            rows.append(
+                {
+                    "model": model,
+                    "dataset": source,
+                    "category": kind,
+                    "n": n,
+                    "correct": correct,
+                    "unparsed": int((~asked["parsed"]).sum()),
+                    "accuracy": balanced if kind == "Anomaly Detection" else plain,
+                    "plain_accuracy": plain,
+                    "balanced_accuracy": balanced,
+                }
+            )
     table = pd.DataFrame(rows)
     sums = {"n": ("n", "sum"), "correct": ("correct", "sum"), "unparsed": ("unparsed", "sum")}
     means = {name: (name, "mean") for name in SCORE_COLUMNS}
@@ -70,8 +79,11 @@ def mmad_table(records: list[dict], questions: pd.DataFrame | None = None) -> pd
     # balanced accuracy is defined on the anomaly question alone, not on an average over types
     table = pd.concat([table, per_row.assign(category=AVERAGE, balanced_accuracy=float("nan"))], ignore_index=True)
     order = {t: i for i, t in enumerate([*TYPES, AVERAGE])}
-    table = table.sort_values(["model", "dataset", "category"], key=lambda c: c.map(order).fillna(99)
-                              if c.name == "category" else c, kind="stable")
+    table = table.sort_values(
+        ["model", "dataset", "category"],
+        key=lambda c: c.map(order).fillna(99) if c.name == "category" else c,
+        kind="stable",
+    )
     table[SCORE_COLUMNS] = table[SCORE_COLUMNS].round(2)
     table = table.join(_dropped(questions), on=["dataset", "category"]).fillna({c: 0 for c in DROP_COLUMNS})
     table[DROP_COLUMNS] = table[DROP_COLUMNS].astype(int)
@@ -86,8 +98,11 @@ def _dropped(questions: pd.DataFrame | None) -> pd.DataFrame:
     """Questions not asked, per (dataset, type) as the scores group them, "all" and "Average" summed."""
     frame = pd.DataFrame(columns=["dataset", "type", "drop_reason"]) if questions is None else questions
     frame = frame[frame["drop_reason"] != ""].assign(type=lambda f: f["type"].replace(MERGED_TYPES))
-    counts = pd.crosstab([frame["dataset"], frame["type"]], frame["drop_reason"]) if len(frame) else pd.DataFrame(
-        index=pd.MultiIndex.from_tuples([], names=["dataset", "type"]))
+    counts = (
+        pd.crosstab([frame["dataset"], frame["type"]], frame["drop_reason"])
+        if len(frame)
+        else pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["dataset", "type"]))
+    )
     counts = counts.reindex(columns=list(DROP_REASONS), fill_value=0)
     counts.columns = DROP_COLUMNS
     counts = counts.rename_axis(["dataset", "category"]).reset_index()
@@ -110,19 +125,33 @@ def run_score(predictions: list[Path], out: Path, questions_csv: Path | None = N
     table = mmad_table(records, questions)
     dropped = int(table.loc[(table["dataset"] == "all") & (table["category"] == AVERAGE), DROP_COLUMNS].sum().sum())
     if dropped:
-        log.info("MMAD scores leave out %d questions (leakage filter): %s", dropped,
-                 table.loc[(table["dataset"] == "all") & (table["category"] == AVERAGE), DROP_COLUMNS].to_dict("records"))
+        log.info(
+            "MMAD scores leave out %d questions (leakage filter): %s",
+            dropped,
+            table.loc[(table["dataset"] == "all") & (table["category"] == AVERAGE), DROP_COLUMNS].to_dict("records"),
+        )
     write_csv_atomic(table, out)
 
 
 def register(subparsers) -> None:
     scorer = subparsers.add_parser(
-        "score-mmad", help="MMAD accuracy per source dataset and question type",
+        "score-mmad",
+        help="MMAD accuracy per source dataset and question type",
         description="MMAD accuracy of one model's answers per source dataset and question type, as MMAD's own "
-                    "evaluation counts it, with the number of questions the leakage filter left out.")
-    scorer.add_argument("--predictions", required=True, nargs="+", type=Path,
-                        help="the model's MMAD answers (`adfm predict-mmad`, JSONL)")
-    scorer.add_argument("--questions", type=Path, default=None,
-                        help="the question table, to count the questions the leakage filter left out")
+        "evaluation counts it, with the number of questions the leakage filter left out.",
+    )
+    scorer.add_argument(
+        "--predictions",
+        required=True,
+        nargs="+",
+        type=Path,
+        help="the model's MMAD answers (`adfm predict-mmad`, JSONL)",
+    )
+    scorer.add_argument(
+        "--questions",
+        type=Path,
+        default=None,
+        help="the question table, to count the questions the leakage filter left out",
+    )
     scorer.add_argument("--out", required=True, type=Path, help="the metrics (CSV)")
     scorer.set_defaults(func=lambda a: run_score(a.predictions, a.out, a.questions))

@@ -77,7 +77,7 @@ def _summarise(frame: pd.DataFrame, value_columns: dict, balanced: dict) -> pd.D
     table = pd.concat([per_category, per_dataset], ignore_index=True)
     for name, correct in balanced.items():
         values = {key: round(balanced_accuracy(group[correct], group["label"]), 2) for key, group in _groups(frame)}
-        table[name] = [values[key] for key in zip(table["model"], table["dataset"], table["category"])]
+        table[name] = [values[key] for key in zip(table["model"], table["dataset"], table["category"], strict=False)]
     return table
 
 
@@ -90,10 +90,15 @@ def accuracy_table(records: list[dict]) -> pd.DataFrame:
     frame = _frame(records)
     if "score" in frame and frame["score"].notna().any():
         return score_table(records)
-    frame["correct"] = [expected_answer(label) == answer for label, answer in zip(frame["label"], frame["answer"])]
+    frame["correct"] = [
+        expected_answer(label) == answer for label, answer in zip(frame["label"], frame["answer"], strict=False)
+    ]
     frame["answered"] = frame["answer"].notna()
-    table = _summarise(frame, {"n": ("correct", "size"), "correct": ("correct", "sum"),
-                               "answered": ("answered", "sum")}, {BALANCED_ACCURACY: "correct"})
+    table = _summarise(
+        frame,
+        {"n": ("correct", "size"), "correct": ("correct", "sum"), "answered": ("answered", "sum")},
+        {BALANCED_ACCURACY: "correct"},
+    )
     table[ACCURACY] = (100.0 * table["correct"] / table["n"]).round(2)
     return table[COLUMNS]
 
@@ -132,22 +137,32 @@ def score_table(records: list[dict]) -> pd.DataFrame:
     if frame["score"].isna().any():
         missing = frame.loc[frame["score"].isna(), "image_path"].iloc[0]
         raise InputError(f"{missing}: prediction without a score among scored predictions")
-    thresholds = {key: youden_threshold(group["score"], group["label"])
-                  for key, group in frame.groupby(["model", "dataset"])}
-    frame["threshold_youden"] = [thresholds[(m, d)] for m, d in zip(frame["model"], frame["dataset"])]
+    thresholds = {
+        key: youden_threshold(group["score"], group["label"]) for key, group in frame.groupby(["model", "dataset"])
+    }
+    frame["threshold_youden"] = [thresholds[(m, d)] for m, d in zip(frame["model"], frame["dataset"], strict=False)]
     frame["correct"] = (frame["score"] >= FIXED_THRESHOLD).astype(int) == frame["label"].astype(int)
     frame["correct_youden"] = (frame["score"] >= frame["threshold_youden"]).astype(int) == frame["label"].astype(int)
     frame["answered"] = True
-    table = _summarise(frame, {"n": ("correct", "size"), "correct": ("correct", "sum"), "answered": ("answered", "sum"),
-                               "correct_youden": ("correct_youden", "sum"),
-                               "threshold_youden": ("threshold_youden", "first")},
-                       {BALANCED_ACCURACY: "correct", "balanced_accuracy_youden": "correct_youden"})
+    table = _summarise(
+        frame,
+        {
+            "n": ("correct", "size"),
+            "correct": ("correct", "sum"),
+            "answered": ("answered", "sum"),
+            "correct_youden": ("correct_youden", "sum"),
+            "threshold_youden": ("threshold_youden", "first"),
+        },
+        {BALANCED_ACCURACY: "correct", "balanced_accuracy_youden": "correct_youden"},
+    )
     table[ACCURACY] = (100.0 * table["correct"] / table["n"]).round(2)
     table["accuracy_youden"] = (100.0 * table["correct_youden"] / table["n"]).round(2)
     table["threshold"] = FIXED_THRESHOLD
     areas = {key: auroc(group["score"], group["label"]) for key, group in _groups(frame)}
-    table["auroc"] = [None if areas[k] is None else round(100.0 * areas[k], 2)
-                      for k in zip(table["model"], table["dataset"], table["category"])]
+    table["auroc"] = [
+        None if areas[k] is None else round(100.0 * areas[k], 2)
+        for k in zip(table["model"], table["dataset"], table["category"], strict=False)
+    ]
     return table[COLUMNS + SCORE_COLUMNS]
 
 
@@ -159,10 +174,17 @@ def run_score(predictions: list[Path], out: Path) -> None:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "score", help="accuracy per dataset and category from predictions (answers or continuous scores)",
+        "score",
+        help="accuracy per dataset and category from predictions (answers or continuous scores)",
         description="Accuracy of one model's predictions per dataset and category (and overall): yes/no answers "
-                    "as they are, continuous anomaly scores (the CLIP baselines) through a threshold.")
-    parser.add_argument("--predictions", required=True, nargs="+", type=Path,
-                        help="prediction files (JSONL) of one model (`adfm predict`, `predict-api`, `predict-clip`)")
+        "as they are, continuous anomaly scores (the CLIP baselines) through a threshold.",
+    )
+    parser.add_argument(
+        "--predictions",
+        required=True,
+        nargs="+",
+        type=Path,
+        help="prediction files (JSONL) of one model (`adfm predict`, `predict-api`, `predict-clip`)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="metrics per dataset and category (CSV)")
     parser.set_defaults(func=lambda a: run_score(a.predictions, a.out))

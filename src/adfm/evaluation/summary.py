@@ -42,8 +42,10 @@ COMPARED, NO_PAPER, NOT_RUN = "compared", "no paper value", "not run"
 NEEDED = ("column", "ours", "paper", "diff", "status")
 MARKERS = "osD^vP*X<>hp"
 CMAP = "RdBu"  # red: below the paper, blue: above
-STYLE = (".adfm-summary table {border-collapse: collapse; margin: 1em 0; font-size: small} "
-         ".adfm-summary td, .adfm-summary th {border: 1px solid #ccc; padding: 2px 6px; text-align: right}")
+STYLE = (
+    ".adfm-summary table {border-collapse: collapse; margin: 1em 0; font-size: small} "
+    ".adfm-summary td, .adfm-summary th {border: 1px solid #ccc; padding: 2px 6px; text-align: right}"
+)
 
 
 def _pyplot():
@@ -90,9 +92,15 @@ def read_table(path: Path) -> pd.DataFrame:
     missing = [column for column in NEEDED if column not in frame.columns]
     if missing:
         raise InputError(f"{path}: not a table of `adfm table`: no column {', '.join(missing)}")
-    return pd.DataFrame({"table": table_title(path), "row": row_labels(frame), "column": frame["column"],
-                         **{name: _numbers(frame, name, path) for name in ("ours", "paper", "diff")},
-                         "status": frame["status"]})
+    return pd.DataFrame(
+        {
+            "table": table_title(path),
+            "row": row_labels(frame),
+            "column": frame["column"],
+            **{name: _numbers(frame, name, path) for name in ("ours", "paper", "diff")},
+            "status": frame["status"],
+        }
+    )
 
 
 def cells(paths: list[Path], tolerance: float) -> pd.DataFrame:
@@ -101,11 +109,14 @@ def cells(paths: list[Path], tolerance: float) -> pd.DataFrame:
     frame = pd.concat([read_table(path) for path in paths], ignore_index=True)
     frame["kind"] = np.where(frame["diff"].notna(), COMPARED, np.where(frame["ours"].notna(), NO_PAPER, NOT_RUN))
     frame["within"] = frame["diff"].abs().le(tolerance) & frame["kind"].eq(COMPARED)
-    frame["reason"] = np.where(frame["kind"].eq(NOT_RUN), frame["status"],
-                               np.where(frame["kind"].eq(NO_PAPER), "run; the paper prints no value here", ""))
+    frame["reason"] = np.where(
+        frame["kind"].eq(NOT_RUN),
+        frame["status"],
+        np.where(frame["kind"].eq(NO_PAPER), "run; the paper prints no value here", ""),
+    )
     frame["mark"] = ""
     for _, group in frame[frame["reason"] != ""].groupby("table", sort=False):
-        letters = dict(zip(dict.fromkeys(group["reason"]), string.ascii_lowercase))
+        letters = dict(zip(dict.fromkeys(group["reason"]), string.ascii_lowercase, strict=False))
         frame.loc[group.index, "mark"] = group["reason"].map(letters)
     return frame
 
@@ -114,15 +125,20 @@ def sentence(table: pd.DataFrame, tolerance: float) -> str:
     """One table at a glance: compared cells within the tolerance, the largest gap, what was not run."""
     name = table["table"].iloc[0]
     counts = table["kind"].value_counts()
-    rest = [f"{counts[kind]} {'cell' if counts[kind] == 1 else 'cells'} {words}"
-            for kind, words in ((NOT_RUN, "not run"), (NO_PAPER, "without a paper value")) if counts.get(kind)]
+    rest = [
+        f"{counts[kind]} {'cell' if counts[kind] == 1 else 'cells'} {words}"
+        for kind, words in ((NOT_RUN, "not run"), (NO_PAPER, "without a paper value"))
+        if counts.get(kind)
+    ]
     compared = table[table["kind"] == COMPARED]
     if compared.empty:
         return f"{name}: no run cell beside a paper value ({', '.join(rest) or 'no cells'})."
     gap = compared.loc[compared["diff"].abs().idxmax()]
-    text = (f"{name}: {int(compared['within'].sum())} of {len(compared)} run cells within ±{tolerance:g} points "
-            f"of the paper; largest gap: {gap['row']}, {gap['column']}: ours {gap['ours']:.2f}, "
-            f"paper {gap['paper']:.2f} ({gap['diff']:+.2f})")
+    text = (
+        f"{name}: {int(compared['within'].sum())} of {len(compared)} run cells within ±{tolerance:g} points "
+        f"of the paper; largest gap: {gap['row']}, {gap['column']}: ours {gap['ours']:.2f}, "
+        f"paper {gap['paper']:.2f} ({gap['diff']:+.2f})"
+    )
     return text + (f"; {', '.join(rest)}." if rest else ".")
 
 
@@ -149,8 +165,16 @@ def scatter(ax, table: pd.DataFrame, tolerance: float) -> None:
     ax.fill_between(edge, edge - tolerance, edge + tolerance, color="0.85", label=f"within ±{tolerance:g} points")
     ax.plot(edge, edge, color="0.4", linewidth=0.8)
     for index, (row, points) in enumerate(compared.groupby("row", sort=False)):
-        ax.scatter(points["paper"], points["ours"], marker=MARKERS[index % len(MARKERS)], s=28, label=row,
-                   color=f"C{index % 10}", zorder=3, clip_on=False)  # a 0 or 100 shown whole
+        ax.scatter(
+            points["paper"],
+            points["ours"],
+            marker=MARKERS[index % len(MARKERS)],
+            s=28,
+            label=row,
+            color=f"C{index % 10}",
+            zorder=3,
+            clip_on=False,
+        )  # a 0 or 100 shown whole
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
     ax.set_aspect("equal")
@@ -172,15 +196,23 @@ def heatmap(ax, table: pd.DataFrame, tolerance: float):
 
     diffs, marks = grid(table, "diff"), grid(table, "mark")
     limit = max(tolerance, float(np.nanmax(np.abs(diffs.to_numpy(dtype=float)), initial=0.0)))
-    image = ax.imshow(np.ma.masked_invalid(diffs.to_numpy(dtype=float)), cmap=CMAP, vmin=-limit, vmax=limit,
-                      aspect="auto")
+    image = ax.imshow(
+        np.ma.masked_invalid(diffs.to_numpy(dtype=float)), cmap=CMAP, vmin=-limit, vmax=limit, aspect="auto"
+    )
     for (y, x), diff in np.ndenumerate(diffs.to_numpy(dtype=float)):
         if np.isnan(diff):
             ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.75"))
             ax.text(x, y, marks.iat[y, x], ha="center", va="center", fontsize=7)
         else:
-            ax.text(x, y, f"{diff:+.1f}", ha="center", va="center", fontsize=6,
-                    color="white" if abs(diff) > 0.6 * limit else "black")
+            ax.text(
+                x,
+                y,
+                f"{diff:+.1f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if abs(diff) > 0.6 * limit else "black",
+            )
     ax.set_xticks(range(diffs.shape[1]), diffs.columns, rotation=30, ha="right", fontsize=7)
     ax.set_yticks(range(diffs.shape[0]), diffs.index, fontsize=7)
     ax.set_title(f"{table['table'].iloc[0]}: ours - paper (points)", fontsize=10)
@@ -200,9 +232,10 @@ def figure(frame: pd.DataFrame, tolerance: float, demo_note: str = ""):
         ax.axis("off")
         ax.text(0.5, 0.5, "No cell of any table was run.", ha="center", va="center")
     else:
-        fig, axes = plt.subplots(len(tables), 2, figsize=(13, 6.5 * len(tables)), squeeze=False,
-                                 gridspec_kw={"width_ratios": [1, 1.4]})
-        for (left, right), table in zip(axes, tables):
+        fig, axes = plt.subplots(
+            len(tables), 2, figsize=(13, 6.5 * len(tables)), squeeze=False, gridspec_kw={"width_ratios": [1, 1.4]}
+        )
+        for (left, right), table in zip(axes, tables, strict=False):
             scatter(left, table, tolerance)
             fig.colorbar(heatmap(right, table, tolerance), ax=right, shrink=0.7)
         fig.subplots_adjust(hspace=0.7, wspace=0.35)
@@ -227,12 +260,17 @@ def html_grid(table: pd.DataFrame, tolerance: float) -> str:
     cmap = _pyplot().get_cmap(CMAP)
     limit = max(tolerance, float(table["diff"].abs().max()) if table["diff"].notna().any() else 0.0)
     columns = list(dict.fromkeys(table["column"]))
-    lines = [f"<table><caption>{html.escape(table['table'].iloc[0])}: ours - paper (points)</caption>",
-             "<tr><th></th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"]
+    lines = [
+        f"<table><caption>{html.escape(table['table'].iloc[0])}: ours - paper (points)</caption>",
+        "<tr><th></th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>",
+    ]
     for row, items in table.groupby("row", sort=False):
         by_column = items.set_index("column")
-        lines.append(f"<tr><th>{html.escape(row)}</th>"
-                     + "".join(_html_cell(by_column.loc[c], limit, cmap) for c in columns) + "</tr>")
+        lines.append(
+            f"<tr><th>{html.escape(row)}</th>"
+            + "".join(_html_cell(by_column.loc[c], limit, cmap) for c in columns)
+            + "</tr>"
+        )
     return "\n".join([*lines, "</table>"])
 
 
@@ -242,9 +280,11 @@ def html_summary(frame: pd.DataFrame, lines: list[str], demo_note: str, png: Pat
     warning = f"<p><strong>{html.escape(demo_note)}</strong></p>\n" if demo_note else ""
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     grids = "\n".join(html_grid(table, tolerance) for table in shown_tables(frame))
-    return (f'<div class="adfm-summary">\n<style>{STYLE}</style>\n{warning}<ul>{items}</ul>\n'
-            f'<img alt="ours against the paper" style="max-width:100%" src="data:image/png;base64,{image}">\n'
-            f"<p>Empty cells were not run or have no paper value: hover over one for why.</p>\n{grids}\n</div>\n")
+    return (
+        f'<div class="adfm-summary">\n<style>{STYLE}</style>\n{warning}<ul>{items}</ul>\n'
+        f'<img alt="ours against the paper" style="max-width:100%" src="data:image/png;base64,{image}">\n'
+        f"<p>Empty cells were not run or have no paper value: hover over one for why.</p>\n{grids}\n</div>\n"
+    )
 
 
 def save_figure(fig, png: Path, pdf: Path) -> None:
@@ -265,15 +305,26 @@ def run_summary(args: argparse.Namespace) -> None:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "summary", help="how close the tables came to the paper: figure, sentences, CSV",
+        "summary",
+        help="how close the tables came to the paper: figure, sentences, CSV",
         description="Reads the tables of `adfm table` (any subset) and draws, per table with a run cell, ours "
-                    "against the paper's value and the differences in the paper's layout; writes one sentence "
-                    "per table and the CSV of what is drawn.")
+        "against the paper's value and the differences in the paper's layout; writes one sentence "
+        "per table and the CSV of what is drawn.",
+    )
     parser.add_argument("--tables", nargs="+", required=True, type=Path, help="`adfm table` outputs (CSV)")
-    parser.add_argument("--tolerance", type=float, required=True,
-                        help="points either side of the paper's value that count as close (config summary.tolerance)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        required=True,
+        help="points either side of the paper's value that count as close (config summary.tolerance)",
+    )
     parser.add_argument("--demo-note", default="", help="the demo's warning, heading the sentences (empty: none)")
-    for name, what in [("png", "the figure (PNG)"), ("pdf", "the figure (PDF)"), ("csv", "every cell as drawn"),
-                       ("sentences", "one sentence per table (text)"), ("html", "the report's front-page block")]:
+    for name, what in [
+        ("png", "the figure (PNG)"),
+        ("pdf", "the figure (PDF)"),
+        ("csv", "every cell as drawn"),
+        ("sentences", "one sentence per table (text)"),
+        ("html", "the report's front-page block"),
+    ]:
         parser.add_argument(f"--{name}", required=True, type=Path, help=what)
     parser.set_defaults(func=run_summary)

@@ -12,15 +12,21 @@ import pandas as pd
 from adfm.settings.evaluation import TableRow, TableSettings
 
 AVERAGE = "Avg"
-METRIC_WORDS = {"accuracy": "plain accuracy", "balanced_accuracy": "balanced accuracy",
-                "accuracy_youden": "plain accuracy at the Youden-J threshold",
-                "balanced_accuracy_youden": "balanced accuracy at the Youden-J threshold"}
+METRIC_WORDS = {
+    "accuracy": "plain accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "accuracy_youden": "plain accuracy at the Youden-J threshold",
+    "balanced_accuracy_youden": "balanced accuracy at the Youden-J threshold",
+}
 YOUDEN_METRICS = ("accuracy_youden", "balanced_accuracy_youden")
-YOUDEN_CAVEAT = ("the Youden-J threshold is chosen on the very images it then classifies (an oracle "
-                 "threshold, an upper bound)")
+YOUDEN_CAVEAT = (
+    "the Youden-J threshold is chosen on the very images it then classifies (an oracle threshold, an upper bound)"
+)
 FEW_IMAGES = 100  # below it, one image moves an accuracy by more than a point
-ROWS_WORDS = {"test": "the split's held-out test rows",
-              "all": "every split row of each dataset (the full test split under the multi-domain protocol)"}
+ROWS_WORDS = {
+    "test": "the split's held-out test rows",
+    "all": "every split row of each dataset (the full test split under the multi-domain protocol)",
+}
 
 
 def row_protocol(entry: TableRow, select: str) -> str:
@@ -29,8 +35,9 @@ def row_protocol(entry: TableRow, select: str) -> str:
     if select == "question_type":
         return f"MMAD's letter prompt and questions; {metric} per question type, mean over MMAD's source datasets"
     if entry.prompt == "mmad":
-        return (f"MMAD's letter prompt, its Anomaly Detection question; {metric} per MMAD source dataset "
-                f"(MMAD's protocol)")
+        return (
+            f"MMAD's letter prompt, its Anomaly Detection question; {metric} per MMAD source dataset (MMAD's protocol)"
+        )
     asked = f"our {entry.reasoning} prompt" if entry.reasoning else "continuous anomaly score"
     return f"{asked}; {metric}; {ROWS_WORDS[entry.eval_rows]}"
 
@@ -52,8 +59,11 @@ def _youden_caveat(table: pd.DataFrame | None, entry: TableRow, keys: list[str])
     caveat = f" Caveat: {YOUDEN_CAVEAT}"
     counts = _row_images(table, entry, keys) if table is not None else []
     if counts:
-        caveat += (f"; here {min(counts)} to {max(counts)} images per dataset" if min(counts) != max(counts)
-                   else f"; here {counts[0]} images per dataset")
+        caveat += (
+            f"; here {min(counts)} to {max(counts)} images per dataset"
+            if min(counts) != max(counts)
+            else f"; here {counts[0]} images per dataset"
+        )
         caveat += ", too few for its accuracy (even 100.00) to say much" if min(counts) < FEW_IMAGES else ""
     return caveat + "."
 
@@ -94,9 +104,14 @@ def wide(table: pd.DataFrame, keys: list[str], demo: bool = False) -> pd.DataFra
     rows = []
     for key, group in table.groupby(row_keys, sort=False):
         key = key if isinstance(key, tuple) else (key,)
-        values = dict(zip(group["column"], (_cell_text(item) for item in group.itertuples())))
-        rows.append({**dict(zip(row_keys, map(str, key))), **{c: values[c] for c in columns},
-                     "status": _row_status(group, demo)})
+        values = dict(zip(group["column"], (_cell_text(item) for item in group.itertuples()), strict=False))
+        rows.append(
+            {
+                **dict(zip(row_keys, map(str, key), strict=False)),
+                **{c: values[c] for c in columns},
+                "status": _row_status(group, demo),
+            }
+        )
     return pd.DataFrame(rows, columns=[*row_keys, *columns, "status"])
 
 
@@ -119,10 +134,12 @@ def to_html(table: pd.DataFrame, keys: list[str], spec: TableSettings) -> str:
     table wide as in the paper."""
     parts = [f"<p><strong>{html.escape(spec.demo)}</strong></p>"] if spec.demo else []
     parts.append(wide(table, keys, bool(spec.demo)).to_html(index=False, escape=True))
-    parts.append(f"<p>{html.escape(CELLS_NOTE)} The CSV beside this file has each cell's difference and "
-                 f"status.</p>")
+    parts.append(f"<p>{html.escape(CELLS_NOTE)} The CSV beside this file has each cell's difference and status.</p>")
     lines = row_notes(spec, keys, table)
     if lines:
-        parts.append("<p>Protocol of each row:</p>\n<ul>\n"
-                     + "\n".join(f"<li>{html.escape(line)}</li>" for line in lines) + "\n</ul>")
+        parts.append(
+            "<p>Protocol of each row:</p>\n<ul>\n"
+            + "\n".join(f"<li>{html.escape(line)}</li>" for line in lines)
+            + "\n</ul>"
+        )
     return "\n".join(parts) + "\n"

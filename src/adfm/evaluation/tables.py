@@ -81,9 +81,11 @@ def _views(metrics: pd.DataFrame, mmad_metrics: pd.DataFrame | None) -> dict[str
     """The metrics indexed by (run, column key), one view per way a row is filled."""
     if mmad_metrics is None:
         mmad_metrics = pd.DataFrame(columns=["model", "dataset", "category", ACCURACY])
-    return {"split": _by_key(metrics, "category", ALL, "dataset"),  # a dataset's value over its categories
-            "type": _by_key(mmad_metrics, "dataset", ALL, "category"),  # a question type's, over MMAD's sources
-            "anomaly": _by_key(mmad_metrics, "category", MMAD_ANOMALY_QUESTION, "dataset")}  # per MMAD source
+    return {
+        "split": _by_key(metrics, "category", ALL, "dataset"),  # a dataset's value over its categories
+        "type": _by_key(mmad_metrics, "dataset", ALL, "category"),  # a question type's, over MMAD's sources
+        "anomaly": _by_key(mmad_metrics, "category", MMAD_ANOMALY_QUESTION, "dataset"),
+    }  # per MMAD source
 
 
 def _ordered_columns(paper: pd.DataFrame, spec: TableSettings) -> list[str]:
@@ -99,8 +101,10 @@ def _column_key(entry: TableRow | None, spec: TableSettings, column: str) -> str
     if entry is None or entry.prompt != "mmad":
         return spec.columns[column]
     if column not in spec.mmad_sources:
-        raise InputError(f"table row {entry.match}: prompt mmad needs the table's mmad_sources "
-                         f"to name column {column!r}'s MMAD source dataset")
+        raise InputError(
+            f"table row {entry.match}: prompt mmad needs the table's mmad_sources "
+            f"to name column {column!r}'s MMAD source dataset"
+        )
     return spec.mmad_sources[column]
 
 
@@ -120,7 +124,9 @@ def _cell_value(entry: TableRow | None, key: str, view: pd.DataFrame) -> tuple[f
     return float(value[entry.metric]), "ok", _images(value)
 
 
-def _row_average(entry: TableRow | None, values: list, images: list, select: str) -> tuple[float | None, str, int | None]:
+def _row_average(
+    entry: TableRow | None, values: list, images: list, select: str
+) -> tuple[float | None, str, int | None]:
     """(ours, status, images) of a row's average cell: the mean of its cells when every one ran."""
     if entry is None or entry.skip:
         return None, (entry.skip if entry is not None else None) or "not run", None
@@ -151,8 +157,10 @@ def build_table(spec: TableSettings, metrics: pd.DataFrame, mmad_metrics: pd.Dat
         view = _row_view(entry, spec.select, views)
         cells = [_cell_value(entry, _column_key(entry, spec, column), view) for column in columns]
         cells.append(_row_average(entry, [c[0] for c in cells], [c[2] for c in cells], spec.select))
-        records += [_cell(row, spec.keys, column, ours, status, protocol, images, bool(spec.demo))
-                    for column, (ours, status, images) in zip([*columns, AVERAGE], cells)]
+        records += [
+            _cell(row, spec.keys, column, ours, status, protocol, images, bool(spec.demo))
+            for column, (ours, status, images) in zip([*columns, AVERAGE], cells, strict=False)
+        ]
     return pd.DataFrame.from_records(records)
 
 
@@ -162,13 +170,30 @@ def _images(value: pd.Series) -> int | None:
     return None if count in ("", None) or pd.isna(count) else int(float(count))
 
 
-def _cell(row: pd.Series, keys: list[str], column: str, ours: float | None, status: str, protocol: str,
-          images: int | None, demo: bool) -> dict:
+def _cell(
+    row: pd.Series,
+    keys: list[str],
+    column: str,
+    ours: float | None,
+    status: str,
+    protocol: str,
+    images: int | None,
+    demo: bool,
+) -> dict:
     paper_value = _number(row.get(column, ""))
     diff = round(ours - paper_value, 2) if ours is not None and paper_value is not None else None
     record = {key: row[key] for key in ["group", *keys] if key in row}
-    return {**record, "column": column, "ours": ours, "paper": paper_value, "diff": diff, "status": status,
-            "protocol": protocol, "images": images, "demo": demo}
+    return {
+        **record,
+        "column": column,
+        "ours": ours,
+        "paper": paper_value,
+        "diff": diff,
+        "status": status,
+        "protocol": protocol,
+        "images": images,
+        "demo": demo,
+    }
 
 
 def read_metrics(paths: list[Path]) -> pd.DataFrame:
@@ -186,8 +211,9 @@ def last_good(out: Path) -> Path:
     return out.with_name(f"{out.stem}.last-good{out.suffix}")
 
 
-def run_table(spec: TableSettings, metrics_paths: list[Path], mmad_paths: list[Path], csv: Path, markdown: Path,
-              html_path: Path) -> None:
+def run_table(
+    spec: TableSettings, metrics_paths: list[Path], mmad_paths: list[Path], csv: Path, markdown: Path, html_path: Path
+) -> None:
     try:
         table = build_table(spec, read_metrics(metrics_paths), read_metrics(mmad_paths))
     except InputError as error:
@@ -206,10 +232,12 @@ def run_table(spec: TableSettings, metrics_paths: list[Path], mmad_paths: list[P
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "table", help="a paper table regenerated from metrics, beside the paper",
+        "table",
+        help="a paper table regenerated from metrics, beside the paper",
         description="One of the paper's tables regenerated from the metrics of the runs it shows, each of our "
-                    "values beside the paper's, with a status per row (ok, or why it was not run). Writes CSV, "
-                    "and Markdown and HTML copies in the paper's layout.")
+        "values beside the paper's, with a status per row (ok, or why it was not run). Writes CSV, "
+        "and Markdown and HTML copies in the paper's layout.",
+    )
     parser.add_argument("--settings", required=True, type=TableSettings.argument, help=TableSettings.describe())
     parser.add_argument("--metrics", nargs="*", type=Path, default=[], help="`adfm score` outputs")
     parser.add_argument("--mmad-metrics", nargs="*", type=Path, default=[], help="`adfm score-mmad` outputs")

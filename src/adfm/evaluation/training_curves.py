@@ -52,7 +52,7 @@ def metric_title(column: str) -> str | None:
     if column in SUMMARY_METRICS:
         return SUMMARY_METRICS[column][0]
     if column.startswith(REWARD_PREFIX) and column.endswith(REWARD_SUFFIX):
-        return f"reward {column[len(REWARD_PREFIX):-len(REWARD_SUFFIX)]} (mean)"
+        return f"reward {column[len(REWARD_PREFIX) : -len(REWARD_SUFFIX)]} (mean)"
     return None
 
 
@@ -94,13 +94,20 @@ def draw(curves: pd.DataFrame, runs: list[str], title: str):
         for index, run in enumerate(runs):
             line = curves[(curves["metric"] == metric) & (curves["run"] == run)]
             if not line.empty:
-                ax.plot(line["step"], line["value"], marker="o", markersize=2.5, linewidth=1.2,
-                        color=colors(index % 10), label=run)
+                ax.plot(
+                    line["step"],
+                    line["value"],
+                    marker="o",
+                    markersize=2.5,
+                    linewidth=1.2,
+                    color=colors(index % 10),
+                    label=run,
+                )
         ax.set_title(metric_title(metric), fontsize=9)
         ax.set_xlabel("optimizer step", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(runs), 3), fontsize=8, frameon=False)
@@ -122,13 +129,29 @@ def training_curves(runs: list[tuple[str, Path]], title: str, png: Path, pdf: Pa
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("training-curves", help="training curves of GRPO runs from their train_log.csv",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", nargs=2, action="append", default=[], metavar=("LABEL", "TRAIN_LOG"),
-                        help="a run's label in the legend and its train_log.csv (repeat per run)")
+    parser = subparsers.add_parser(
+        "training-curves",
+        help="training curves of GRPO runs from their train_log.csv",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--run",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("LABEL", "TRAIN_LOG"),
+        help="a run's label in the legend and its train_log.csv (repeat per run)",
+    )
     parser.add_argument("--table", required=True, help="the table whose runs these are (config tables), for the title")
     for kind in ("png", "pdf", "csv"):
         parser.add_argument(f"--{kind}", required=True, type=Path, help=f"the {kind.upper()} output")
-    parser.set_defaults(func=lambda a: training_curves(
-        [(label, Path(path)) for label, path in a.run], f"{table_title(Path(a.table))}: GRPO training of its runs",
-        a.png, a.pdf, a.csv))
+    parser.set_defaults(
+        func=lambda a: training_curves(
+            [(label, Path(path)) for label, path in a.run],
+            f"{table_title(Path(a.table))}: GRPO training of its runs",
+            a.png,
+            a.pdf,
+            a.csv,
+        )
+    )

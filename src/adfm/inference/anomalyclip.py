@@ -39,8 +39,9 @@ class AnomalyCLIP:
         width = model.ln_final.weight.shape[0]
         layers = len(model.transformer.resblocks)
         if deep_prompt_depth > layers:
-            raise InputError(f"AnomalyCLIP deep_prompt_depth {deep_prompt_depth} exceeds the text encoder's {layers} "
-                             "layers")
+            raise InputError(
+                f"AnomalyCLIP deep_prompt_depth {deep_prompt_depth} exceeds the text encoder's {layers} layers"
+            )
         if deep_prompt_length > prompt_length:
             raise InputError("AnomalyCLIP deep_prompt_length must not exceed prompt_length")
         self.n_ctx, self.depth, self.t_ctx = int(prompt_length), int(deep_prompt_depth), int(deep_prompt_length)
@@ -50,8 +51,10 @@ class AnomalyCLIP:
             ctx_neg = state["ctx_neg"].reshape(-1, width)
             compound = [state[f"compound_prompts_text.{i}"] for i in range(self.depth - 1)]
             if ctx_pos.shape[0] != self.n_ctx or any(c.shape != (self.t_ctx, width) for c in compound):
-                raise InputError(f"{prompts}: learned prompts do not match prompt_length {self.n_ctx}, "
-                                 f"deep_prompt_length {self.t_ctx}, width {width}")
+                raise InputError(
+                    f"{prompts}: learned prompts do not match prompt_length {self.n_ctx}, "
+                    f"deep_prompt_length {self.t_ctx}, width {width}"
+                )
         else:
             log.warning("AnomalyCLIP: no learned prompt file, random prompt vectors (seed %d; demo only)", seed)
             generator = torch.Generator().manual_seed(seed)
@@ -81,8 +84,11 @@ class AnomalyCLIP:
             x = block(x, attn_mask=model.attn_mask)
         x = model.ln_final(x)
         x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
-        return x @ model.text_projection if not isinstance(model.text_projection, torch.nn.Linear) \
+        return (
+            x @ model.text_projection
+            if not isinstance(model.text_projection, torch.nn.Linear)
             else model.text_projection(x)
+        )
 
     def score(self, queries: list[str], references: list[str], names: list[str]) -> list[dict]:
         import torch
@@ -102,6 +108,8 @@ def load_prompt_learner(path: str) -> dict:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("prompt_learner", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "ctx_pos" not in state or "ctx_neg" not in state:
-        raise InputError(f"{path}: expected AnomalyCLIP's checkpoint (a prompt_learner state dict with ctx_pos, "
-                         "ctx_neg, compound_prompts_text.<i>)")
+        raise InputError(
+            f"{path}: expected AnomalyCLIP's checkpoint (a prompt_learner state dict with ctx_pos, "
+            "ctx_neg, compound_prompts_text.<i>)"
+        )
     return {k: v.float() for k, v in state.items()}

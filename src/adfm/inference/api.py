@@ -64,8 +64,9 @@ def encode_image(path: str, max_side: int) -> tuple[str, tuple[int, int]]:
         image = image.convert("RGB")
         scale = min(1.0, max_side / max(image.size))
         if scale < 1.0:
-            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                 Image.Resampling.BICUBIC)
+            image = image.resize(
+                (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC
+            )
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         size = image.size
@@ -98,8 +99,17 @@ def openai_content(parts: Sequence[Part], max_side: int) -> list[dict]:
 class ChatClient:
     """Minimal client of POST {base_url}/chat/completions (urllib; no third-party dependency)."""
 
-    def __init__(self, base_url: str, model: str, key_env: str, *, max_retries: int = 5, backoff_s: float = 1.0,
-                 timeout_s: float = 120.0, sleep=time.sleep):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        key_env: str,
+        *,
+        max_retries: int = 5,
+        backoff_s: float = 1.0,
+        timeout_s: float = 120.0,
+        sleep=time.sleep,
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self._key = api_key(key_env)
@@ -113,8 +123,12 @@ class ChatClient:
 
     def complete(self, content: list[dict], *, max_tokens: int, temperature: float, n: int = 1) -> list[str]:
         """The text of the n choices for one user message."""
-        body = {"model": self.model, "messages": [{"role": "user", "content": content}],
-                "max_tokens": int(max_tokens), "temperature": float(temperature)}
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": int(max_tokens),
+            "temperature": float(temperature),
+        }
         if n > 1:
             body["n"] = int(n)
         data = json.dumps(body).encode()
@@ -122,11 +136,16 @@ class ChatClient:
         for attempt in range(self.max_retries + 1):
             if attempt:
                 delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1))
-                log.warning("request failed (%s); retry %d of %d in %.1f s", last_error, attempt, self.max_retries,
-                            delay)
+                log.warning(
+                    "request failed (%s); retry %d of %d in %.1f s", last_error, attempt, self.max_retries, delay
+                )
                 self._sleep(delay)
-            request = urllib.request.Request(self.url, data=data, method="POST", headers={
-                "Content-Type": "application/json", "Authorization": f"Bearer {self._key}"})
+            request = urllib.request.Request(
+                self.url,
+                data=data,
+                method="POST",
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"},
+            )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     payload = json.loads(response.read().decode("utf-8"))
@@ -155,14 +174,26 @@ class ApiBackend:
     """
 
     def __init__(self, api: ApiOptions, *, max_tokens: int, temperature: float, sleep=time.sleep):
-        self.client = ChatClient(api.base_url, api.model, api.key_env, max_retries=api.max_retries,
-                                 backoff_s=api.backoff_s, timeout_s=api.timeout_s, sleep=sleep)
+        self.client = ChatClient(
+            api.base_url,
+            api.model,
+            api.key_env,
+            max_retries=api.max_retries,
+            backoff_s=api.backoff_s,
+            timeout_s=api.timeout_s,
+            sleep=sleep,
+        )
         self.concurrency, self.max_side = api.concurrency, api.max_image_side
         self.max_tokens, self.temperature = max_tokens, temperature
 
-    def answer(self, jobs: list, prompt_of: Callable[[object], Sequence[Part]],
-               on_answers: Callable[[list[tuple[object, list[str]]]], None]) -> None:
+    def answer(
+        self,
+        jobs: list,
+        prompt_of: Callable[[object], Sequence[Part]],
+        on_answers: Callable[[list[tuple[object, list[str]]]], None],
+    ) -> None:
         """`on_answers([(job, texts)])` in the calling thread, as each request completes."""
+
         def call(job):
             content = openai_content(prompt_of(job), self.max_side)
             return job, self.client.complete(content, max_tokens=self.max_tokens, temperature=self.temperature)
@@ -188,8 +219,9 @@ def predict_api(split_csv, dataset: str, run_name: str, settings: ApiSettings, o
     rows = select_rows(split_csv, dataset, settings.role)
     writer = PredictionWriter(out)
     todo = writer.pending(rows.itertuples(index=False), lambda row: [key(run_name, dataset, row.image_path)])
-    log.info("%s (%s at %s) on %s: %d images, %d to go", run_name, api.model, api.base_url, dataset, len(rows),
-             len(todo))
+    log.info(
+        "%s (%s at %s) on %s: %d images, %d to go", run_name, api.model, api.base_url, dataset, len(rows), len(todo)
+    )
     if not todo:
         return writer.finish()
     backend = ApiBackend(api, max_tokens=api.max_tokens, temperature=api.temperature, sleep=sleep)
@@ -198,8 +230,14 @@ def predict_api(split_csv, dataset: str, run_name: str, settings: ApiSettings, o
         return sent_frame(row.boxes, int(row.width), int(row.height), api.max_image_side)
 
     def record(answers):
-        writer.write([response_record(row, run_name, dataset, 0, texts[0], settings.reasoning, frame_of_row,
-                                      settings.answer_format) for row, texts in answers])
+        writer.write(
+            [
+                response_record(
+                    row, run_name, dataset, 0, texts[0], settings.reasoning, frame_of_row, settings.answer_format
+                )
+                for row, texts in answers
+            ]
+        )
 
     with writer:
         backend.answer(todo, lambda row: pair_prompt(row, settings.prompt), record)
@@ -207,8 +245,12 @@ def predict_api(split_csv, dataset: str, run_name: str, settings: ApiSettings, o
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("predict-api", help="responses of a chat model behind an OpenAI-compatible API",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "predict-api",
+        help="responses of a chat model behind an OpenAI-compatible API",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--split", required=True, help="split CSV")
     parser.add_argument("--dataset", required=True, help="dataset name (test rows of this dataset are predicted)")
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")

@@ -51,17 +51,28 @@ def predict_clip(split_csv, dataset: str, run_name: str, settings: ClipSettings,
     with writer, tqdm(total=len(todo), desc=f"{method} on {dataset}", unit="img") as bar:
         for start in range(0, len(todo), settings.batch_size):
             batch = todo[start : start + settings.batch_size]
-            results = scorer.score([str(r.image_path) for r in batch], [str(r.reference_path) for r in batch],
-                                   [object_name(str(r.category)) for r in batch])
-            writer.write([{**base_record(row, run_name, dataset, 0), "method": method, **result}
-                          for row, result in zip(batch, results)])
+            results = scorer.score(
+                [str(r.image_path) for r in batch],
+                [str(r.reference_path) for r in batch],
+                [object_name(str(r.category)) for r in batch],
+            )
+            writer.write(
+                [
+                    {**base_record(row, run_name, dataset, 0), "method": method, **result}
+                    for row, result in zip(batch, results, strict=False)
+                ]
+            )
             bar.update(len(batch))
     return writer.finish()
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("predict-clip", help="WinCLIP / AnomalyCLIP anomaly scores of a split's test images",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "predict-clip",
+        help="WinCLIP / AnomalyCLIP anomaly scores of a split's test images",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--split", required=True, help="split CSV")
     parser.add_argument("--dataset", required=True, help="dataset name (its test rows are scored)")
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")

@@ -59,7 +59,9 @@ class ClipImages:
         if getattr(visual, "attn_pool", None) is not None or not hasattr(visual, "conv1"):
             raise InputError("only plain OpenCLIP ViT image towers are supported")
         self.model, self.visual = model, visual
-        self.native = tuple(visual.image_size) if isinstance(visual.image_size, (tuple, list)) else (visual.image_size,) * 2
+        self.native = (
+            tuple(visual.image_size) if isinstance(visual.image_size, (tuple, list)) else (visual.image_size,) * 2
+        )
         self.size = int(image_size) if image_size else int(self.native[0])
         patch = visual.patch_size[0] if isinstance(visual.patch_size, (tuple, list)) else visual.patch_size
         self.grid = (self.size // patch, self.size // patch)
@@ -79,7 +81,7 @@ class ClipImages:
         import torch
 
         pos = self.visual.positional_embedding.detach()
-        side = int(round((pos.shape[0] - 1) ** 0.5))
+        side = round((pos.shape[0] - 1) ** 0.5)
         if (side, side) == self.grid:
             return pos
         grid = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)

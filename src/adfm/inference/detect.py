@@ -97,22 +97,26 @@ def resolve_base_model(adapter: Path, record: dict | None, model_dir: Path | Non
         base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if model_dir is None:
             if not base or not (Path(base) / "config.json").is_file():
-                raise InputError(f"{adapter}: no training.json and its base model {base!r} is not a folder here; "
-                                 "pass --model")
+                raise InputError(
+                    f"{adapter}: no training.json and its base model {base!r} is not a folder here; pass --model"
+                )
             return Path(base)
         if base and Path(base).resolve() != model_dir.resolve():
             log.warning("%s was trained on %s, not %s: unchecked (no training.json)", adapter, base, model_dir)
         return model_dir
-    candidates = [model_dir] if model_dir is not None else [Path(record["base_model"]),
-                                                            Path(record["base_model_resolved"])]
+    candidates = (
+        [model_dir] if model_dir is not None else [Path(record["base_model"]), Path(record["base_model_resolved"])]
+    )
     found = next((c for c in candidates if (c / "config.json").is_file()), None)
     if found is None:
         if model_dir is not None:
             raise InputError(f"{model_dir}: not a model folder (no config.json)")
         raise InputError(f"{adapter}: its base model {record['base_model']} is not here; pass --model <folder>")
     if weights_fingerprint(found) != record["base_model_weights"]:
-        raise InputError(f"{adapter} was trained on {record['base_model']}, not on {found} (other weights): "
-                         f"pass --model {record['base_model']}, or leave --model out")
+        raise InputError(
+            f"{adapter} was trained on {record['base_model']}, not on {found} (other weights): "
+            f"pass --model {record['base_model']}, or leave --model out"
+        )
     return found
 
 
@@ -121,27 +125,39 @@ def detection_settings(config_paths: list[Path] | None, record: dict | None, rea
     the config."""
     if record is not None:
         if reasoning is not None and reasoning != record["reasoning"]:
-            raise InputError(f"--reasoning {reasoning}: the adapter was trained with {record['reasoning']} "
-                             "(its answers would be misread); leave --reasoning out")
-        settings = {"prompt": record["prompt"], "reasoning": record["reasoning"],
-                    "answer_format": record["answer_format"], "min_pixels": int(record["model"]["min_pixels"]),
-                    "max_pixels": int(record["model"]["max_pixels"]),
-                    "max_new_tokens": int(record["max_completion_length"]), "batch_size": 8}
+            raise InputError(
+                f"--reasoning {reasoning}: the adapter was trained with {record['reasoning']} "
+                "(its answers would be misread); leave --reasoning out"
+            )
+        settings = {
+            "prompt": record["prompt"],
+            "reasoning": record["reasoning"],
+            "answer_format": record["answer_format"],
+            "min_pixels": int(record["model"]["min_pixels"]),
+            "max_pixels": int(record["model"]["max_pixels"]),
+            "max_new_tokens": int(record["max_completion_length"]),
+            "batch_size": 8,
+        }
         if config_paths is None:
             return settings
     reasoning = reasoning or (record or {}).get("reasoning", "multi_stage")
     if config_paths is None:
         if not CHECKOUT_CONFIG.is_file():
-            raise InputError("no --config given and no config.yaml beside this package (not a checkout): pass "
-                             "--config <your config.yaml>")
+            raise InputError(
+                "no --config given and no config.yaml beside this package (not a checkout): pass "
+                "--config <your config.yaml>"
+            )
         config_paths = [CHECKOUT_CONFIG]
     config = load_config(config_paths)
     try:
         from_config = {
-            "prompt": prompt_template(config["prompts"], reasoning), "reasoning": reasoning,
+            "prompt": prompt_template(config["prompts"], reasoning),
+            "reasoning": reasoning,
             "answer_format": prompt_answer_format(config["prompts"]),
-            "min_pixels": int(config["model"]["min_pixels"]), "max_pixels": int(config["model"]["max_pixels"]),
-            "max_new_tokens": int(config["predict"]["max_new_tokens"]), "batch_size": int(config["predict"]["batch_size"]),
+            "min_pixels": int(config["model"]["min_pixels"]),
+            "max_pixels": int(config["model"]["max_pixels"]),
+            "max_new_tokens": int(config["predict"]["max_new_tokens"]),
+            "batch_size": int(config["predict"]["batch_size"]),
         }
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{' + '.join(map(str, config_paths))}: no prompts/model/predict setting {error}") from None
@@ -163,8 +179,9 @@ def apply_adapter(model, adapter: Path, model_dir: Path):
         lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
         mismatches = [line for line in lines if line.startswith("size mismatch")]
         detail = f"{len(mismatches)} tensor(s) of other shapes, e.g. {mismatches[0]}" if mismatches else lines[0]
-        raise InputError(f"{adapter}: does not fit the model {model_dir} (trained on another base model?): "
-                         f"{detail}") from None
+        raise InputError(
+            f"{adapter}: does not fit the model {model_dir} (trained on another base model?): {detail}"
+        ) from None
     model.eval()
     return model
 
@@ -183,15 +200,16 @@ def resolve_model(model_dir: Path | None, adapter: Path | None) -> tuple[Path, d
 
 def respond(model_dir: Path, adapter: Path | None, settings: dict, reference: Path, queries: list[Path]) -> list[str]:
     """The model's greedy response to each query beside the reference."""
-    model, processor = load_model_and_processor(model_dir, dtype="auto", min_pixels=settings["min_pixels"],
-                                                max_pixels=settings["max_pixels"])
+    model, processor = load_model_and_processor(
+        model_dir, dtype="auto", min_pixels=settings["min_pixels"], max_pixels=settings["max_pixels"]
+    )
     if adapter is not None:
         model = apply_adapter(model, adapter, model_dir)
     generation = greedy_config(model, max_new_tokens=settings["max_new_tokens"], repetition_penalty=1.0)
     prompt = build_prompt(settings["prompt"])
     responses = []
     for start in range(0, len(queries), settings["batch_size"]):
-        batch = queries[start:start + settings["batch_size"]]
+        batch = queries[start : start + settings["batch_size"]]
         responses += generate_batch(model, processor, prompt, [(str(reference), str(q)) for q in batch], generation)
     return responses
 
@@ -200,18 +218,31 @@ def detection(query: Path, response: str, settings: dict, annotated: Path) -> di
     """A query's answer and boxes (in its own pixels), drawn into `annotated`."""
     with Image.open(query) as image:
         width, height = image.size
-    frame = box_ops.model_frame_size(width, height, min_pixels=settings["min_pixels"],
-                                     max_pixels=settings["max_pixels"])
+    frame = box_ops.model_frame_size(
+        width, height, min_pixels=settings["min_pixels"], max_pixels=settings["max_pixels"]
+    )
     parsed = parse_response(response, settings["reasoning"], settings["answer_format"])
     kept = [b for b in (box_ops.sanitize(b, frame) for b in parsed.boxes) if b is not None]
     original = [[round(v, 1) for v in b] for b in box_ops.from_model_frame(kept, frame, width, height)]
     annotate(query, original, parsed.answer, annotated)
-    return {"image": str(query), "answer": parsed.answer, "boxes": original, "annotated": str(annotated),
-            "response": response}
+    return {
+        "image": str(query),
+        "answer": parsed.answer,
+        "boxes": original,
+        "annotated": str(annotated),
+        "response": response,
+    }
 
 
-def detect(model_dir: Path | None, adapter: Path | None, reference: Path, queries: list[Path], out_dir: Path,
-           config_paths: list[Path] | None = None, reasoning: str | None = None) -> list[dict]:
+def detect(
+    model_dir: Path | None,
+    adapter: Path | None,
+    reference: Path,
+    queries: list[Path],
+    out_dir: Path,
+    config_paths: list[Path] | None = None,
+    reasoning: str | None = None,
+) -> list[dict]:
     """One result per query, in order: image, answer, boxes, annotated, response; or image, error."""
     if reasoning is not None and reasoning not in REASONING_MODES:
         raise InputError(f"--reasoning {reasoning}: expected one of {', '.join(REASONING_MODES)}")
@@ -226,41 +257,62 @@ def detect(model_dir: Path | None, adapter: Path | None, reference: Path, querie
         if problem:
             log.error("%s: %s", query, problem)
     readable = [q for q in queries if not problems[q]]
-    responses = dict(zip(readable, respond(model_dir, adapter, settings, reference, readable))) if readable else {}
-    names = dict(zip(queries, output_names(queries)))
-    return [{"image": str(query), "error": problems[query]} if problems[query]
-            else detection(query, responses[query], settings, out_dir / names[query]) for query in queries]
+    responses = (
+        dict(zip(readable, respond(model_dir, adapter, settings, reference, readable), strict=False))
+        if readable
+        else {}
+    )
+    names = dict(zip(queries, output_names(queries), strict=False))
+    return [
+        {"image": str(query), "error": problems[query]}
+        if problems[query]
+        else detection(query, responses[query], settings, out_dir / names[query])
+        for query in queries
+    ]
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "detect", help="run a (trained) model on your own images",
+        "detect",
+        help="run a (trained) model on your own images",
         description="Ask a model (with a trained LoRA adapter, if given) whether each query image shows a defect "
-                    "compared with a normal reference image of the same part; prints one JSON line per image "
-                    "(answer, boxes) and writes an annotated copy into --out-dir. --model must be the model the "
-                    "adapter was trained on (read from the adapter's training.json when left out), and --reasoning the mode "
-                    "it was trained with (read from there too). An unreadable image is reported and the others "
-                    "still answer; the exit status is then 1.")
-    parser.add_argument("--model", type=Path,
-                        help="model folder; with an adapter from `adfm train`, its base model by default (and "
-                             "checked against it)")
+        "compared with a normal reference image of the same part; prints one JSON line per image "
+        "(answer, boxes) and writes an annotated copy into --out-dir. --model must be the model the "
+        "adapter was trained on (read from the adapter's training.json when left out), and --reasoning the mode "
+        "it was trained with (read from there too). An unreadable image is reported and the others "
+        "still answer; the exit status is then 1.",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="model folder; with an adapter from `adfm train`, its base model by default (and checked against it)",
+    )
     parser.add_argument("--adapter", type=Path, help="LoRA adapter folder (resources/adapters/<run>)")
     parser.add_argument("--reference", required=True, type=Path, help="a normal image of the same part")
     parser.add_argument("images", nargs="+", type=Path, help="query images")
-    parser.add_argument("--out-dir", type=Path, default=Path("detections"),
-                        help="where the annotated images go (default: %(default)s)")
-    parser.add_argument("--config", type=Path, action="extend", nargs="+",
-                        help="config file(s), merged in order like snakemake --configfile (prompts, image budget, "
-                             "decoding); repeat --config or end the list with -- before the images; default: "
-                             "the adapter's training.json, else the checkout's config.yaml")
-    parser.add_argument("--reasoning", choices=REASONING_MODES,
-                        help="the prompt's reasoning mode; default: the adapter's (from its training.json), "
-                             "else multi_stage")
+    parser.add_argument(
+        "--out-dir", type=Path, default=Path("detections"), help="where the annotated images go (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        action="extend",
+        nargs="+",
+        help="config file(s), merged in order like snakemake --configfile (prompts, image budget, "
+        "decoding); repeat --config or end the list with -- before the images; default: "
+        "the adapter's training.json, else the checkout's config.yaml",
+    )
+    parser.add_argument(
+        "--reasoning",
+        choices=REASONING_MODES,
+        help="the prompt's reasoning mode; default: the adapter's (from its training.json), else multi_stage",
+    )
 
     def main(args) -> None:
         failed = 0
-        for result in detect(args.model, args.adapter, args.reference, args.images, args.out_dir, args.config,
-                             args.reasoning):
+        for result in detect(
+            args.model, args.adapter, args.reference, args.images, args.out_dir, args.config, args.reasoning
+        ):
             keys = ("image", "error") if "error" in result else ("image", "answer", "boxes", "annotated")
             print(json.dumps({k: result[k] for k in keys}), flush=True)
             failed += "error" in result

@@ -55,16 +55,26 @@ def generate_texts(
 
 
 def generate_conversations(
-    model, processor, conversations: list[Sequence[Part]], generation_config, *, add_vision_id: bool = False,
+    model,
+    processor,
+    conversations: list[Sequence[Part]],
+    generation_config,
+    *,
+    add_vision_id: bool = False,
     num_return_sequences: int = 1,
 ) -> list[list[str]]:
     """Responses for a batch of single-turn conversations of interleaved images and text."""
     texts, images = [], []
     for parts in conversations:
         content, paths = chat_content(parts)
-        texts.append(processor.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False,
-            add_vision_id=add_vision_id))
+        texts.append(
+            processor.apply_chat_template(
+                [{"role": "user", "content": content}],
+                add_generation_prompt=True,
+                tokenize=False,
+                add_vision_id=add_vision_id,
+            )
+        )
         images.extend(paths)
     return generate_texts(model, processor, texts, images, generation_config, num_return_sequences=num_return_sequences)
 
@@ -78,8 +88,9 @@ def generate_batch(
     """
     text = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     images = [path for pair in pairs for path in pair]
-    responses = generate_texts(model, processor, [text] * len(pairs), images, generation_config,
-                               num_return_sequences=num_return_sequences)
+    responses = generate_texts(
+        model, processor, [text] * len(pairs), images, generation_config, num_return_sequences=num_return_sequences
+    )
     return [r[0] for r in responses] if num_return_sequences == 1 else responses
 
 
@@ -117,8 +128,15 @@ def greedy_config(model, *, max_new_tokens: int, repetition_penalty: float):
     return config
 
 
-def sampling_config(model, *, max_new_tokens: int, temperature: float, repetition_penalty: float = 1.0,
-                    top_k: int = 0, top_p: float = 1.0):
+def sampling_config(
+    model,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    repetition_penalty: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+):
     """Multinomial sampling at `temperature`, truncated by `top_k` / `top_p` as GRPO's settings say
     (train.grpo; 0 and 1.0: no truncation)."""
     if temperature <= 0:
@@ -137,16 +155,29 @@ class HFBackend:
     rerun of the same batch samples the same responses.
     """
 
-    def __init__(self, model, processor, generation_config, *, batch_size: int, num_return_sequences: int = 1,
-                 add_vision_id: bool = False, seed_of: Callable[[object], int] | None = None):
+    def __init__(
+        self,
+        model,
+        processor,
+        generation_config,
+        *,
+        batch_size: int,
+        num_return_sequences: int = 1,
+        add_vision_id: bool = False,
+        seed_of: Callable[[object], int] | None = None,
+    ):
         if batch_size < 1:
             raise InputError(f"batch_size {batch_size} < 1")
         self.model, self.processor, self.generation_config = model, processor, generation_config
         self.batch_size, self.num_return_sequences = batch_size, num_return_sequences
         self.add_vision_id, self.seed_of = add_vision_id, seed_of
 
-    def answer(self, jobs: list, prompt_of: Callable[[object], Sequence[Part]],
-               on_answers: Callable[[list[tuple[object, list[str]]]], None]) -> None:
+    def answer(
+        self,
+        jobs: list,
+        prompt_of: Callable[[object], Sequence[Part]],
+        on_answers: Callable[[list[tuple[object, list[str]]]], None],
+    ) -> None:
         """`on_answers([(job, texts), ...])` once per batch, in job order."""
         import torch
 
@@ -154,16 +185,25 @@ class HFBackend:
             batch = jobs[start : start + self.batch_size]
             if self.seed_of is not None:
                 torch.manual_seed(self.seed_of(batch[0]))
-            responses = generate_conversations(self.model, self.processor, [prompt_of(job) for job in batch],
-                                               self.generation_config, add_vision_id=self.add_vision_id,
-                                               num_return_sequences=self.num_return_sequences)
-            on_answers(list(zip(batch, responses)))
+            responses = generate_conversations(
+                self.model,
+                self.processor,
+                [prompt_of(job) for job in batch],
+                self.generation_config,
+                add_vision_id=self.add_vision_id,
+                num_return_sequences=self.num_return_sequences,
+            )
+            on_answers(list(zip(batch, responses, strict=False)))
 
 
 def load_backend(model_dir, model_settings, *, adapter_dir=None, generation: Callable, **options) -> HFBackend:
     """The model of `model_dir` (with its LoRA adapter) as a backend; `generation(model)`: its
     generation config; `options`: HFBackend's."""
     model, processor = load_model_and_processor(
-        model_dir, dtype=model_settings.dtype, min_pixels=model_settings.min_pixels,
-        max_pixels=model_settings.max_pixels, adapter_dir=adapter_dir)
+        model_dir,
+        dtype=model_settings.dtype,
+        min_pixels=model_settings.min_pixels,
+        max_pixels=model_settings.max_pixels,
+        adapter_dir=adapter_dir,
+    )
     return HFBackend(model, processor, generation(model), **options)

@@ -37,14 +37,21 @@ log = logging.getLogger(__name__)
 
 def generation_of(settings: PredictSettings):
     """The generation config of the settings: plain greedy, or sampling as GRPO samples."""
+
     def generation(model):
         if settings.sampling:
-            return sampling_config(model, max_new_tokens=settings.max_new_tokens,
-                                   temperature=settings.temperature or 1.0,
-                                   repetition_penalty=settings.repetition_penalty, top_k=settings.top_k,
-                                   top_p=settings.top_p)
-        return greedy_config(model, max_new_tokens=settings.max_new_tokens,
-                             repetition_penalty=settings.repetition_penalty)
+            return sampling_config(
+                model,
+                max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature or 1.0,
+                repetition_penalty=settings.repetition_penalty,
+                top_k=settings.top_k,
+                top_p=settings.top_p,
+            )
+        return greedy_config(
+            model, max_new_tokens=settings.max_new_tokens, repetition_penalty=settings.repetition_penalty
+        )
+
     return generation
 
 
@@ -58,31 +65,60 @@ def predict(
     *,
     adapter_dir: str | os.PathLike | None = None,
 ) -> Path:
-    rows = select_rows(split_csv, dataset, settings.role, label=settings.label, image=settings.image,
-                       max_images=settings.max_images, seed=settings.seed)
+    rows = select_rows(
+        split_csv,
+        dataset,
+        settings.role,
+        label=settings.label,
+        image=settings.image,
+        max_images=settings.max_images,
+        seed=settings.seed,
+    )
     writer = PredictionWriter(out)
-    todo = writer.pending(rows.itertuples(index=False), lambda row: [
-        key(run_name, dataset, row.image_path, sample) for sample in range(settings.num_samples)])
-    log.info("%s on %s: %d images x %d sample(s), %d images already predicted, %d to go", run_name, dataset,
-             len(rows), settings.num_samples, len(rows) - len(todo), len(todo))
+    todo = writer.pending(
+        rows.itertuples(index=False),
+        lambda row: [key(run_name, dataset, row.image_path, sample) for sample in range(settings.num_samples)],
+    )
+    log.info(
+        "%s on %s: %d images x %d sample(s), %d images already predicted, %d to go",
+        run_name,
+        dataset,
+        len(rows),
+        settings.num_samples,
+        len(rows) - len(todo),
+        len(todo),
+    )
     if not todo:
         return writer.finish()
     backend = load_backend(
-        model_dir, settings.model, adapter_dir=adapter_dir, generation=generation_of(settings),
-        batch_size=settings.batch_size, num_return_sequences=settings.num_samples,
+        model_dir,
+        settings.model,
+        adapter_dir=adapter_dir,
+        generation=generation_of(settings),
+        batch_size=settings.batch_size,
+        num_return_sequences=settings.num_samples,
         # seeded by the batch's first image: a rerun of the same batch samples the same
-        seed_of=(lambda row: stable_seed(settings.seed, run_name, row.image_path) % 2**32) if settings.sampling
-        else None)
+        seed_of=(lambda row: stable_seed(settings.seed, run_name, row.image_path) % 2**32)
+        if settings.sampling
+        else None,
+    )
     model = settings.model
 
     def frame_of_row(row):
-        return to_model_frame(row.boxes, int(row.width), int(row.height), min_pixels=model.min_pixels,
-                              max_pixels=model.max_pixels)
+        return to_model_frame(
+            row.boxes, int(row.width), int(row.height), min_pixels=model.min_pixels, max_pixels=model.max_pixels
+        )
 
     def record(answers):
-        writer.write([response_record(row, run_name, dataset, sample, response, settings.reasoning, frame_of_row,
-                                      settings.answer_format)
-                      for row, responses in answers for sample, response in enumerate(responses)])
+        writer.write(
+            [
+                response_record(
+                    row, run_name, dataset, sample, response, settings.reasoning, frame_of_row, settings.answer_format
+                )
+                for row, responses in answers
+                for sample, response in enumerate(responses)
+            ]
+        )
         bar.update(len(answers))
 
     with writer, tqdm(total=len(todo), desc=f"predict {run_name} on {dataset}", unit="img") as bar:
@@ -106,5 +142,6 @@ def register(subparsers) -> None:
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
     parser.add_argument("--settings", required=True, type=PredictSettings.argument, help=PredictSettings.describe())
     parser.add_argument("--out", required=True, help=f"predictions JSONL (work in progress in OUT{PARTIAL_SUFFIX})")
-    parser.set_defaults(func=lambda a: predict(a.split, a.dataset, a.model, a.run_name, a.settings, a.out,
-                                               adapter_dir=a.adapter))
+    parser.set_defaults(
+        func=lambda a: predict(a.split, a.dataset, a.model, a.run_name, a.settings, a.out, adapter_dir=a.adapter)
+    )

@@ -71,8 +71,10 @@ from adfm.settings.inference import MmadSettings
 log = logging.getLogger(__name__)
 
 DATASET = "mmad"
-INSPECTOR = ("\nYou are an industrial inspector who checks products by images. You should judge whether there is a "
-             "defect in the query image and answer the questions about it.\n")
+INSPECTOR = (
+    "\nYou are an industrial inspector who checks products by images. You should judge whether there is a "
+    "defect in the query image and answer the questions about it.\n"
+)
 INSTRUCTION = INSPECTOR + "Answer with the option's letter from the given choices directly.\n"
 LETTER_PROMPT = "Answer with the option's letter from the given choices directly! "
 _LETTER = re.compile(r"\b([A-E])\b")
@@ -83,8 +85,9 @@ def question_text(question: str, options: dict) -> str:
     return f"Question: {question} \n" + "".join(f"{key}. {value}\n" for key, value in options.items())
 
 
-def prompt_parts(query: str, templates: list[str], question: str, options: dict,
-                 reasoning_instruction: str | None = None) -> list[tuple[str, str]]:
+def prompt_parts(
+    query: str, templates: list[str], question: str, options: dict, reasoning_instruction: str | None = None
+) -> list[tuple[str, str]]:
     """MMAD's prompt as (kind, value) parts, templates before the query; with a reasoning
     instruction in place of MMAD's two letter instructions when one is given."""
     if reasoning_instruction:
@@ -92,11 +95,22 @@ def prompt_parts(query: str, templates: list[str], question: str, options: dict,
     else:
         parts = [("text", INSTRUCTION), ("text", LETTER_PROMPT)]
     if templates:
-        parts.append(("text", (f"Following is/are {len(templates)} image of normal sample, which can be used as a "
-                               "template to compare the image being queried.")))
+        parts.append(
+            (
+                "text",
+                (
+                    f"Following is/are {len(templates)} image of normal sample, which can be used as a "
+                    "template to compare the image being queried."
+                ),
+            )
+        )
         parts.extend(("image", t) for t in templates)
-    parts += [("text", "Following is the query image: "), ("image", query), ("text", "Following is the question list: "),
-              ("text", question_text(question, options))]
+    parts += [
+        ("text", "Following is the query image: "),
+        ("image", query),
+        ("text", "Following is the question list: "),
+        ("text", question_text(question, options)),
+    ]
     return parts
 
 
@@ -137,8 +151,11 @@ def split_drop_reasons(questions: pd.DataFrame, split: pd.DataFrame, layouts: di
         if row.dataset in layouts:
             roles[source_image(layouts[row.dataset], row.category, row.label, row.image_path)] = row.role
     role = questions["source_image"].map(roles)
-    return pd.Series(["not_in_split" if pd.isna(r) else "training" if r == "train" else "" for r in role],
-                     index=questions.index, dtype=str)
+    return pd.Series(
+        ["not_in_split" if pd.isna(r) else "training" if r == "train" else "" for r in role],
+        index=questions.index,
+        dtype=str,
+    )
 
 
 def question_rows(questions_csv: Path, settings: MmadSettings) -> pd.DataFrame:
@@ -149,8 +166,19 @@ def question_rows(questions_csv: Path, settings: MmadSettings) -> pd.DataFrame:
         questions = pd.read_csv(path, keep_default_na=False, dtype=str)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise InputError(f"{path}: cannot read MMAD questions ({error})") from None
-    needed = {"image_path", "dataset", "category", "question", "options", "answer", "type", "reference_path",
-              "templates", "drop_reason", "label"}
+    needed = {
+        "image_path",
+        "dataset",
+        "category",
+        "question",
+        "options",
+        "answer",
+        "type",
+        "reference_path",
+        "templates",
+        "drop_reason",
+        "label",
+    }
     missing = sorted(needed - set(questions.columns))
     if missing:
         raise InputError(f"{path}: MMAD question table lacks columns {missing}")
@@ -161,8 +189,12 @@ def question_rows(questions_csv: Path, settings: MmadSettings) -> pd.DataFrame:
     dropped = (questions["drop_reason"] != "") & settings.filter
     if dropped.any():
         counts = questions[dropped].groupby(["dataset", "drop_reason"]).size().to_dict()
-        log.info("MMAD: %d of %d questions not asked (their source image is not a test image of the split): %s",
-                 int(dropped.sum()), len(questions), counts)
+        log.info(
+            "MMAD: %d of %d questions not asked (their source image is not a test image of the split): %s",
+            int(dropped.sum()),
+            len(questions),
+            counts,
+        )
     questions = questions[~dropped].reset_index(drop=True)
     if questions.empty:
         raise InputError(f"{path}: every MMAD question is about an image outside the split's test role")
@@ -178,8 +210,10 @@ def _templates(row, count: int) -> list[str]:
     """MMAD's random_templates[:count], each of which must exist."""
     templates = json.loads(row.templates)[:count]
     if len(templates) < count:
-        raise InputError(f"{row.image_path}: mmad.templates is {count} but MMAD lists {len(templates)} "
-                         "random templates for this image")
+        raise InputError(
+            f"{row.image_path}: mmad.templates is {count} but MMAD lists {len(templates)} "
+            "random templates for this image"
+        )
     missing = [t for t in templates if not Path(t).is_file()]
     if missing:
         raise InputError(f"{missing[0]}: template of {row.image_path} (random_templates[:{count}]) not found")
@@ -198,11 +232,22 @@ def mmad_record(row, run_name: str, response: str, parse: str) -> dict:
     options = json.loads(row.options)
     answer, answer_from = parse_reply(response, options, parse)
     return {
-        "model": run_name, "dataset": DATASET, "source": row.dataset, "category": row.category,
-        "image_path": row.image_path, "template_path": row.reference_path, "label": int(row.label), "sample": 0,
-        "question_index": int(row.question_index), "question": row.question, "options": options,
-        "correct_answer": row.answer, "type": row.type, "response": response,
-        "answer": answer, "answer_from": answer_from,
+        "model": run_name,
+        "dataset": DATASET,
+        "source": row.dataset,
+        "category": row.category,
+        "image_path": row.image_path,
+        "template_path": row.reference_path,
+        "label": int(row.label),
+        "sample": 0,
+        "question_index": int(row.question_index),
+        "question": row.question,
+        "options": options,
+        "correct_answer": row.answer,
+        "type": row.type,
+        "response": response,
+        "answer": answer,
+        "answer_from": answer_from,
     }
 
 
@@ -213,16 +258,24 @@ def mmad_backend(settings: MmadSettings, model_dir, adapter_dir):
         return ApiBackend(settings.api, max_tokens=settings.max_new_tokens, temperature=0.0)
     if model_dir is None:
         raise InputError("predict-mmad: --model is required without an API configuration")
-    return load_backend(model_dir, settings.model, adapter_dir=adapter_dir, batch_size=settings.batch_size,
-                        generation=lambda model: generation_config(model, settings), add_vision_id=True)
+    return load_backend(
+        model_dir,
+        settings.model,
+        adapter_dir=adapter_dir,
+        batch_size=settings.batch_size,
+        generation=lambda model: generation_config(model, settings),
+        add_vision_id=True,
+    )
 
 
 def predict_mmad(questions_csv, run_name: str, settings: MmadSettings, out, *, model_dir=None, adapter_dir=None):
     """Answers to every MMAD question, with the Hugging Face model or the API backend (settings `api`)."""
     questions = question_rows(questions_csv, settings)
     writer = PredictionWriter(out)
-    todo = writer.pending(questions.itertuples(index=False), lambda row: [
-        key(run_name, DATASET, row.image_path, question_index=row.question_index)])
+    todo = writer.pending(
+        questions.itertuples(index=False),
+        lambda row: [key(run_name, DATASET, row.image_path, question_index=row.question_index)],
+    )
     log.info("%s on MMAD: %d questions, %d to go", run_name, len(questions), len(todo))
     templates = {row.image_path: _templates(row, settings.templates) for row in todo}
     reasoning = settings.reasoning_instruction if settings.instruction == "reasoning" else None
@@ -231,8 +284,7 @@ def predict_mmad(questions_csv, run_name: str, settings: MmadSettings, out, *, m
     backend = mmad_backend(settings, model_dir, adapter_dir)
 
     def parts(row):
-        return prompt_parts(row.image_path, templates[row.image_path], row.question, json.loads(row.options),
-                            reasoning)
+        return prompt_parts(row.image_path, templates[row.image_path], row.question, json.loads(row.options), reasoning)
 
     def record(answers):
         writer.write([mmad_record(row, run_name, texts[0], settings.parse) for row, texts in answers])
@@ -244,13 +296,20 @@ def predict_mmad(questions_csv, run_name: str, settings: MmadSettings, out, *, m
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("predict-mmad", help="answers to MMAD's multiple-choice questions",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "predict-mmad",
+        help="answers to MMAD's multiple-choice questions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--questions", required=True, help="MMAD question table (`adfm mmad-questions`)")
     parser.add_argument("--model", default=None, help="model folder (Hugging Face backend)")
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder")
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
     parser.add_argument("--settings", required=True, type=MmadSettings.argument, help=MmadSettings.describe())
     parser.add_argument("--out", required=True, help="predictions JSONL")
-    parser.set_defaults(func=lambda a: predict_mmad(a.questions, a.run_name, a.settings, a.out, model_dir=a.model,
-                                                    adapter_dir=a.adapter))
+    parser.set_defaults(
+        func=lambda a: predict_mmad(
+            a.questions, a.run_name, a.settings, a.out, model_dir=a.model, adapter_dir=a.adapter
+        )
+    )

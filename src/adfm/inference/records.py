@@ -33,8 +33,9 @@ def key(model: str, dataset: str, image_path: str, sample: int = 0, question_ind
 
 def record_key(record: dict) -> tuple:
     """The key of a written record."""
-    return key(record["model"], record["dataset"], record["image_path"], record.get("sample", 0),
-               record.get("question_index"))
+    return key(
+        record["model"], record["dataset"], record["image_path"], record.get("sample", 0), record.get("question_index")
+    )
 
 
 def load_done(partial: Path) -> list[dict]:
@@ -94,8 +95,16 @@ class PredictionWriter:
         return self.out
 
 
-def select_rows(split_csv, dataset: str, role: str = "test", *, label: int | None = None, image: str | None = None,
-                max_images: int | None = None, seed: int = 0):
+def select_rows(
+    split_csv,
+    dataset: str,
+    role: str = "test",
+    *,
+    label: int | None = None,
+    image: str | None = None,
+    max_images: int | None = None,
+    seed: int = 0,
+):
     """The split rows a prediction job covers: `role` ("all": every row of the dataset in the split,
     which under the holdout protocol is the dataset's whole test split, the paper's rows for its
     untrained models), only `label`, only `image`, a uniform subsample of `max_images` seeded by `seed`."""
@@ -134,8 +143,16 @@ def pair_prompt(row, template: str) -> list[tuple[str, str]]:
     return [("image", str(row.reference_path)), ("image", str(row.image_path)), ("text", template)]
 
 
-def response_record(row, run_name: str, dataset: str, sample: int, response: str, reasoning: str,
-                    frame_of_row, answer_format: str = "yes_no") -> dict:
+def response_record(
+    row,
+    run_name: str,
+    dataset: str,
+    sample: int,
+    response: str,
+    reasoning: str,
+    frame_of_row,
+    answer_format: str = "yes_no",
+) -> dict:
     """A record of one response: parsed answer and boxes, ground truth in the same frame."""
     gt_boxes, frame = frame_of_row(row)
     parsed = parse_response(response, reasoning, answer_format)

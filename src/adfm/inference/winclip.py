@@ -22,17 +22,40 @@ from adfm.io import InputError
 from adfm.settings.inference import WinClipOptions
 
 # WinCLIP's compositional prompt ensemble (state words x templates), as in the WinCLIP paper / anomalib.
-NORMAL_STATES = ["{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect",
-                 "{} without damage"]
+NORMAL_STATES = [
+    "{}",
+    "flawless {}",
+    "perfect {}",
+    "unblemished {}",
+    "{} without flaw",
+    "{} without defect",
+    "{} without damage",
+]
 ANOMALOUS_STATES = ["damaged {}", "{} with flaw", "{} with defect", "{} with damage"]
 TEMPLATES = [
-    "a cropped photo of the {}.", "a close-up photo of a {}.", "a close-up photo of the {}.", "a bright photo of a {}.",
-    "a bright photo of the {}.", "a dark photo of the {}.", "a dark photo of a {}.", "a jpeg corrupted photo of the {}.",
-    "a jpeg corrupted photo of the {}.", "a blurry photo of the {}.", "a blurry photo of a {}.", "a photo of a {}.",
-    "a photo of the {}.", "a photo of a small {}.", "a photo of the small {}.", "a photo of a large {}.",
-    "a photo of the large {}.", "a photo of the {} for visual inspection.", "a photo of a {} for visual inspection.",
-    "a photo of the {} for anomaly detection.", "a photo of a {} for anomaly detection.",
+    "a cropped photo of the {}.",
+    "a close-up photo of a {}.",
+    "a close-up photo of the {}.",
+    "a bright photo of a {}.",
+    "a bright photo of the {}.",
+    "a dark photo of the {}.",
+    "a dark photo of a {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a blurry photo of the {}.",
+    "a blurry photo of a {}.",
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a photo of a small {}.",
+    "a photo of the small {}.",
+    "a photo of a large {}.",
+    "a photo of the large {}.",
+    "a photo of the {} for visual inspection.",
+    "a photo of a {} for visual inspection.",
+    "a photo of the {} for anomaly detection.",
+    "a photo of a {} for anomaly detection.",
 ]
+
 
 def prompt_ensemble(object_name: str) -> tuple[list[str], list[str]]:
     normal = [t.format(s.format(object_name)) for s in NORMAL_STATES for t in TEMPLATES]
@@ -93,8 +116,10 @@ class WinCLIP:
         if name not in self._text:
             normal, anomalous = prompt_ensemble(name)
             with torch.no_grad():
-                embeddings = [self.model.encode_text(self.tokenizer(prompts).to(self.images.device)).mean(dim=0)
-                              for prompts in (normal, anomalous)]
+                embeddings = [
+                    self.model.encode_text(self.tokenizer(prompts).to(self.images.device)).mean(dim=0)
+                    for prompts in (normal, anomalous)
+                ]
             self._text[name] = torch.stack(embeddings)
         return self._text[name]
 
@@ -122,24 +147,27 @@ class WinCLIP:
         with torch.no_grad():
             pooled, patches, windows = self.encode(self.images.load(queries))
             text = torch.stack([self.text_embeddings(n) for n in names])  # (B, 2, D)
-            image_scores = torch.stack([class_scores(p, t) for p, t in zip(pooled, text)])
+            image_scores = torch.stack([class_scores(p, t) for p, t in zip(pooled, text, strict=False)])
             maps = [image_scores[:, None].expand(-1, n_patches)]
-            for masks, window in zip(self.masks, windows):
-                scores = torch.stack([class_scores(w, t) for w, t in zip(window, text)])
+            for masks, window in zip(self.masks, windows, strict=False):
+                scores = torch.stack([class_scores(w, t) for w, t in zip(window, text, strict=False)])
                 maps.append(harmonic_aggregation(scores, masks, n_patches))
             zero_shot_map = len(maps) / (1.0 / torch.stack(maps)).sum(dim=0)
             results = []
             if self.shots:
                 _, ref_patches, ref_windows = self.encode(self.images.load(references))
-                few = [torch.stack([association(q, r) for q, r in zip(patches, ref_patches)])]
-                for masks, window, ref_window in zip(self.masks, windows, ref_windows):
-                    scores = torch.stack([association(q, r) for q, r in zip(window, ref_window)])
+                few = [torch.stack([association(q, r) for q, r in zip(patches, ref_patches, strict=False)])]
+                for masks, window, ref_window in zip(self.masks, windows, ref_windows, strict=False):
+                    scores = torch.stack([association(q, r) for q, r in zip(window, ref_window, strict=False)])
                     few.append(harmonic_aggregation(scores, masks, n_patches))
                 few_shot_map = torch.stack(few).mean(dim=0)
                 final = (image_scores + few_shot_map.amax(dim=1)) / 2
             for i in range(len(queries)):
-                record = {"score": float(final[i] if self.shots else image_scores[i]),
-                          "zero_shot_score": float(image_scores[i]), "zero_shot_map_max": float(zero_shot_map[i].max())}
+                record = {
+                    "score": float(final[i] if self.shots else image_scores[i]),
+                    "zero_shot_score": float(image_scores[i]),
+                    "zero_shot_map_max": float(zero_shot_map[i].max()),
+                }
                 if self.shots:
                     record["few_shot_map_max"] = float(few_shot_map[i].max())
                 results.append(record)

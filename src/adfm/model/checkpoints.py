@@ -86,13 +86,17 @@ def checkpoint_step(checkpoint: str) -> int:
 def last_complete_checkpoint(ckpt_dir: Path, *, discard: bool) -> str | None:
     """The newest complete checkpoint; a newer one cut short by the interruption is skipped (and
     deleted when `discard`: the main process, before the others look)."""
-    found = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in ckpt_dir.glob(f"{CHECKPOINT_PREFIX}-*")
-                   if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit())
+    found = sorted(
+        (int(p.name.rsplit("-", 1)[1]), p)
+        for p in ckpt_dir.glob(f"{CHECKPOINT_PREFIX}-*")
+        if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()
+    )
     for _, checkpoint in reversed(found):
         if complete_checkpoint(checkpoint):
             return str(checkpoint)
-        log.warning("%s: incomplete checkpoint (interrupted while saving)%s", checkpoint,
-                    "; discarding" if discard else "")
+        log.warning(
+            "%s: incomplete checkpoint (interrupted while saving)%s", checkpoint, "; discarding" if discard else ""
+        )
         if discard:
             shutil.rmtree(checkpoint)
     return None
@@ -117,7 +121,9 @@ def prepare_checkpoint_dir(ckpt_dir: Path, fingerprint: str, world_size: int = 1
     record = json.loads(stamp.read_text()) if stamp.is_file() else {"fingerprint": fingerprint, "resumes": []}
     resume = last_complete_checkpoint(ckpt_dir, discard=True)
     if resume:
-        exact = not vllm and world_size == 1 and resume_state_world_size(Path(resume) / RESUME_STATE.format(rank=0)) == 1
+        exact = (
+            not vllm and world_size == 1 and resume_state_world_size(Path(resume) / RESUME_STATE.format(rank=0)) == 1
+        )
         record.setdefault("resumes", []).append({"from_step": checkpoint_step(resume), "exact": exact})
     stamp.write_text(json.dumps(record) + "\n")
     return resume
@@ -137,6 +143,9 @@ def find_resume(args, ckpt_dir: Path, fingerprint: str) -> tuple[str | None, lis
     if resume:
         log.info("resuming from %s", resume)
         if not resumes[-1]["exact"]:
-            log.warning("%s: resumed with several processes, another number of processes or vLLM generation: the "
-                        "adapter may differ from an uninterrupted run's (recorded in training.json)", resume)
+            log.warning(
+                "%s: resumed with several processes, another number of processes or vLLM generation: the "
+                "adapter may differ from an uninterrupted run's (recorded in training.json)",
+                resume,
+            )
     return resume, resumes

@@ -52,7 +52,7 @@ def build_dataset(rows: pd.DataFrame, template: str, *, min_pixels: int, max_pix
         frames.append([int(frame[0]), int(frame[1])])
     columns = {
         "prompt": [prompt] * len(rows),
-        "images": [[str(r), str(q)] for r, q in zip(rows["reference_path"], rows["image_path"])],
+        "images": [[str(r), str(q)] for r, q in zip(rows["reference_path"], rows["image_path"], strict=False)],
         "label": [int(v) for v in rows["label"]],
         "boxes": boxes,
         "frame": frames,
@@ -91,8 +91,14 @@ def check_vllm(grpo: GrpoSettings) -> None:
         raise InputError("train.grpo.use_vllm is true but no GPU is visible: vLLM generates on GPUs only")
 
 
-def grpo_config(grpo: GrpoSettings, *, output_dir: str | os.PathLike, reward_weights: list[float] | None,
-                report_to: str = "none", run_name: str | None = None):
+def grpo_config(
+    grpo: GrpoSettings,
+    *,
+    output_dir: str | os.PathLike,
+    reward_weights: list[float] | None,
+    report_to: str = "none",
+    run_name: str | None = None,
+):
     """GRPOConfig from the `grpo` settings (under GRPOConfig's names: GrpoSettings.TRL_NAMES); metrics
     go live to `report_to` (TRL's own option) under the name `run_name`."""
     import torch
@@ -119,16 +125,29 @@ def log_grpo_config(args) -> None:
     log.info(
         "GRPO: %d generations per prompt at temperature %g, top_k %d, top_p %g; lr %g (%s schedule), "
         "weight decay %g, adam beta2 %g, KL beta %g",
-        args.num_generations, args.temperature, args.top_k, args.top_p, args.learning_rate,
-        getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type), args.weight_decay, args.adam_beta2, args.beta,
+        args.num_generations,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        args.learning_rate,
+        getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
+        args.weight_decay,
+        args.adam_beta2,
+        args.beta,
     )
 
 
 def lora_config(lora: LoraSettings):
     from peft import LoraConfig
 
-    return LoraConfig(r=lora.r, lora_alpha=int(lora.alpha), lora_dropout=lora.dropout, target_modules=lora.target_modules,
-                      bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=int(lora.alpha),
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def check_trainable(model) -> list[str]:
@@ -171,8 +190,11 @@ def resumable_trainer(**kwargs):
         def _get_train_sampler(self, dataset=None):
             sampler = super()._get_train_sampler(dataset)
             return EpochRepeatSampler(
-                data_source=sampler.data_source, mini_repeat_count=sampler.mini_repeat_count,
-                batch_size=sampler.batch_size, repeat_count=sampler.repeat_count, shuffle=sampler.shuffle,
+                data_source=sampler.data_source,
+                mini_repeat_count=sampler.mini_repeat_count,
+                batch_size=sampler.batch_size,
+                repeat_count=sampler.repeat_count,
+                shuffle=sampler.shuffle,
                 seed=sampler.seed,
             )
 
@@ -190,8 +212,11 @@ def resumable_trainer(**kwargs):
 
 def _generators(trainer) -> dict:
     """The reward functions' own numpy generators (r_random's), by function name."""
-    return {f.__name__: f.generator for f in trainer.reward_funcs
-            if isinstance(getattr(f, "generator", None), np.random.Generator)}
+    return {
+        f.__name__: f.generator
+        for f in trainer.reward_funcs
+        if isinstance(getattr(f, "generator", None), np.random.Generator)
+    }
 
 
 def save_resume_state(trainer, checkpoint: Path) -> None:
@@ -216,8 +241,11 @@ def load_resume_state(trainer, checkpoint: Path) -> None:
     # our own file in our own checkpoint: buffered generations are tensors, lists and dicts
     state = torch.load(path, weights_only=False, map_location=trainer.args.device) if path.is_file() else None
     if state is None or state["world_size"] != trainer.args.world_size:
-        log.warning("%s: written by another number of processes; the resumed run will differ from an "
-                    "uninterrupted one (recorded in training.json)", checkpoint)
+        log.warning(
+            "%s: written by another number of processes; the resumed run will differ from an "
+            "uninterrupted one (recorded in training.json)",
+            checkpoint,
+        )
         return
     trainer._step = state["step"]
     trainer._buffered_inputs = state["buffered_inputs"]

@@ -49,7 +49,7 @@ def fetch_model(source: str, revision: str | None, out_dir: str | os.PathLike) -
         log.info("downloading %s (revision %s) from the Hugging Face Hub into %s", repo_id, revision or "main", staging)
         try:
             snapshot_download(repo_id=repo_id, revision=revision or None, local_dir=staging)
-        except Exception as error:  # noqa: BLE001  whatever it is (no network, gated, unknown repo), one line
+        except Exception as error:
             reason = (str(error).splitlines() or [""])[0]
             raise InputError(
                 f"model source {source}: cannot download from the Hugging Face Hub ({type(error).__name__}: "
@@ -177,8 +177,13 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--source", required=True,
-                        help="hf://<owner>/<name>, demo:tiny-qwen2.5-vl, or a model folder (/path, ./path, ~/path, file:path)")
-    parser.add_argument("--revision", default=None, help="Hub revision (commit hash, tag or branch); ignored for demo: and folders")
+    parser.add_argument(
+        "--source",
+        required=True,
+        help="hf://<owner>/<name>, demo:tiny-qwen2.5-vl, or a model folder (/path, ./path, ~/path, file:path)",
+    )
+    parser.add_argument(
+        "--revision", default=None, help="Hub revision (commit hash, tag or branch); ignored for demo: and folders"
+    )
     parser.add_argument("--out", required=True, help="model folder to create")
     parser.set_defaults(func=_fetch_main)

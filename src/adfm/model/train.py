@@ -81,8 +81,9 @@ def training_set(split_csv: Path, settings: TrainSettings):
         int(rows["label"].astype(int).sum()),
         ", ".join(sorted(rows["dataset"].unique())),
     )
-    return build_dataset(rows, settings.prompt, min_pixels=settings.model.min_pixels,
-                         max_pixels=settings.model.max_pixels)
+    return build_dataset(
+        rows, settings.prompt, min_pixels=settings.model.min_pixels, max_pixels=settings.model.max_pixels
+    )
 
 
 def reward_functions(settings: TrainSettings) -> list:
@@ -143,8 +144,7 @@ def write_adapter(trainer, out_dir: Path, ckpt_dir: Path, record: dict, resumes:
     """The adapter folder (adapter, train_log.csv, training.json, completions/); then the checkpoints go."""
     with atomic_path(out_dir) as tmp:
         trainer.model.save_pretrained(str(tmp))
-        log_rows(trainer.state.log_history, trainer.args.world_size, resumes).to_csv(tmp / "train_log.csv",
-                                                                                     index=False)
+        log_rows(trainer.state.log_history, trainer.args.world_size, resumes).to_csv(tmp / "train_log.csv", index=False)
         (tmp / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         for kept in ("completions", *LIVE_LOG_DIRS):
             if (ckpt_dir / kept).is_dir():
@@ -153,8 +153,14 @@ def write_adapter(trainer, out_dir: Path, ckpt_dir: Path, record: dict, resumes:
     log.info("adapter written to %s", out_dir)
 
 
-def train(split_csv: str | os.PathLike, model_dir: str | os.PathLike, settings: TrainSettings,
-          out_dir: str | os.PathLike, *, callbacks: list | None = None) -> dict:
+def train(
+    split_csv: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    settings: TrainSettings,
+    out_dir: str | os.PathLike,
+    *,
+    callbacks: list | None = None,
+) -> dict:
     """Run GRPO + LoRA; write the adapter, train_log.csv and completions/ to `out_dir`.
 
     Returns a summary: the checkpoint resumed from (or None), the steps at start and end, max steps.
@@ -164,16 +170,29 @@ def train(split_csv: str | os.PathLike, model_dir: str | os.PathLike, settings: 
     train_set = training_set(split_csv, settings)
     reward_funcs = reward_functions(settings)
     live_monitoring(settings.report_to, ckpt_dir)
-    args = grpo_config(settings.grpo, output_dir=ckpt_dir, reward_weights=settings.reward_weights,
-                       report_to=settings.report_to, run_name=out_dir.name)
+    args = grpo_config(
+        settings.grpo,
+        output_dir=ckpt_dir,
+        reward_weights=settings.reward_weights,
+        report_to=settings.report_to,
+        run_name=out_dir.name,
+    )
     log_grpo_config(args)
     resume, resumes = find_resume(args, ckpt_dir, run_fingerprint(split_csv, model_dir, settings))
     resumed_steps = [r["from_step"] for r in resumes]
-    model, processor = load_model_and_processor(model_dir, dtype=settings.model.dtype,
-                                                min_pixels=settings.model.min_pixels,
-                                                max_pixels=settings.model.max_pixels, for_training=True)
+    model, processor = load_model_and_processor(
+        model_dir,
+        dtype=settings.model.dtype,
+        min_pixels=settings.model.min_pixels,
+        max_pixels=settings.model.max_pixels,
+        for_training=True,
+    )
     trainer = resumable_trainer(
-        model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_set, processing_class=processor,
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=train_set,
+        processing_class=processor,
         peft_config=lora_config(settings.lora),
         callbacks=[progress_callback(ckpt_dir / "train_log.csv", resumed_steps), *(callbacks or [])],
     )

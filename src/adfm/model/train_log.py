@@ -34,7 +34,8 @@ def log_rows(log_history: list[dict], world_size: int, resumes: list[int] = ()) 
     first = [c for c in LOG_FIRST_COLUMNS if c in frame.columns]
     resumed_from = [max((r for r in resumes if r < step), default=None) for step in frame["step"]]
     return frame[first + [c for c in frame.columns if c not in first]].assign(
-        world_size=world_size, resumed_from=pd.array(resumed_from, dtype="Int64"))
+        world_size=world_size, resumed_from=pd.array(resumed_from, dtype="Int64")
+    )
 
 
 def progress_callback(log_csv: Path, resumes: list[int]):
@@ -50,12 +51,15 @@ def progress_callback(log_csv: Path, resumes: list[int]):
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.monotonic()
             self.first_step = state.global_step
-            log.info("GRPO training: step %d of %d, world size %d", state.global_step, state.max_steps,
-                     args.world_size)
+            log.info("GRPO training: step %d of %d, world size %d", state.global_step, state.max_steps, args.world_size)
 
         def on_train_end(self, args, state, control, **kwargs):
-            log.info("GRPO training done: step %d of %d in %.1f s", state.global_step, state.max_steps,
-                     time.monotonic() - self.started)
+            log.info(
+                "GRPO training done: step %d of %d in %.1f s",
+                state.global_step,
+                state.max_steps,
+                time.monotonic() - self.started,
+            )
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "reward" not in logs or not state.is_world_process_zero:

@@ -124,8 +124,9 @@ def batches(examples: list[dict], batch_size: int, order: random.Random):
         yield batch
 
 
-def fit(model, processor, prompt_text: str, examples: list[dict], spec: WarmStartOptions, accelerator,
-        seed: int) -> tuple[list[dict], object]:
+def fit(
+    model, processor, prompt_text: str, examples: list[dict], spec: WarmStartOptions, accelerator, seed: int
+) -> tuple[list[dict], object]:
     """The training loop; returns one history row per step (loss, decision_loss, learning_rate) and the
     trained model, unwrapped."""
     parameters, optimizer, scheduler = optimiser(model, spec)
@@ -134,7 +135,7 @@ def fit(model, processor, prompt_text: str, examples: list[dict], spec: WarmStar
     history = []
     started = time.monotonic()
     stream = batches(examples, spec.batch_size, random.Random(seed * 1000 + accelerator.process_index))
-    for step, batch in zip(range(1, spec.max_steps + 1), stream):
+    for step, batch in zip(range(1, spec.max_steps + 1), stream, strict=False):
         inputs, prompt_length, ids, weights = batch_tensors(processor, prompt_text, batch)
         inputs = {k: v.to(accelerator.device) for k, v in inputs.items()}
         with accelerator.autocast():
@@ -146,11 +147,23 @@ def fit(model, processor, prompt_text: str, examples: list[dict], spec: WarmStar
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-        history.append({"step": step, "loss": loss.item(), "decision_loss": decision_loss.item(),
-                        "learning_rate": scheduler.get_last_lr()[0]})
+        history.append(
+            {
+                "step": step,
+                "loss": loss.item(),
+                "decision_loss": decision_loss.item(),
+                "learning_rate": scheduler.get_last_lr()[0],
+            }
+        )
         if step % spec.logging_steps == 0 or step == spec.max_steps:
-            log.info("warm start step %d/%d: loss %.4f, decision loss %.4f, %.2f s/step", step, spec.max_steps,
-                     history[-1]["loss"], history[-1]["decision_loss"], (time.monotonic() - started) / step)
+            log.info(
+                "warm start step %d/%d: loss %.4f, decision loss %.4f, %.2f s/step",
+                step,
+                spec.max_steps,
+                history[-1]["loss"],
+                history[-1]["decision_loss"],
+                (time.monotonic() - started) / step,
+            )
     accelerator.wait_for_everyone()
     return history, accelerator.unwrap_model(model)
 
@@ -169,29 +182,48 @@ def save_model(model, processor, history: list[dict], settings: WarmStartSetting
     log.info("warm-started model written to %s", out_dir)
 
 
-def warm_start(split_csv: str | os.PathLike, model_dir: str | os.PathLike, settings: WarmStartSettings,
-               out_dir: str | os.PathLike) -> Path:
+def warm_start(
+    split_csv: str | os.PathLike, model_dir: str | os.PathLike, settings: WarmStartSettings, out_dir: str | os.PathLike
+) -> Path:
     """Supervised warm start on the split's training rows; write the resulting model folder."""
     spec, model_settings, out_dir = settings.warm_start, settings.model, Path(out_dir)
     rows = training_rows(split_csv, spec)
     accelerator = make_accelerator(spec, settings.seed)
-    model, processor = load_model_and_processor(model_dir, dtype=model_settings.dtype,
-                                                min_pixels=model_settings.min_pixels,
-                                                max_pixels=model_settings.max_pixels, for_training=True)
-    prompt_text = processor.apply_chat_template(build_prompt(settings.prompt), add_generation_prompt=True,
-                                                tokenize=False)
+    model, processor = load_model_and_processor(
+        model_dir,
+        dtype=model_settings.dtype,
+        min_pixels=model_settings.min_pixels,
+        max_pixels=model_settings.max_pixels,
+        for_training=True,
+    )
+    prompt_text = processor.apply_chat_template(
+        build_prompt(settings.prompt), add_generation_prompt=True, tokenize=False
+    )
     examples, targets = training_examples(
-        rows, processor.tokenizer, reasoning=settings.reasoning, answer_format=settings.answer_format,
-        min_pixels=model_settings.min_pixels, max_pixels=model_settings.max_pixels,
-        decision_weight=spec.decision_weight)
+        rows,
+        processor.tokenizer,
+        reasoning=settings.reasoning,
+        answer_format=settings.answer_format,
+        min_pixels=model_settings.min_pixels,
+        max_pixels=model_settings.max_pixels,
+        decision_weight=spec.decision_weight,
+    )
     log.info(
         "warm start (%s): %d training responses (%d anomalous), %d steps of %d per process (world size %d), lr %g, "
         "decision weight %g; e.g. %r",
-        spec.method, len(examples), int(rows["label"].astype(int).sum()), spec.max_steps, spec.batch_size,
-        accelerator.num_processes, spec.learning_rate, spec.decision_weight, targets[0][0],
+        spec.method,
+        len(examples),
+        int(rows["label"].astype(int).sum()),
+        spec.max_steps,
+        spec.batch_size,
+        accelerator.num_processes,
+        spec.learning_rate,
+        spec.decision_weight,
+        targets[0][0],
     )
-    history, model = fit(trainable_model(model, spec), processor, prompt_text, examples, spec, accelerator,
-                         settings.seed)
+    history, model = fit(
+        trainable_model(model, spec), processor, prompt_text, examples, spec, accelerator, settings.seed
+    )
     if accelerator.is_main_process:
         save_model(model, processor, history, settings, out_dir)
     return out_dir
@@ -210,7 +242,6 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--split", required=True, help="split CSV (rows with role == train are used)")
     parser.add_argument("--model", required=True, help="base model folder (from `adfm fetch-model`)")
-    parser.add_argument("--settings", required=True, type=WarmStartSettings.argument,
-                        help=WarmStartSettings.describe())
+    parser.add_argument("--settings", required=True, type=WarmStartSettings.argument, help=WarmStartSettings.describe())
     parser.add_argument("--out", required=True, help="model folder to create (weights, processor, warm_start_log.csv)")
     parser.set_defaults(func=_warm_start_main)

@@ -9,13 +9,15 @@ from adfm.io import open_rgb
 from adfm.protocol import answer_word, format_response
 
 
-def response_targets(rows: pd.DataFrame, *, reasoning: str, answer_format: str, min_pixels: int,
-                     max_pixels: int) -> list[tuple[str, str]]:
+def response_targets(
+    rows: pd.DataFrame, *, reasoning: str, answer_format: str, min_pixels: int, max_pixels: int
+) -> list[tuple[str, str]]:
     """(target response, the response the other label would get) per row: boxes in the model frame."""
     pairs = []
     for row in rows.itertuples(index=False):
-        boxes, _ = to_model_frame(row.boxes, int(row.width), int(row.height), min_pixels=min_pixels,
-                                  max_pixels=max_pixels)
+        boxes, _ = to_model_frame(
+            row.boxes, int(row.width), int(row.height), min_pixels=min_pixels, max_pixels=max_pixels
+        )
         label = int(row.label)
         target = format_response(boxes if label else [], answer_word(label, answer_format), reasoning=reasoning)
         # the other label's response: no region and the other answer, or a region and the other answer
@@ -36,7 +38,7 @@ def token_weights(tokenizer, target: str, other: str, decision_weight: float) ->
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     other_ids = tokenizer(other + eos, add_special_tokens=False)["input_ids"]
     weights = [1.0] * len(ids)
-    first = next((i for i, (a, b) in enumerate(zip(ids, other_ids)) if a != b), None)
+    first = next((i for i, (a, b) in enumerate(zip(ids, other_ids, strict=False)) if a != b), None)
     if first is not None:
         weights[first] = decision_weight
     start = target.rfind("<answer>")
@@ -91,13 +93,22 @@ def weighted_loss(logits, prompt_length: int, ids, weights):
     return loss, decision_loss
 
 
-def training_examples(rows: pd.DataFrame, tokenizer, *, reasoning: str, answer_format: str, min_pixels: int,
-                      max_pixels: int, decision_weight: float) -> tuple[list[dict], list[tuple[str, str]]]:
+def training_examples(
+    rows: pd.DataFrame,
+    tokenizer,
+    *,
+    reasoning: str,
+    answer_format: str,
+    min_pixels: int,
+    max_pixels: int,
+    decision_weight: float,
+) -> tuple[list[dict], list[tuple[str, str]]]:
     """Per training row: its images, target token ids and loss weights; and the (target, other) texts."""
-    targets = response_targets(rows, reasoning=reasoning, answer_format=answer_format, min_pixels=min_pixels,
-                               max_pixels=max_pixels)
+    targets = response_targets(
+        rows, reasoning=reasoning, answer_format=answer_format, min_pixels=min_pixels, max_pixels=max_pixels
+    )
     examples = []
-    for row, (target, other) in zip(rows.itertuples(index=False), targets):
+    for row, (target, other) in zip(rows.itertuples(index=False), targets, strict=False):
         ids, weights = token_weights(tokenizer, target, other, decision_weight)
         examples.append({"images": [str(row.reference_path), str(row.image_path)], "ids": ids, "weights": weights})
     return examples, targets

@@ -37,13 +37,15 @@ def row_problems(spec: dict) -> list[str]:
         match = {key: str(value) for key, value in entry["match"].items()}
         unknown = [key for key in match if key not in keys]
         if unknown:
-            problems.append(f"rows: {entry['match']} names {unknown}, not row keys of {spec['paper']} "
-                            f"(its row keys: {keys})")
+            problems.append(
+                f"rows: {entry['match']} names {unknown}, not row keys of {spec['paper']} (its row keys: {keys})"
+            )
             continue
         hit = matching_rows(paper, match)
         if hit.sum() > 1:
-            problems.append(f"rows: {entry['match']} matches {hit.sum()} rows of {spec['paper']}; "
-                            f"name more of its row keys {keys}")
+            problems.append(
+                f"rows: {entry['match']} matches {hit.sum()} rows of {spec['paper']}; name more of its row keys {keys}"
+            )
             continue
         # a row the paper lacks is known by its match
         row = int(hit.idxmax()) if hit.any() else tuple(sorted(match.items()))

@@ -29,7 +29,7 @@ class SettingsError(ValueError):
     """A settings value that does not fit its field (turned into a usage error by `argument`)."""
 
 
-def option(default: Any = _MISSING, help: str = "", *, factory: Any = _MISSING) -> Any:  # noqa: A002
+def option(default: Any = _MISSING, help: str = "", *, factory: Any = _MISSING) -> Any:
     """A settings field with its help text; `factory` for mutable defaults; neither: required."""
     if factory is not _MISSING:
         return dataclasses.field(default_factory=factory, metadata={"help": help})
@@ -100,8 +100,11 @@ class Settings:
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise SettingsError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-        missing = [name for name, f in fields.items() if name not in data
-                   and f.default is _MISSING and f.default_factory is _MISSING]
+        missing = [
+            name
+            for name, f in fields.items()
+            if name not in data and f.default is _MISSING and f.default_factory is _MISSING
+        ]
         if missing:
             raise SettingsError(f"{where}: missing key(s) {', '.join(missing)}")
         return cls(**{name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()})

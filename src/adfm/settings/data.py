@@ -15,7 +15,8 @@ class SplitSettings(Settings):
     STAGE = "adfm split --settings"
 
     kind: Literal["holdout", "transfer"] = option(
-        help="holdout: split every dataset per category; transfer: train on some datasets, test on others")
+        help="holdout: split every dataset per category; transfer: train on some datasets, test on others"
+    )
     train_fraction: float = option(help="fraction of each category's test split drawn for training (paper: 0.2)")
     seed: int = option(help="random seed of the drawing and of the references (config seed)")
     datasets: list[str] = option(factory=list, help="holdout: the datasets split per category")

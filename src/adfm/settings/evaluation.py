@@ -22,8 +22,10 @@ class TableRow(Settings):
     run: str = option(help="run or baseline filling the row")
     metric: METRICS = option("accuracy", "metrics column filling the row (the paper's number's metric)")
     prompt: Literal["reasoning", "mmad"] = option(
-        "reasoning", "reasoning: the run's predictions on its split; mmad: its answers to MMAD's Anomaly "
-                     "Detection question per MMAD source (select dataset only)")
+        "reasoning",
+        "reasoning: the run's predictions on its split; mmad: its answers to MMAD's Anomaly "
+        "Detection question per MMAD source (select dataset only)",
+    )
     paper_protocol: str | None = option(None, "how the paper's number was obtained (for the notes)")
     skip: str | None = option(None, "set by the workflow: why the row's model cannot run here (its status)")
     eval_rows: Literal["test", "all"] = option("test", "set by the workflow: which split rows the run scores")
@@ -47,8 +49,13 @@ class TableSettings(Settings):
     @classmethod
     def from_config(cls, config: dict, table: str, environ=None) -> TableSettings:
         """The table's config entry with the skip reasons of this environment and, for the demo, its warning."""
-        return cls.from_dict({**config["tables"][table], "rows": targets.table_rows(config, table, environ),
-                              "demo": targets.demo_note(config)})
+        return cls.from_dict(
+            {
+                **config["tables"][table],
+                "rows": targets.table_rows(config, table, environ),
+                "demo": targets.demo_note(config),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -58,20 +65,28 @@ class FigureSettings(Settings):
     STAGE = "adfm figure --settings"
 
     kind: Literal["cases", "reward_schemes", "zero_variance"] = option(
-        help="what is drawn: cases (Figure 3), reward_schemes (Figure 4), zero_variance (Figure 5)")
+        help="what is drawn: cases (Figure 3), reward_schemes (Figure 4), zero_variance (Figure 5)"
+    )
     title: str = option(help="label of the run in the title (config title, else the run's name)")
     rewards: dict[str, Any] = option(
-        factory=dict, help="reward options (config rewards, with the run's answer format, reasoning and seed)")
+        factory=dict, help="reward options (config rewards, with the run's answer format, reasoning and seed)"
+    )
     paper: str = option("fig5_zero_variance.csv", "the paper's values (src/adfm/paper/<file>; zero_variance)")
     rows: Literal["train", "test", "all"] | None = option(
-        None, "the split rows the images were drawn from (zero_variance, for the label)")
+        None, "the split rows the images were drawn from (zero_variance, for the label)"
+    )
 
     @classmethod
     def from_config(cls, config: dict, figure: str) -> FigureSettings:
         spec = config["figures"][figure]
         run = config["runs"][spec["run"]]
-        rewards = {**config["rewards"], "answer_format": prompt_answer_format(config["prompts"]),
-                   "reasoning": run["reasoning"], "random_seed": config["seed"]}
+        rewards = {
+            **config["rewards"],
+            "answer_format": prompt_answer_format(config["prompts"]),
+            "reasoning": run["reasoning"],
+            "random_seed": config["seed"],
+        }
         given = {key: spec[key] for key in ("paper", "rows") if spec.get(key)}
-        return cls.from_dict({"kind": spec["kind"], "title": spec.get("title") or spec["run"], "rewards": rewards,
-                              **given})
+        return cls.from_dict(
+            {"kind": spec["kind"], "title": spec.get("title") or spec["run"], "rewards": rewards, **given}
+        )

@@ -63,8 +63,12 @@ class PredictSettings(Settings):
     @classmethod
     def from_config(cls, config: dict, run: str) -> PredictSettings:
         """Greedy evaluation of a run on its test rows."""
-        return cls(**cls._prompted(config, config["runs"][run]["reasoning"]), role=_eval_rows(config, run),
-                   batch_size=config["predict"]["batch_size"], max_new_tokens=config["predict"]["max_new_tokens"])
+        return cls(
+            **cls._prompted(config, config["runs"][run]["reasoning"]),
+            role=_eval_rows(config, run),
+            batch_size=config["predict"]["batch_size"],
+            max_new_tokens=config["predict"]["max_new_tokens"],
+        )
 
     @classmethod
     def for_figure(cls, config: dict, figure: str) -> PredictSettings:
@@ -73,18 +77,31 @@ class PredictSettings(Settings):
         grpo = config["train"]["grpo"]
         # Figure 4 (reward_schemes) shows "the same training sample"; Figure 5 draws from its `rows`
         one_image = spec["kind"] == "reward_schemes"
-        rows = ({"label": 1, "max_images": 1} if not spec.get("image") else {"image": spec["image"]}) \
-            if one_image else {"max_images": spec["images"]}
-        return cls(**cls._prompted(config, config["runs"][spec["run"]]["reasoning"]),
-                   batch_size=config["predict"]["batch_size"], max_new_tokens=grpo["max_completion_length"],
-                   num_samples=spec["num_generations"], temperature=spec["temperature"], seed=config["seed"],
-                   **{key: grpo[key] for key in ("top_k", "top_p") if key in grpo},
-                   role="train" if one_image else spec["rows"], **rows)
+        rows = (
+            ({"label": 1, "max_images": 1} if not spec.get("image") else {"image": spec["image"]})
+            if one_image
+            else {"max_images": spec["images"]}
+        )
+        return cls(
+            **cls._prompted(config, config["runs"][spec["run"]]["reasoning"]),
+            batch_size=config["predict"]["batch_size"],
+            max_new_tokens=grpo["max_completion_length"],
+            num_samples=spec["num_generations"],
+            temperature=spec["temperature"],
+            seed=config["seed"],
+            **{key: grpo[key] for key in ("top_k", "top_p") if key in grpo},
+            role="train" if one_image else spec["rows"],
+            **rows,
+        )
 
     @staticmethod
     def _prompted(config: dict, reasoning: str) -> dict:
-        return {"prompt": prompt_template(config["prompts"], reasoning), "reasoning": reasoning,
-                "answer_format": prompt_answer_format(config["prompts"]), "model": ModelSettings.from_config(config)}
+        return {
+            "prompt": prompt_template(config["prompts"], reasoning),
+            "reasoning": reasoning,
+            "answer_format": prompt_answer_format(config["prompts"]),
+            "model": ModelSettings.from_config(config),
+        }
 
 
 @dataclass(frozen=True)
@@ -131,9 +148,13 @@ class ApiSettings(Settings):
     @classmethod
     def from_config(cls, config: dict, name: str) -> ApiSettings:
         reasoning = config["baselines"][name].get("reasoning", "multi_stage")
-        return cls(prompt=prompt_template(config["prompts"], reasoning), reasoning=reasoning,
-                   answer_format=prompt_answer_format(config["prompts"]), role=_eval_rows(config, name),
-                   api=ApiOptions.from_config(config, name))
+        return cls(
+            prompt=prompt_template(config["prompts"], reasoning),
+            reasoning=reasoning,
+            answer_format=prompt_answer_format(config["prompts"]),
+            role=_eval_rows(config, name),
+            api=ApiOptions.from_config(config, name),
+        )
 
 
 @dataclass(frozen=True)
@@ -193,11 +214,22 @@ class ClipSettings(Settings):
     def from_config(cls, config: dict, name: str) -> ClipSettings:
         spec = config["baselines"][name]
         method = spec["backend"]
-        options = CLIP_METHOD_OPTIONS[method].from_dict({f.name: spec[f.name] for f in dataclasses.fields(CLIP_METHOD_OPTIONS[method])
-                                                  if spec.get(f.name) is not None}, f"baselines.{name}")
-        return cls(method=method, clip=ClipModel.from_dict(spec["clip"], f"baselines.{name}.clip"),
-                   seed=config["seed"], role=_eval_rows(config, name), **{method: options},
-                   **({"batch_size": spec["batch_size"]} if spec.get("batch_size") is not None else {}))
+        options = CLIP_METHOD_OPTIONS[method].from_dict(
+            {
+                f.name: spec[f.name]
+                for f in dataclasses.fields(CLIP_METHOD_OPTIONS[method])
+                if spec.get(f.name) is not None
+            },
+            f"baselines.{name}",
+        )
+        return cls(
+            method=method,
+            clip=ClipModel.from_dict(spec["clip"], f"baselines.{name}.clip"),
+            seed=config["seed"],
+            role=_eval_rows(config, name),
+            **{method: options},
+            **({"batch_size": spec["batch_size"]} if spec.get("batch_size") is not None else {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -208,9 +240,12 @@ class MmadSettings(Settings):
 
     model: ModelSettings = option(factory=ModelSettings, help="dtype and image budget (MMAD's: mmad.min/max_pixels)")
     templates: int = option(1, "normal templates shown before the query (MMAD's random_templates[:N])")
-    generation: Literal["model", "greedy"] = option("model", "model: generate() with the model's own config "
-                                                    "(MMAD's); greedy: plain greedy")
-    instruction: Literal["letter", "reasoning"] = option("letter", "MMAD's letter instructions, or reasoning_instruction")
+    generation: Literal["model", "greedy"] = option(
+        "model", "model: generate() with the model's own config (MMAD's); greedy: plain greedy"
+    )
+    instruction: Literal["letter", "reasoning"] = option(
+        "letter", "MMAD's letter instructions, or reasoning_instruction"
+    )
     reasoning_instruction: str | None = option(None, "the instruction of `instruction: reasoning`")
     max_new_tokens: int = option(128, "response length limit (MMAD: 128)")
     parse: Literal["letter", "answer_tag"] = option("letter", "letter: MMAD's parse_answer; answer_tag: <answer> first")
@@ -228,15 +263,23 @@ class MmadSettings(Settings):
         mmad = config["mmad"]
         run = config["runs"].get(name)
         decoding = mmad["decoding"]["trained" if run is not None and run["trained"] else "untrained"]
-        model = dataclasses.replace(ModelSettings.from_config(config), min_pixels=mmad["min_pixels"],
-                                    max_pixels=mmad["max_pixels"])
+        model = dataclasses.replace(
+            ModelSettings.from_config(config), min_pixels=mmad["min_pixels"], max_pixels=mmad["max_pixels"]
+        )
         reasoning = {**config.get("baselines", {}), **config["runs"]}[name].get("reasoning", "multi_stage")
         spec = config.get("baselines", {}).get(name)
-        return cls(model=model, templates=mmad["templates"], generation=mmad["generation"],
-                   instruction=decoding["instruction"], max_new_tokens=decoding["max_new_tokens"],
-                   parse=decoding["parse"], filter=run is not None,
-                   batch_size=mmad.get("batch_size") or config["predict"]["batch_size"],
-                   reasoning_instruction=mmad["reasoning_instructions"][reasoning]
-                   if decoding["instruction"] == "reasoning" else None,
-                   max_images=mmad.get("max_images") or None,
-                   api=ApiOptions.from_config(config, name) if spec is not None and spec["backend"] == "api" else None)
+        return cls(
+            model=model,
+            templates=mmad["templates"],
+            generation=mmad["generation"],
+            instruction=decoding["instruction"],
+            max_new_tokens=decoding["max_new_tokens"],
+            parse=decoding["parse"],
+            filter=run is not None,
+            batch_size=mmad.get("batch_size") or config["predict"]["batch_size"],
+            reasoning_instruction=mmad["reasoning_instructions"][reasoning]
+            if decoding["instruction"] == "reasoning"
+            else None,
+            max_images=mmad.get("max_images") or None,
+            api=ApiOptions.from_config(config, name) if spec is not None and spec["backend"] == "api" else None,
+        )

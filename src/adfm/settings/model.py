@@ -43,9 +43,10 @@ class LoraSettings(Settings):
     dropout: float = option(0.05, "dropout (ours: neither the paper nor the release gives one)")
     # PEFT full-matches the expression against module paths such as `model.language_model.layers.0.mlp.up_proj`;
     # the vision tower's MLPs (`model.visual.blocks.0.mlp.up_proj`) have the same leaf names
-    target_modules: str = option(r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-                                 "regular expression on module paths: every linear layer of the language model, "
-                                 "none of the vision tower")
+    target_modules: str = option(
+        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        "regular expression on module paths: every linear layer of the language model, none of the vision tower",
+    )
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,10 @@ class GrpoSettings(Settings):
     # settings names that differ from GRPOConfig's: transformers 5 folds warmup_ratio into warmup_steps
     # (a float in [0, 1) is a ratio of the total steps) and renamed gradient_checkpointing (the name
     # the paper's release and most recipes use)
-    TRL_NAMES: ClassVar[dict[str, str]] = {"warmup_ratio": "warmup_steps",
-                                           "gradient_checkpointing": "activation_checkpointing"}
+    TRL_NAMES: ClassVar[dict[str, str]] = {
+        "warmup_ratio": "warmup_steps",
+        "gradient_checkpointing": "activation_checkpointing",
+    }
 
     num_generations: int = option(6, "responses sampled per prompt (paper section 4.1)")
     temperature: float = option(0.9, "sampling temperature (release)")
@@ -81,8 +84,9 @@ class GrpoSettings(Settings):
     use_vllm: bool = option(False, "generate with vLLM (must be installed, GPUs only)")
     vllm_mode: Literal["colocate", "server"] = option("colocate", "vLLM inside each process, or a `trl vllm-serve`")
     seed: int = option(0, "seed of sampling, dropout and data order (config seed)")
-    steps_per_generation: int | None = option(None, "micro-steps that reuse one batch of generations (not in "
-                                                    "config; null: TRL's default)")
+    steps_per_generation: int | None = option(
+        None, "micro-steps that reuse one batch of generations (not in config; null: TRL's default)"
+    )
 
     def to_dict(self) -> dict:
         # a null option is TRL's default and left out: a new option of this kind changes no run's params
@@ -105,17 +109,21 @@ class TrainSettings(Settings):
     reasoning: Reasoning = option("multi_stage", "response format the rewards parse (config runs.<run>.reasoning)")
     answer_format: Literal["letter", "yes_no"] = option("letter", "answer words (config prompts.answer_format)")
     model: ModelSettings = option(help="model loading and image budget (config model)", factory=ModelSettings)
-    rewards: list[str] = option(help="reward functions, summed (config runs.<run>.rewards)",
-                                factory=lambda: ["cls", "loc", "format"])
+    rewards: list[str] = option(
+        help="reward functions, summed (config runs.<run>.rewards)", factory=lambda: ["cls", "loc", "format"]
+    )
     reward_weights: list[float] | None = option(None, "weight of each reward; null: all 1")
-    reward_options: dict[str, Any] = option(help="options the rewards read (config rewards; adfm.rewards)",
-                                            factory=dict)
+    reward_options: dict[str, Any] = option(
+        help="options the rewards read (config rewards; adfm.rewards)", factory=dict
+    )
     grpo: GrpoSettings = option(help="GRPO options (config train.grpo)", factory=GrpoSettings)
     lora: LoraSettings = option(help="LoRA adapter (config train.lora)", factory=LoraSettings)
     report_to: Literal["none", "tensorboard", "wandb"] = option(
-        "none", "where TRL reports the metrics live (config train.report_to): none, tensorboard (event files in "
+        "none",
+        "where TRL reports the metrics live (config train.report_to): none, tensorboard (event files in "
         "<adapter>.ckpt/tensorboard while it trains, kept in <adapter>/tensorboard) or wandb (Weights & Biases, "
-        "key from WANDB_API_KEY)")
+        "key from WANDB_API_KEY)",
+    )
 
     @classmethod
     def from_config(cls, config: dict, run: str) -> TrainSettings:
@@ -123,8 +131,12 @@ class TrainSettings(Settings):
         that another value of an option retrains only the runs using it."""
         spec = config["runs"][run]
         answer_format = prompt_answer_format(config["prompts"])
-        options = {**config["rewards"], "answer_format": answer_format, "reasoning": spec["reasoning"],
-                   "random_seed": config["seed"]}
+        options = {
+            **config["rewards"],
+            "answer_format": answer_format,
+            "reasoning": spec["reasoning"],
+            "random_seed": config["seed"],
+        }
         used = {key for reward in spec["rewards"] for key in REWARD_OPTIONS[reward]}
         return cls(
             prompt=prompt_template(config["prompts"], spec["reasoning"]),
@@ -146,8 +158,9 @@ class WarmStartOptions(Settings):
 
     STAGE = "warm_start"
 
-    method: Literal["lora", "full"] = option("lora", "lora: an adapter merged at the end; full: every language-model "
-                                                     "weight")
+    method: Literal["lora", "full"] = option(
+        "lora", "lora: an adapter merged at the end; full: every language-model weight"
+    )
     max_steps: int = option(200, "optimiser steps")
     batch_size: int = option(8, "responses per step and process")
     learning_rate: float = option(1.0e-4, "AdamW learning rate (linear decay to 0)")
@@ -157,8 +170,9 @@ class WarmStartOptions(Settings):
     max_grad_norm: float = option(1.0, "gradient clipping (0: none)")
     logging_steps: int = option(10, "steps between log lines")
     bf16: bool = option(True, "bf16 autocast on GPUs (config train.grpo.bf16 unless set here)")
-    lora: LoraSettings = option(help="LoRA of method lora (config train.lora, overridden key by key)",
-                                factory=LoraSettings)
+    lora: LoraSettings = option(
+        help="LoRA of method lora (config train.lora, overridden key by key)", factory=LoraSettings
+    )
 
 
 @dataclass(frozen=True)
@@ -172,8 +186,9 @@ class WarmStartSettings(Settings):
     answer_format: Literal["letter", "yes_no"] = option("letter", "answer words (config prompts.answer_format)")
     model: ModelSettings = option(help="model loading and image budget (config model)", factory=ModelSettings)
     seed: int = option(0, "seed of the batch order and of torch (config seed)")
-    warm_start: WarmStartOptions = option(help="the warm start's options (config train.warm_start)",
-                                          factory=WarmStartOptions)
+    warm_start: WarmStartOptions = option(
+        help="the warm start's options (config train.warm_start)", factory=WarmStartOptions
+    )
 
     @classmethod
     def from_config(cls, config: dict, protocol: str, reasoning: str) -> WarmStartSettings:

@@ -38,8 +38,8 @@ CATEGORIES = tuple(f"Class{n}" for n in range(1, 11))
 _TRAIN_DEFECTIVE = (79, 66, 66, 82, 70, 83, 150, 150, 150, 150)
 _TEST_DEFECTIVE = (71, 84, 84, 68, 80, 67, 150, 150, 150, 150)
 DOCUMENTED_COUNTS = {
-    name: {"train_defective": train, "test_defective": test} for name, train, test in
-    zip(CATEGORIES, _TRAIN_DEFECTIVE, _TEST_DEFECTIVE)
+    name: {"train_defective": train, "test_defective": test}
+    for name, train, test in zip(CATEGORIES, _TRAIN_DEFECTIVE, _TEST_DEFECTIVE, strict=False)
 }
 DOCUMENTED_COUNTS["Class8"].update(train=1150, test=1150)
 
@@ -51,8 +51,10 @@ def read_labels(path: Path) -> list[tuple[str, str | None]]:
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot read ({error})") from None
     if not lines or not lines[0].strip().isdigit():
-        raise InputError(f"{path}: line 1: expected a first line holding only a number (1), "
-                         f"got {lines[0] if lines else 'an empty file'!r}")
+        raise InputError(
+            f"{path}: line 1: expected a first line holding only a number (1), "
+            f"got {lines[0] if lines else 'an empty file'!r}"
+        )
     entries = []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -62,8 +64,9 @@ def read_labels(path: Path) -> list[tuple[str, str | None]]:
             fields.pop()
         where = f"{path}: line {number}"
         if len(fields) != 5:
-            raise InputError(f"{where}: expected 5 tab-separated fields (id, defective, image, 0, mask), "
-                             f"got {len(fields)}: {line!r}")
+            raise InputError(
+                f"{where}: expected 5 tab-separated fields (id, defective, image, 0, mask), got {len(fields)}: {line!r}"
+            )
         ident, flag, image, _, mask = (f.strip() for f in fields)
         if not ident.isdigit() or flag not in ("0", "1") or not image.lower().endswith(".png"):
             raise InputError(f"{where}: expected a numeric id, a 0/1 flag and a .PNG image, got {line!r}")
@@ -81,12 +84,16 @@ def _split_entries(split_dir: Path) -> list[tuple[str, str | None]]:
     labels = split_dir / "Label" / "Labels.txt"
     if not labels.is_file():
         log.warning("%s: not found; labelling images by their Label/<id>_label.PNG masks", labels)
-        masks = {p.name.lower(): p.name for p in (split_dir / "Label").glob("*")} if (split_dir / "Label").is_dir() else {}
+        masks = (
+            {p.name.lower(): p.name for p in (split_dir / "Label").glob("*")} if (split_dir / "Label").is_dir() else {}
+        )
         return [(name, masks.get(f"{Path(name).stem}_label.png".lower())) for name in images]
     entries = read_labels(labels)
     unlisted = sorted(set(images) - {image for image, _ in entries})
     if unlisted:
-        log.warning("%s: %d image(s) not listed in %s, ignored (e.g. %s)", split_dir, len(unlisted), labels, unlisted[0])
+        log.warning(
+            "%s: %d image(s) not listed in %s, ignored (e.g. %s)", split_dir, len(unlisted), labels, unlisted[0]
+        )
     return entries
 
 
@@ -115,8 +122,19 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
                         raise InputError(f"{image}: anomalous image without a mask ({mask} not found)")
                     masks = [str(mask)]
                 width, height = image_size(image)
-                rows.append(ManifestRow(dataset, category, source_split, str(image), int(bool(masks)),
-                                        DEFECT if masks else "good", masks, width, height))
+                rows.append(
+                    ManifestRow(
+                        dataset,
+                        category,
+                        source_split,
+                        str(image),
+                        int(bool(masks)),
+                        DEFECT if masks else "good",
+                        masks,
+                        width,
+                        height,
+                    )
+                )
         if len(rows) == before:
             raise InputError(f"{folder}: class has no images")
     return rows

@@ -20,15 +20,32 @@ from adfm.data.datasets.manifest import ManifestRow
 from adfm.data.datasets.synthetic import DemoSpec
 
 ARCHIVE_NAME = "DTD-Synthetic.zip"
-CATEGORIES = ("Blotchy_099", "Fibrous_183", "Marbled_078", "Matted_069", "Mesh_114", "Perforated_037",
-              "Stratified_154", "Woven_001", "Woven_068", "Woven_104", "Woven_125", "Woven_127")
+CATEGORIES = (
+    "Blotchy_099",
+    "Fibrous_183",
+    "Marbled_078",
+    "Matted_069",
+    "Mesh_114",
+    "Perforated_037",
+    "Stratified_154",
+    "Woven_001",
+    "Woven_068",
+    "Woven_104",
+    "Woven_125",
+    "Woven_127",
+)
 DEFECT = "bad"
 DOCUMENTED_COUNTS: dict[str, dict[str, int]] = {}
 
 
 def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list[ManifestRow]:
-    return mvtec_ad.parse_mvtec_like(root, dataset, categories, layout_name="DTD-Synthetic (MVTec-style)",
-                                     mask_names=("{stem}_mask.png", "{stem}.png"))
+    return mvtec_ad.parse_mvtec_like(
+        root,
+        dataset,
+        categories,
+        layout_name="DTD-Synthetic (MVTec-style)",
+        mask_names=("{stem}_mask.png", "{stem}.png"),
+    )
 
 
 def make_demo(out_dir: Path, spec: DemoSpec) -> None:

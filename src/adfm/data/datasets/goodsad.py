@@ -39,8 +39,12 @@ CATEGORIES = tuple(DEFECTS)
 DOCUMENTED_COUNTS = {
     name: {"train": train, "test": good + defective, "test_defective": defective}
     for name, train, good, defective in [
-        ("drink_bottle", 733, 356, 425), ("drink_can", 234, 147, 147), ("food_bottle", 1014, 243, 361),
-        ("food_box", 432, 146, 251), ("food_package", 540, 253, 230), ("cigarette_box", 183, 183, 246),
+        ("drink_bottle", 733, 356, 425),
+        ("drink_can", 234, 147, 147),
+        ("food_bottle", 1014, 243, 361),
+        ("food_box", 432, 146, 251),
+        ("food_package", 540, 253, 230),
+        ("cigarette_box", 183, 183, 246),
     ]
 }
 DOCUMENTED_TOTALS = {"train": 3136, "test": 2988, "test_defective": 1660}
@@ -50,10 +54,13 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
     if not mvtec_ad.category_folders(root):
         zips = sorted(p.name for p in root.glob("*.zip"))
         if zips:
-            raise InputError(f"{root}: holds the per-category archives {zips} but no extracted category folders; "
-                             "extract each zip into this folder first")
-    return mvtec_ad.parse_mvtec_like(root, dataset, categories, layout_name="GoodsAD (MVTec-style)",
-                                     mask_names=("{stem}.png", "{stem}_mask.png"))
+            raise InputError(
+                f"{root}: holds the per-category archives {zips} but no extracted category folders; "
+                "extract each zip into this folder first"
+            )
+    return mvtec_ad.parse_mvtec_like(
+        root, dataset, categories, layout_name="GoodsAD (MVTec-style)", mask_names=("{stem}.png", "{stem}_mask.png")
+    )
 
 
 def stem(n: int) -> str:
@@ -62,5 +69,12 @@ def stem(n: int) -> str:
 
 
 def make_demo(out_dir: Path, spec: DemoSpec) -> None:
-    mvtec_ad.make_mvtec_like_demo(out_dir, spec, defects=lambda category: DEFECTS.get(category, DEFECT_KINDS),
-                                  stem=stem, image_ext=".jpg", encode=jpeg_bytes, mask_name="{stem}.png")
+    mvtec_ad.make_mvtec_like_demo(
+        out_dir,
+        spec,
+        defects=lambda category: DEFECTS.get(category, DEFECT_KINDS),
+        stem=stem,
+        image_ext=".jpg",
+        encode=jpeg_bytes,
+        mask_name="{stem}.png",
+    )

@@ -41,7 +41,9 @@ def to_frame(rows: list[ManifestRow]) -> pd.DataFrame:
     for record in records:
         record["mask_paths"] = json.dumps(record["mask_paths"])
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
-    return frame.sort_values(["dataset", "category", "source_split", "image_path"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(["dataset", "category", "source_split", "image_path"], kind="stable").reset_index(
+        drop=True
+    )
 
 
 def write(frame: pd.DataFrame, path: Path) -> None:

@@ -64,21 +64,80 @@ ARCHIVE_NAME = "MMAD.zip"
 JSON_NAME = "mmad.json"
 SOURCES = ("DS-MVTec", "MVTec-AD", "MVTec-LOCO", "VisA", "GoodsAD")
 # the layout (adfm.data.datasets) each MMAD source's images come from
-SOURCE_LAYOUTS = {"DS-MVTec": "mvtec_ad", "MVTec-AD": "mvtec_ad", "MVTec-LOCO": "mvtec_loco", "VisA": "visa",
-                  "GoodsAD": "goodsad"}
-QUESTION_TYPES = ("Anomaly Detection", "Defect Classification", "Defect Localization", "Defect Description",
-                  "Defect Analysis", "Object Classification", "Object Structure", "Object Details")
-QUESTION_COLUMNS = ["image_path", "dataset", "category", "question", "options", "answer", "type", "template_path",
-                    "templates", "source_image", "label"]
+SOURCE_LAYOUTS = {
+    "DS-MVTec": "mvtec_ad",
+    "MVTec-AD": "mvtec_ad",
+    "MVTec-LOCO": "mvtec_loco",
+    "VisA": "visa",
+    "GoodsAD": "goodsad",
+}
+QUESTION_TYPES = (
+    "Anomaly Detection",
+    "Defect Classification",
+    "Defect Localization",
+    "Defect Description",
+    "Defect Analysis",
+    "Object Classification",
+    "Object Structure",
+    "Object Details",
+)
+QUESTION_COLUMNS = [
+    "image_path",
+    "dataset",
+    "category",
+    "question",
+    "options",
+    "answer",
+    "type",
+    "template_path",
+    "templates",
+    "source_image",
+    "label",
+]
 # 38 query classes: DS-MVTec's 15, LOCO's 5, VisA's 12, GoodsAD's 6 (MVTec-AD holds templates only).
 CATEGORIES = tuple(
-    [f"DS-MVTec/{c}" for c in ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-                               "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper")]
+    [
+        f"DS-MVTec/{c}"
+        for c in (
+            "bottle",
+            "cable",
+            "capsule",
+            "carpet",
+            "grid",
+            "hazelnut",
+            "leather",
+            "metal_nut",
+            "pill",
+            "screw",
+            "tile",
+            "toothbrush",
+            "transistor",
+            "wood",
+            "zipper",
+        )
+    ]
     + [f"MVTec-LOCO/{c}" for c in ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")]
-    + [f"VisA/{c}" for c in ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1",
-                             "pcb2", "pcb3", "pcb4", "pipe_fryum")]
-    + [f"GoodsAD/{c}" for c in ("drink_bottle", "drink_can", "food_bottle", "food_box", "food_package",
-                                "cigarette_box")]
+    + [
+        f"VisA/{c}"
+        for c in (
+            "candle",
+            "capsules",
+            "cashew",
+            "chewinggum",
+            "fryum",
+            "macaroni1",
+            "macaroni2",
+            "pcb1",
+            "pcb2",
+            "pcb3",
+            "pcb4",
+            "pipe_fryum",
+        )
+    ]
+    + [
+        f"GoodsAD/{c}"
+        for c in ("drink_bottle", "drink_can", "food_bottle", "food_box", "food_package", "cigarette_box")
+    ]
 )
 DOCUMENTED_COUNTS: dict[str, dict[str, int]] = {}  # only totals are documented
 DOCUMENTED_TOTALS = {"test": 8366}  # query images (shared/DATASETS.md); 39,672 questions
@@ -97,8 +156,9 @@ def load(root: Path) -> dict:
     for key, entry in data.items():
         parts = PurePosixPath(key).parts
         if len(parts) < 3 or not isinstance(entry, dict) or not isinstance(entry.get("conversation"), list):
-            raise InputError(f"{path}: entry {key!r}: expected a key <Dataset>/<category>/... and an object "
-                             "with a conversation list")
+            raise InputError(
+                f"{path}: entry {key!r}: expected a key <Dataset>/<category>/... and an object with a conversation list"
+            )
     return data
 
 
@@ -144,15 +204,25 @@ def parse_questions(root: Path) -> pd.DataFrame:
                 raise InputError(f"{where}: expected Question, Answer, Options and type")
             options = qa["Options"]
             if not isinstance(options, dict) or qa["Answer"] not in options:
-                raise InputError(f"{where}: answer {qa['Answer']!r} is not one of the options "
-                                 f"{list(options) if isinstance(options, dict) else options!r}")
-            records.append({
-                "image_path": str(root / key), "dataset": source, "category": category,
-                "question": qa["Question"], "options": json.dumps(options, ensure_ascii=False),
-                "answer": qa["Answer"], "type": qa["type"], "template_path": templates[0] if templates else "",
-                "templates": json.dumps(templates), "source_image": query_source_image(key),
-                "label": int(is_anomalous(key)),
-            })
+                raise InputError(
+                    f"{where}: answer {qa['Answer']!r} is not one of the options "
+                    f"{list(options) if isinstance(options, dict) else options!r}"
+                )
+            records.append(
+                {
+                    "image_path": str(root / key),
+                    "dataset": source,
+                    "category": category,
+                    "question": qa["Question"],
+                    "options": json.dumps(options, ensure_ascii=False),
+                    "answer": qa["Answer"],
+                    "type": qa["type"],
+                    "template_path": templates[0] if templates else "",
+                    "templates": json.dumps(templates),
+                    "source_image": query_source_image(key),
+                    "label": int(is_anomalous(key)),
+                }
+            )
     return pd.DataFrame.from_records(records, columns=QUESTION_COLUMNS)
 
 
@@ -202,8 +272,10 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
                 mask_path = entry.get("mask_path") or ""
                 masks = [str(p) for p in mask_files(root, key, mask_path)] if mask_path else []
                 if not masks:
-                    raise InputError(f"{image}: anomalous image without a mask ({JSON_NAME} gives mask_path "
-                                     f"{mask_path!r}, found nowhere)")
+                    raise InputError(
+                        f"{image}: anomalous image without a mask ({JSON_NAME} gives mask_path "
+                        f"{mask_path!r}, found nowhere)"
+                    )
             add(image, category, "test", int(bool(masks)), PurePosixPath(key).parent.name if masks else GOOD, masks)
         for key in by_category[category]:
             for template in _templates(data[key]):
@@ -211,14 +283,20 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
                     add(root / template, category, "train", 0, GOOD, [])
                 elif template not in absent:
                     absent.add(template)
-                    log.warning("%s: template %s named in %s is missing; left out (MMAD's 1-shot setting reads "
-                                "random_templates[0] only)", root, template, JSON_NAME)
+                    log.warning(
+                        "%s: template %s named in %s is missing; left out (MMAD's 1-shot setting reads "
+                        "random_templates[0] only)",
+                        root,
+                        template,
+                        JSON_NAME,
+                    )
     if absent:
         log.warning("%s: %d listed templates missing, left out of the manifest", root, len(absent))
     return rows
 
 
 # ---- demo ------------------------------------------------------------------------------------
+
 
 def _source_rows(work: Path, source: str, categories: list[str], spec: DemoSpec) -> list[ManifestRow]:
     """The demo dataset MMAD's `source` takes its images from: the archive `spec.sources` names
@@ -241,8 +319,10 @@ def _demo_categories(spec: DemoSpec) -> dict[str, list[str]]:
     for full in spec.categories:
         source, _, category = full.partition("/")
         if source not in SOURCE_LAYOUTS or source == "MVTec-AD" or not category:
-            raise InputError(f"MMAD demo category {full!r}: expected <Dataset>/<category>, Dataset one of "
-                             f"{sorted(set(SOURCE_LAYOUTS) - {'MVTec-AD'})}")
+            raise InputError(
+                f"MMAD demo category {full!r}: expected <Dataset>/<category>, Dataset one of "
+                f"{sorted(set(SOURCE_LAYOUTS) - {'MVTec-AD'})}"
+            )
         wanted.setdefault(source, []).append(category)
     unknown = sorted(set(dict(spec.sources)) - set(wanted))
     if unknown:
@@ -289,7 +369,8 @@ def make_demo(out_dir: Path, spec: DemoSpec) -> None:
                         "mask_path": mask_path,
                         "similar_templates": listed,
                         "random_templates": [listed[i] for i in rng.permutation(len(listed))],
-                        "conversation": mmad_demo.conversation(rng, category, defect, union, bright,
-                                                      defects if source != "VisA" else ["bad"], others),
+                        "conversation": mmad_demo.conversation(
+                            rng, category, defect, union, bright, defects if source != "VisA" else ["bad"], others
+                        ),
                     }
     write_file(out_dir / JSON_NAME, json.dumps(entries, indent=4, ensure_ascii=False) + "\n")

@@ -25,38 +25,93 @@ def choice(rng: np.random.Generator, correct: str, wrong: list[str]) -> tuple[di
     return {letters[i]: v for i, v in enumerate(values)}, letters[position]
 
 
-def conversation(rng, category: str, defect: str | None, mask: np.ndarray | None, bright: bool,
-                  all_defects: list[str], other_categories: list[str]) -> list[dict]:
+def conversation(
+    rng,
+    category: str,
+    defect: str | None,
+    mask: np.ndarray | None,
+    bright: bool,
+    all_defects: list[str],
+    other_categories: list[str],
+) -> list[dict]:
     def qa(kind: str, question: str, correct: str, wrong: list[str]) -> dict:
         options, answer = choice(rng, correct, wrong)
         return {"Question": question, "Answer": answer, "Options": options, "type": kind, "annotation": True}
 
     anomalous = defect is not None
     yes_no = {"A": "Yes.", "B": "No."}
-    items = [{"Question": "Is there any defect in the object?", "Answer": "A" if anomalous else "B",
-              "Options": yes_no, "type": "Anomaly Detection", "annotation": True}]
+    items = [
+        {
+            "Question": "Is there any defect in the object?",
+            "Answer": "A" if anomalous else "B",
+            "Options": yes_no,
+            "type": "Anomaly Detection",
+            "annotation": True,
+        }
+    ]
     if anomalous:
         names = [d.replace("_", " ") for d in all_defects if d != defect] + ["crack", "stain", "missing part"]
-        items.append(qa("Defect Classification", "There is a defect in the object. What is the type of the defect?",
-                        defect.replace("_", " "), names))
+        items.append(
+            qa(
+                "Defect Classification",
+                "There is a defect in the object. What is the type of the defect?",
+                defect.replace("_", " "),
+                names,
+            )
+        )
         ys, xs = np.nonzero(mask)
         vertical = "Top" if ys.mean() < mask.shape[0] / 2 else "Bottom"
         horizontal = "left" if xs.mean() < mask.shape[1] / 2 else "right"
         corners = [f"{v} {h}." for v in ("Top", "Bottom") for h in ("left", "right")]
         correct = f"{vertical} {horizontal}."
-        items.append(qa("Defect Localization", "There is a defect in the object. Where is the defect?", correct,
-                        [c for c in corners if c != correct]))
-        items.append(qa("Defect Description", "There is a defect in the object. What is its appearance?",
-                        _DESCRIPTIONS[bright], [_DESCRIPTIONS[not bright], "A missing piece.", "A bent edge."]))
-        items.append(qa("Defect Analysis", "There is a defect in the object. What is its effect on the object?",
-                        "It damages the surface of the part.",
-                        ["It has no effect.", "It changes the colour of the background.", "It makes the part larger."]))
-    items.append(qa("Object Classification", "What kind of product is in the image?", category.replace("_", " "),
-                    [c.replace("_", " ") for c in other_categories] + ["screw", "cable", "pill"]))
-    items.append(qa("Object Structure", "What is the shape of the object?", "A square part on a dark background.",
-                    ["A round part.", "A long thin part.", "A ring."]))
-    items.append(qa("Object Details", "What does the surface of the object show?", "Regular stripes.",
-                    ["Text.", "Holes.", "Nothing at all."]))
+        items.append(
+            qa(
+                "Defect Localization",
+                "There is a defect in the object. Where is the defect?",
+                correct,
+                [c for c in corners if c != correct],
+            )
+        )
+        items.append(
+            qa(
+                "Defect Description",
+                "There is a defect in the object. What is its appearance?",
+                _DESCRIPTIONS[bright],
+                [_DESCRIPTIONS[not bright], "A missing piece.", "A bent edge."],
+            )
+        )
+        items.append(
+            qa(
+                "Defect Analysis",
+                "There is a defect in the object. What is its effect on the object?",
+                "It damages the surface of the part.",
+                ["It has no effect.", "It changes the colour of the background.", "It makes the part larger."],
+            )
+        )
+    items.append(
+        qa(
+            "Object Classification",
+            "What kind of product is in the image?",
+            category.replace("_", " "),
+            [c.replace("_", " ") for c in other_categories] + ["screw", "cable", "pill"],
+        )
+    )
+    items.append(
+        qa(
+            "Object Structure",
+            "What is the shape of the object?",
+            "A square part on a dark background.",
+            ["A round part.", "A long thin part.", "A ring."],
+        )
+    )
+    items.append(
+        qa(
+            "Object Details",
+            "What does the surface of the object show?",
+            "Regular stripes.",
+            ["Text.", "Holes.", "Nothing at all."],
+        )
+    )
     return items
 
 

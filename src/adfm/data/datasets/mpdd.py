@@ -31,8 +31,12 @@ CATEGORIES = tuple(DEFECTS)
 DOCUMENTED_COUNTS = {
     name: {"train": train, "test": test, "test_defective": defective}
     for name, train, test, defective in [
-        ("bracket_black", 289, 79, 47), ("bracket_brown", 185, 77, 51), ("bracket_white", 110, 60, 30),
-        ("connector", 128, 44, 14), ("metal_plate", 54, 97, 71), ("tubes", 122, 101, 69),
+        ("bracket_black", 289, 79, 47),
+        ("bracket_brown", 185, 77, 51),
+        ("bracket_white", 110, 60, 30),
+        ("connector", 128, 44, 14),
+        ("metal_plate", 54, 97, 71),
+        ("tubes", 122, 101, 69),
     ]
 }
 DOCUMENTED_TOTALS = {"train": 888, "test": 458, "test_defective": 282}

@@ -24,16 +24,42 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 GOOD = "good"
 
 ARCHIVE_NAME = "mvtec_anomaly_detection.tar.xz"
-CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
-              "tile", "toothbrush", "transistor", "wood", "zipper")
+CATEGORIES = (
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
+    "zipper",
+)
 # shared/DATASETS.md (from a committed per-image listing): train / test / test defective per category.
 DOCUMENTED_COUNTS = {
     name: {"train": train, "test": test, "test_defective": defective}
     for name, train, test, defective in [
-        ("bottle", 209, 83, 63), ("cable", 224, 150, 92), ("capsule", 219, 132, 109), ("carpet", 280, 117, 89),
-        ("grid", 264, 78, 57), ("hazelnut", 391, 110, 70), ("leather", 245, 124, 92), ("metal_nut", 220, 115, 93),
-        ("pill", 267, 167, 141), ("screw", 320, 160, 119), ("tile", 230, 117, 84), ("toothbrush", 60, 42, 30),
-        ("transistor", 213, 100, 40), ("wood", 247, 79, 60), ("zipper", 240, 151, 119),
+        ("bottle", 209, 83, 63),
+        ("cable", 224, 150, 92),
+        ("capsule", 219, 132, 109),
+        ("carpet", 280, 117, 89),
+        ("grid", 264, 78, 57),
+        ("hazelnut", 391, 110, 70),
+        ("leather", 245, 124, 92),
+        ("metal_nut", 220, 115, 93),
+        ("pill", 267, 167, 141),
+        ("screw", 320, 160, 119),
+        ("tile", 230, 117, 84),
+        ("toothbrush", 60, 42, 30),
+        ("transistor", 213, 100, 40),
+        ("wood", 247, 79, 60),
+        ("zipper", 240, 151, 119),
     ]
 }
 DOCUMENTED_TOTALS = {"train": 3629, "test": 1725, "test_defective": 1258}
@@ -66,8 +92,9 @@ def check_incomplete(root: Path, missing: Sequence[str], required: Sequence[str]
             raise InputError(f"{folder}: no {lacking} folder in this category (an incomplete copy?)")
 
 
-def select_categories(root: Path, found: dict[str, Path], categories: list[str] | None,
-                      required: Sequence[str] = ("train", "test")) -> list[str]:
+def select_categories(
+    root: Path, found: dict[str, Path], categories: list[str] | None, required: Sequence[str] = ("train", "test")
+) -> list[str]:
     wanted = list(categories) if categories else sorted(found)
     missing = [c for c in wanted if c not in found]
     check_incomplete(root, missing, required)
@@ -76,8 +103,14 @@ def select_categories(root: Path, found: dict[str, Path], categories: list[str] 
     return wanted
 
 
-def parse_mvtec_like(root: Path, dataset: str, categories: list[str] | None = None, *,
-                     layout_name: str = "MVTec AD", mask_names: Sequence[str] = ("{stem}_mask.png",)) -> list[ManifestRow]:
+def parse_mvtec_like(
+    root: Path,
+    dataset: str,
+    categories: list[str] | None = None,
+    *,
+    layout_name: str = "MVTec AD",
+    mask_names: Sequence[str] = ("{stem}_mask.png",),
+) -> list[ManifestRow]:
     """Parse an MVTec-style tree. `mask_names` are the candidate names of an image's mask under
     `ground_truth/<defect>/`, tried in order ("{stem}" is the image's name without suffix)."""
     found = category_folders(root)
@@ -94,14 +127,19 @@ def parse_mvtec_like(root: Path, dataset: str, categories: list[str] | None = No
                 for image in images_in(defect_folder):
                     masks = []
                     if defect != GOOD:
-                        candidates = [folder / "ground_truth" / defect / name.format(stem=image.stem) for name in mask_names]
+                        candidates = [
+                            folder / "ground_truth" / defect / name.format(stem=image.stem) for name in mask_names
+                        ]
                         mask = next((c for c in candidates if c.is_file()), None)
                         if mask is None:
                             raise InputError(f"{image}: anomalous image without a mask (expected {candidates[0]})")
                         masks = [str(mask)]
                     width, height = image_size(image)
-                    rows.append(ManifestRow(dataset, category, split, str(image), int(defect != GOOD), defect,
-                                            masks, width, height))
+                    rows.append(
+                        ManifestRow(
+                            dataset, category, split, str(image), int(defect != GOOD), defect, masks, width, height
+                        )
+                    )
         if len(rows) == before:
             raise InputError(f"{folder}: category has no images")
     return rows
@@ -111,12 +149,17 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
     return parse_mvtec_like(root, dataset, categories)
 
 
-def make_mvtec_like_demo(out_dir: Path, spec: DemoSpec, *,
-                         defects: Callable[[str], Sequence[str]] = lambda category: DEFECT_KINDS,
-                         stem: Callable[[int], str] = lambda n: f"{n:03d}",
-                         image_ext: str = ".png", encode: Callable[[np.ndarray], bytes] = png_bytes,
-                         mask_name: str = "{stem}_mask.png",
-                         category_files: dict[str, bytes] | None = None) -> None:
+def make_mvtec_like_demo(
+    out_dir: Path,
+    spec: DemoSpec,
+    *,
+    defects: Callable[[str], Sequence[str]] = lambda category: DEFECT_KINDS,
+    stem: Callable[[int], str] = lambda n: f"{n:03d}",
+    image_ext: str = ".png",
+    encode: Callable[[np.ndarray], bytes] = png_bytes,
+    mask_name: str = "{stem}_mask.png",
+    category_files: dict[str, bytes] | None = None,
+) -> None:
     """A miniature MVTec-style tree: per category `train_good` and `test_good` normal images and
     `test_defective_per_type` images of each of `defects(category)`, drawn alternately as blobs and
     scratches, with their 0/255 masks."""
@@ -139,7 +182,11 @@ def make_mvtec_like_demo(out_dir: Path, spec: DemoSpec, *,
 
 
 def make_demo(out_dir: Path, spec: DemoSpec) -> None:
-    make_mvtec_like_demo(out_dir, spec, category_files={
-        "license.txt": b"Synthetic demo data, generated by adfm.\n",
-        "readme.txt": b"Miniature MVTec AD layout for the adfm demo.\n",
-    })
+    make_mvtec_like_demo(
+        out_dir,
+        spec,
+        category_files={
+            "license.txt": b"Synthetic demo data, generated by adfm.\n",
+            "readme.txt": b"Miniature MVTec AD layout for the adfm demo.\n",
+        },
+    )

@@ -54,10 +54,23 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
                         mask_dir = folder / "ground_truth" / defect / image.stem
                         masks = [str(p) for p in images_in(mask_dir)] if mask_dir.is_dir() else []
                         if not masks:
-                            raise InputError(f"{image}: anomalous image without a mask (expected mask files in {mask_dir}/)")
+                            raise InputError(
+                                f"{image}: anomalous image without a mask (expected mask files in {mask_dir}/)"
+                            )
                     width, height = image_size(image)
-                    rows.append(ManifestRow(dataset, category, source_split, str(image), int(defect != GOOD), defect,
-                                            masks, width, height))
+                    rows.append(
+                        ManifestRow(
+                            dataset,
+                            category,
+                            source_split,
+                            str(image),
+                            int(defect != GOOD),
+                            defect,
+                            masks,
+                            width,
+                            height,
+                        )
+                    )
         if len(rows) == before:
             raise InputError(f"{folder}: category has no images")
     return rows
@@ -72,8 +85,11 @@ DEMO_DEFECTS = {
 
 def defects_config() -> str:
     """defects_config.json in the real file's format (4-space indent, no newline at the end)."""
-    entries = [{"defect_name": name, "pixel_value": value, "saturation_threshold": 1.0, "relative_saturation": True}
-               for pairs in DEMO_DEFECTS.values() for name, value in pairs]
+    entries = [
+        {"defect_name": name, "pixel_value": value, "saturation_threshold": 1.0, "relative_saturation": True}
+        for pairs in DEMO_DEFECTS.values()
+        for name, value in pairs
+    ]
     return json.dumps(entries, indent=4)
 
 
@@ -92,15 +108,21 @@ def make_demo(out_dir: Path, spec: DemoSpec) -> None:
     for index, category in enumerate(spec.categories):
         folder = out_dir / category
         write_file(folder / "defects_config.json", defects_config())
-        for split, count in (("train", spec.train_good), ("validation", validation_count(spec)), ("test", spec.test_good)):
+        for split, count in (
+            ("train", spec.train_good),
+            ("validation", validation_count(spec)),
+            ("test", spec.test_good),
+        ):
             for n in range(count):
                 write_file(folder / split / GOOD / f"{n:03d}.png", png_bytes(texture(rng, index, spec.image_size)))
         for anomaly_type, defects in DEMO_DEFECTS.items():
             for n in range(spec.test_defective_per_type):
                 image = texture(rng, index, spec.image_size)
                 for region in range(1 + n % 2):
-                    name, value = defects[region % len(defects)]
+                    _name, value = defects[region % len(defects)]
                     mask = draw_defect(image, rng, DEFECT_KINDS[region % len(DEFECT_KINDS)])
                     encoded = np.where(mask > 0, value, 0).astype(np.uint8)
-                    write_file(folder / "ground_truth" / anomaly_type / f"{n:03d}" / f"{region:03d}.png", png_bytes(encoded))
+                    write_file(
+                        folder / "ground_truth" / anomaly_type / f"{n:03d}" / f"{region:03d}.png", png_bytes(encoded)
+                    )
                 write_file(folder / "test" / anomaly_type / f"{n:03d}.png", png_bytes(image))

@@ -55,8 +55,10 @@ def draw_defect(image: np.ndarray, rng: np.random.Generator, kind: str) -> np.nd
         cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
     elif kind == "scratch":
         start = (int(rng.integers(low, high)), int(rng.integers(low, high)))
-        end = (int(np.clip(start[0] + rng.integers(-size // 3, size // 3), low, high)),
-               int(np.clip(start[1] + rng.integers(-size // 3, size // 3), low, high)))
+        end = (
+            int(np.clip(start[0] + rng.integers(-size // 3, size // 3), low, high)),
+            int(np.clip(start[1] + rng.integers(-size // 3, size // 3), low, high)),
+        )
         cv2.line(mask, start, end, 255, max(2, size // 40))
     else:
         raise ValueError(f"unknown defect kind {kind!r}")

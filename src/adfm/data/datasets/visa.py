@@ -38,16 +38,37 @@ SPLIT_CSV = Path("split_csv") / "1cls.csv"
 SPLIT_HEADER = ["object", "split", "label", "image", "mask"]
 ANNO_HEADER = ["image", "label", "mask"]
 UNKNOWN_DEFECT = "anomaly"
-CATEGORIES = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2",
-              "pcb3", "pcb4", "pipe_fryum")
+CATEGORIES = (
+    "candle",
+    "capsules",
+    "cashew",
+    "chewinggum",
+    "fryum",
+    "macaroni1",
+    "macaroni2",
+    "pcb1",
+    "pcb2",
+    "pcb3",
+    "pcb4",
+    "pipe_fryum",
+)
 # The official split_csv/1cls.csv (amazon-science/spot-diff), counted per category: train (all
 # normal) / test / test anomalous. Totals 8,659 / 962 normal + 1,200 anomalous (shared/DATASETS.md).
 DOCUMENTED_COUNTS = {
     name: {"train": train, "test": test, "test_defective": 100}
     for name, train, test in [
-        ("candle", 900, 200), ("capsules", 542, 160), ("cashew", 450, 150), ("chewinggum", 453, 150),
-        ("fryum", 450, 150), ("macaroni1", 900, 200), ("macaroni2", 900, 200), ("pcb1", 904, 200),
-        ("pcb2", 901, 200), ("pcb3", 905, 201), ("pcb4", 904, 201), ("pipe_fryum", 450, 150),
+        ("candle", 900, 200),
+        ("capsules", 542, 160),
+        ("cashew", 450, 150),
+        ("chewinggum", 453, 150),
+        ("fryum", 450, 150),
+        ("macaroni1", 900, 200),
+        ("macaroni2", 900, 200),
+        ("pcb1", 904, 200),
+        ("pcb2", 901, 200),
+        ("pcb3", 905, 201),
+        ("pcb4", 904, 201),
+        ("pipe_fryum", 450, 150),
     ]
 }
 DOCUMENTED_TOTALS = {"train": 8659, "test": 2162, "test_defective": 1200}
@@ -68,8 +89,9 @@ def _read_csv(path: Path, header: list[str]) -> list[tuple[int, list[str]]]:
         if not fields or all(not f.strip() for f in fields):
             continue
         if len(fields) != len(header):
-            raise InputError(f"{path}: line {number}: expected {len(header)} fields ({','.join(header)}), "
-                             f"got {len(fields)}")
+            raise InputError(
+                f"{path}: line {number}: expected {len(header)} fields ({','.join(header)}), got {len(fields)}"
+            )
         rows.append((number, [f.strip() for f in fields]))
     return rows
 
@@ -129,8 +151,9 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
                 elif defect == UNKNOWN_DEFECT and defects:
                     log.warning("%s: no row in %s/image_anno.csv", image, category)
             width, height = image_size(image)
-            rows.append(ManifestRow(dataset, category, split, str(image), int(label == "anomaly"), defect,
-                                    masks, width, height))
+            rows.append(
+                ManifestRow(dataset, category, split, str(image), int(label == "anomaly"), defect, masks, width, height)
+            )
     return rows
 
 
