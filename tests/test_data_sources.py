@@ -5,13 +5,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import (
-    DEMO_CONFIGS,
-    RUN_SETUP,
-    copy_demo_inputs,
-    snakemake,
-    snakemake_command,
-)
+from conftest import DEMO_CONFIGS, RUN_SETUP, copy_demo_inputs, snakemake, snakemake_command
 
 from adfm.evaluation.provenance import data_sources
 

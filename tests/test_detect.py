@@ -115,13 +115,7 @@ def test_adapter_brings_its_base_model_prompt_and_dtype(trained, images, tmp_pat
     assert loaded == [torch.float32]
 
 
-def test_adapter_on_another_base_model_is_a_one_line_error(
-    trained,
-    tiny_model_dir,
-    images,
-    tmp_path,
-    caplog,
-):
+def test_adapter_on_another_base_model_is_a_one_line_error(trained, tiny_model_dir, images, tmp_path, caplog):
     from safetensors.torch import load_file, save_file
 
     other = tmp_path / "other-model"
@@ -161,13 +155,7 @@ def test_adapter_with_other_reasoning_is_an_error(trained, images, caplog):
     assert "trained with multi_stage" in errors(caplog)[0]
 
 
-def test_adapter_that_does_not_fit_is_a_one_line_error(
-    trained,
-    tiny_model_dir,
-    images,
-    tmp_path,
-    caplog,
-):
+def test_adapter_that_does_not_fit_is_a_one_line_error(trained, tiny_model_dir, images, tmp_path, caplog):
     """An adapter from elsewhere (no training.json) whose tensors have other shapes: one line, not
     PEFT's 60-line size-mismatch traceback."""
     from safetensors.torch import load_file, save_file
@@ -255,14 +243,7 @@ def test_output_names_never_collide(tmp_path):
     ]
 
 
-def test_default_config_outside_the_checkout(
-    tiny_model_dir,
-    images,
-    tmp_path,
-    capsys,
-    caplog,
-    monkeypatch,
-):
+def test_default_config_outside_the_checkout(tiny_model_dir, images, tmp_path, capsys, caplog, monkeypatch):
     """Without an adapter record, the default config is the checkout's config.yaml, wherever the
     command runs; where there is none (an installed package), the error says to pass --config."""
     import adfm.inference.detect

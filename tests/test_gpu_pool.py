@@ -79,11 +79,7 @@ def test_a_job_without_gpus_sees_none(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "devices, message",
-    [
-        ("0", re.escape("asks for 2 GPUs but the pool has 1 (devices 0)")),
-        (None, "no GPU was found"),
-    ],
+    "devices, message", [("0", re.escape("asks for 2 GPUs but the pool has 1 (devices 0)")), (None, "no GPU was found")]
 )
 def test_a_job_the_pool_cannot_serve_is_a_clear_error(tmp_path, monkeypatch, devices, message):
     monkeypatch.setattr(gpu_pool, "detect_devices", list)

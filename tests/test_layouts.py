@@ -478,11 +478,7 @@ def test_tar_gz_is_reproducible_too(tmp_path):
 
 def test_count_differences_per_category_and_totals():
     frame = pd.DataFrame(
-        {
-            "category": ["a", "a", "a", "b"],
-            "source_split": ["train", "test", "test", "train"],
-            "label": [0, 0, 1, 1],
-        }
+        {"category": ["a", "a", "a", "b"], "source_split": ["train", "test", "test", "train"], "label": [0, 0, 1, 1]}
     )
     documented = {"a": {"train": 1, "test": 2, "test_defective": 2}, "b": {"train_defective": 1}}
     assert count_differences(frame, documented) == ["a: 1 test defective images, documented 2"]

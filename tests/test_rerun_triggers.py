@@ -12,11 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import (
-    DEMO_CONFIGS,
-    REPO,
-    copy_demo_inputs,
-)
+from conftest import DEMO_CONFIGS, REPO, copy_demo_inputs
 
 from adfm import config as adfm_config
 from adfm import targets

@@ -114,7 +114,7 @@ def test_mmad_questions_join_their_images_and_templates():
                 type="Anomaly Detection",
                 template_path="r/MVTec-AD/bottle/train/good/001.png",
                 label=1,
-            ),
+            )
         ]
     )
     images = pd.DataFrame(

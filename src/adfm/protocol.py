@@ -31,10 +31,7 @@ from adfm.io import InputError
 REASONING_MODES = ("multi_stage", "one_stage")
 
 # answer format -> {word written in <answer>: normalised answer}; the first word is the anomalous one
-ANSWER_WORDS = {
-    "yes_no": {"yes": "yes", "no": "no"},
-    "letter": {"a": "yes", "b": "no"},
-}
+ANSWER_WORDS = {"yes_no": {"yes": "yes", "no": "no"}, "letter": {"a": "yes", "b": "no"}}
 ANSWER_FORMATS = tuple(ANSWER_WORDS)
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -81,12 +78,7 @@ class ParsedResponse:
 
 def build_prompt(template: str) -> list[dict]:
     """Conversational prompt with two images: the normal reference first, then the query."""
-    return [
-        {
-            "role": "user",
-            "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": template}],
-        }
-    ]
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": template}]}]
 
 
 def completion_text(completion) -> str:
@@ -161,9 +153,7 @@ def parse_response(text, reasoning: str = "multi_stage", answer_format: str = "y
         answer_format = "yes_no"
     structure = _STRUCTURE.get((reasoning, answer_format), _STRUCTURE[("multi_stage", answer_format)])
     return ParsedResponse(
-        answer=parse_answer(text, answer_format),
-        boxes=parse_boxes(text),
-        well_formed=structure.match(text) is not None,
+        answer=parse_answer(text, answer_format), boxes=parse_boxes(text), well_formed=structure.match(text) is not None
     )
 
 

@@ -23,15 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import (
-    DEMO_CONFIGS,
-    REPO,
-    RUN_SETUP,
-    copy_demo_inputs,
-    run_config,
-    snakemake,
-    snakemake_command,
-)
+from conftest import DEMO_CONFIGS, REPO, RUN_SETUP, copy_demo_inputs, run_config, snakemake, snakemake_command
 
 from adfm.gpu_pool import log_records
 
