@@ -8,12 +8,7 @@ import json
 import model_fixtures
 import pandas as pd
 import pytest
-from model_fixtures import (  # noqa: F401 (fixture)
-    MAX_PIXELS,
-    MIN_PIXELS,
-    tiny_model_dir,
-    write_split,
-)
+from model_fixtures import MAX_PIXELS, MIN_PIXELS, tiny_model_dir, write_split  # noqa: F401 (fixture)
 from PIL import Image
 
 from adfm.boxes import to_model_frame

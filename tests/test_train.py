@@ -7,14 +7,7 @@ import json
 
 import pandas as pd
 import pytest
-from model_fixtures import (  # noqa: F401 (fixtures)
-    MAX_PIXELS,
-    MIN_PIXELS,
-    PROMPT,
-    split_csv,
-    tiny_model_dir,
-    train_settings,
-)
+from model_fixtures import MAX_PIXELS, MIN_PIXELS, PROMPT, split_csv, tiny_model_dir, train_settings  # noqa: F401 (fixtures)
 from transformers import TrainerCallback
 
 from adfm.boxes import to_model_frame

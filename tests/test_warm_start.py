@@ -6,13 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from model_fixtures import (  # noqa: F401 (fixtures)
-    MODEL_SETTINGS,
-    PROMPT,
-    split_csv,
-    tiny_model_dir,
-    train_settings,
-)
+from model_fixtures import MODEL_SETTINGS, PROMPT, split_csv, tiny_model_dir, train_settings  # noqa: F401 (fixtures)
 
 from adfm.data import split_table
 from adfm.model.demo import build_tokenizer

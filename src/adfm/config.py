@@ -1,8 +1,7 @@
 """The config: loading (merged as `snakemake --configfile` merges), the schema, and the checks the
 schema cannot express, each message naming its key (a run naming a protocol that does not exist, a
-table row naming an unknown run); also the launch command and GPU prefix of the jobs.
-
-What the workflow makes for a config (which model on which dataset) is adfm.targets.
+table row naming an unknown run). What the workflow makes for a config (which model on which
+dataset) is adfm.targets; how its jobs are launched, adfm.launch.
 """
 
 from __future__ import annotations
@@ -252,26 +251,21 @@ def _table_model_problems(config: dict, name: str) -> list[str]:
         clip = model.get("backend") in CLIP_BACKENDS
         if row.get("metric") in SCORE_METRICS and not clip:
             problems.append(f"tables.{name}.rows: metric {row['metric']!r} needs a CLIP baseline, not {row['run']!r}")
-        if select == "question_type":
-            if "mmad" not in config:
-                problems.append(f"tables.{name}: select question_type needs the mmad section")
-            if row.get("prompt") == "reasoning":
-                problems.append(
-                    f"tables.{name}.rows: MMAD's question types are asked with MMAD's prompt, "
-                    f"not prompt 'reasoning' ({row['run']!r})"
-                )
-        if row.get("prompt") == "mmad" and select == "dataset":
-            if "mmad" not in config:
-                problems.append(f"tables.{name}.rows: prompt mmad needs the mmad section")
-            if clip:
-                problems.append(f"tables.{name}.rows: {row['run']!r} cannot answer MMAD's questions")
-            missing = [c for c in table["columns"] if c not in table.get("mmad_sources", {})]
-            if missing:
-                problems.append(
-                    f"tables.{name}.mmad_sources: prompt mmad rows need the MMAD source dataset of column(s) {missing}"
-                )
-        if select == "question_type" and clip:
+        asks_mmad = select == "question_type" or row.get("prompt") == "mmad"
+        if asks_mmad and "mmad" not in config:
+            problems.append(f"tables.{name}.rows: {row['run']!r} is asked MMAD's questions: needs the mmad section")
+        if asks_mmad and clip:
             problems.append(f"tables.{name}.rows: {row['run']!r} cannot answer MMAD's questions")
+        if select == "question_type" and row.get("prompt") == "reasoning":
+            problems.append(
+                f"tables.{name}.rows: MMAD's question types are asked with MMAD's prompt, "
+                f"not prompt 'reasoning' ({row['run']!r})"
+            )
+        missing = [c for c in table["columns"] if c not in table.get("mmad_sources", {})]
+        if row.get("prompt") == "mmad" and select == "dataset" and missing:
+            problems.append(
+                f"tables.{name}.mmad_sources: prompt mmad rows need the MMAD source dataset of column(s) {missing}"
+            )
     return problems
 
 
@@ -297,13 +291,8 @@ def _figure_problems(config: dict, name: str) -> list[str]:
         return []
     if figure["dataset"] not in protocol_datasets(config, runs[figure["run"]]["protocol"]):
         return [f"figures.{name}.dataset: {figure['dataset']!r} is not in the protocol of run {figure['run']!r}"]
-    if (
-        (figure["kind"] == "reward_schemes" or figure.get("rows") == "train")
-        and protocol["kind"] == "transfer"
-        and figure["dataset"] not in protocol["train"]
-    ):
-        return [
-            f"figures.{name}.dataset: {figure['dataset']!r} has no training images in the protocol "
-            f"of run {figure['run']!r}"
-        ]
+    samples_training = figure["kind"] == "reward_schemes" or figure.get("rows") == "train"
+    if samples_training and protocol["kind"] == "transfer" and figure["dataset"] not in protocol["train"]:
+        where = f"the protocol of run {figure['run']!r}"
+        return [f"figures.{name}.dataset: {figure['dataset']!r} has no training images in {where}"]
     return []

@@ -38,12 +38,19 @@ LOCK_DIR_ENV = "ADFM_GPU_LOCK_DIR"  # where the pool's lock files live, when not
 SCHEDULER_ENVS = ("SLURM_JOB_ID",)  # set inside a job whose GPUs a scheduler chose
 
 
-# The two lines run() writes into each job's log, read back by log_records()
+# The two lines run() writes into each job's log (event_line), read back by log_records()
 LOG_LINE = re.compile(
     r"^adfm gpu_pool: (?P<event>acquired|released) CUDA_VISIBLE_DEVICES=(?P<devices>\S*) "
     r"source=(?P<source>\S+) pid=(?P<pid>\d+)(?: exit=(?P<exit>-?\d+))? at=(?P<at>\S+)$",
     re.MULTILINE,
 )
+
+
+def event_line(event: str, devices: str, source: str, exit_code: int | None = None) -> str:
+    """An acquired / released line, as LOG_LINE reads it."""
+    ended = "" if exit_code is None else f" exit={exit_code}"
+    at = datetime.datetime.now(datetime.UTC).isoformat()
+    return f"adfm gpu_pool: {event} CUDA_VISIBLE_DEVICES={devices} source={source} pid={os.getpid()}{ended} at={at}"
 
 
 def log_records(text: str) -> list[dict[str, str]]:
@@ -73,13 +80,8 @@ def detect_devices() -> list[str]:
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
+        query = ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"]
+        out = subprocess.run(query, capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return parse_ids(out.replace("\n", ","))
@@ -152,7 +154,7 @@ def acquire(
         raise PoolError(
             f"the job asks for {count} GPU(s) but no GPU was found (no --devices, "
             f"no ${DEVICES_ENV}, no CUDA_VISIBLE_DEVICES, no nvidia-smi); set "
-            "gpus.devices in config.yaml, or resources.<family>.gpu: 0 to run on the CPU"
+            "resources.gpu_devices in config.yaml, or resources.<family>.gpu: 0 to run on the CPU"
         )
     if count > len(pool):
         raise PoolError(
@@ -220,10 +222,6 @@ def end_leftovers(grace_s: float, log=print) -> None:
             signum = signal.SIGKILL
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat()
-
-
 def run(
     command: list[str], grant: Grant, environ: dict[str, str] | None = None, log=print, grace_s: float = 10.0
 ) -> int:
@@ -247,7 +245,7 @@ def run(
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     subreaper = become_subreaper()
-    log(f"adfm gpu_pool: acquired CUDA_VISIBLE_DEVICES={shown} source={grant.source} pid={os.getpid()} at={now()}")
+    log(event_line("acquired", shown, grant.source))
     try:
         children.append(subprocess.Popen(command, env=env, pass_fds=grant.lock_fds))
     except OSError as error:
@@ -258,10 +256,7 @@ def run(
     code = children[0].wait()
     if subreaper:
         end_leftovers(grace_s, log)
-    log(
-        f"adfm gpu_pool: released CUDA_VISIBLE_DEVICES={shown} source={grant.source} pid={os.getpid()} "
-        f"exit={code} at={now()}"
-    )
+    log(event_line("released", shown, grant.source, code))
     return code if code >= 0 else 128 - code
 
 
