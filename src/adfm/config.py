@@ -111,6 +111,8 @@ def _run_problems(config: dict) -> list[str]:
     for name, run in config["runs"].items():
         if run["protocol"] not in config["protocols"]:
             problems.append(f"runs.{name}.protocol: unknown protocol {run['protocol']!r}")
+        if run.get("warm_started") and not config["train"].get("warm_start", {}).get("enabled", False):
+            problems.append(f"runs.{name}.warm_started: needs train.warm_start.enabled")
         weights, rewards = run.get("reward_weights"), run.get("rewards", [])
         if weights is not None and len(weights) != len(rewards):
             problems.append(f"runs.{name}.reward_weights: {len(weights)} weights for {len(rewards)} rewards")

@@ -30,9 +30,13 @@ def trained(config: dict, name: str) -> bool:
 
 
 def warm_started(config: dict, name: str) -> bool:
-    """Whether a run's adapter sits on a warm-started model (train.warm_start.enabled) rather than
-    on the fetched one."""
-    return trained(config, name) and bool(config["train"].get("warm_start", {}).get("enabled", False))
+    """Whether a run answers (and trains) with the warm-started model of its protocol and reasoning
+    (train.warm_start.enabled) rather than the fetched one: by default the trained runs, whose
+    adapters sit on it; `runs.<run>.warm_started` says otherwise (the demo's Figure 5 samples an
+    untrained run on it: the tiny fetched model never writes the response format)."""
+    if name not in config["runs"] or not config["train"].get("warm_start", {}).get("enabled", False):
+        return False
+    return config["runs"][name].get("warm_started", trained(config, name))
 
 
 def trained_rows(config: dict, table: str) -> dict[str, str]:
