@@ -10,6 +10,7 @@ rule predict_mmad:
             "inference/mmad.py",
             "inference/records.py",
             "inference/generate.py",
+            "inference/backend.py",
             "model/load.py",
             "inference/api.py",
             "protocol.py",

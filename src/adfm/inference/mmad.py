@@ -17,7 +17,7 @@ adfm.targets.mmad_filtered) is asked only the unmarked questions; the log and th
 (`dropped_training`, `dropped_not_in_split`) say how many were left out.
 
 Backends: the Hugging Face model (--model), or the chat API when the settings carry `api`; both
-behind the same seam (adfm.inference.generate.HFBackend, adfm.inference.api.ApiBackend).
+behind the same seam (adfm.inference.backend).
 
 Prompt (MMAD's one-template setting, as its Qwen2.5-VL script builds it): MMAD's instruction (the
 model is an industrial inspector who answers with the option's letter), "Answer with the option's
@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 
 from adfm.data.datasets.mmad import source_image
 from adfm.inference.api import ApiBackend
+from adfm.inference.backend import Backend
 from adfm.inference.generate import greedy_config, load_backend, model_config
 from adfm.inference.records import PredictionWriter, key
 from adfm.io import InputError
@@ -251,7 +252,7 @@ def mmad_record(row, run_name: str, response: str, parse: str) -> dict:
     }
 
 
-def mmad_backend(settings: MmadSettings, model_dir, adapter_dir):
+def mmad_backend(settings: MmadSettings, model_dir, adapter_dir) -> Backend:
     """The chat API when the settings name one, else the Hugging Face model of `model_dir`."""
     if settings.api is not None:
         # MMAD's API script: greedy (temperature 0), its own response budget
