@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from adfm.inference.backend import OnAnswers, Part, PromptOf
 from adfm.io import InputError, open_rgb
-from adfm.model.load import load_model_and_processor
+from adfm.model.load import load_model
 
 
 def chat_content(parts: Sequence[Part]) -> tuple[list[dict], list[str]]:
@@ -192,11 +192,5 @@ class HFBackend:
 def load_backend(model_dir, model_settings, *, adapter_dir=None, generation: Callable, **options) -> HFBackend:
     """The model of `model_dir` (with its LoRA adapter) as a backend; `generation(model)`: its
     generation config; `options`: HFBackend's."""
-    model, processor = load_model_and_processor(
-        model_dir,
-        dtype=model_settings.dtype,
-        min_pixels=model_settings.min_pixels,
-        max_pixels=model_settings.max_pixels,
-        adapter_dir=adapter_dir,
-    )
+    model, processor = load_model(model_dir, model_settings, adapter_dir=adapter_dir)
     return HFBackend(model, processor, generation(model), **options)
