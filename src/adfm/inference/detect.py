@@ -212,6 +212,20 @@ def detect(
     ]
 
 
+def run_detect(args) -> None:
+    """One JSON line per query; exit status 1 when an image could not be read."""
+    failed = 0
+    for result in detect(
+        args.model, args.adapter, args.reference, args.images, args.out_dir, args.config, args.reasoning
+    ):
+        keys = ("image", "error") if "error" in result else ("image", "answer", "boxes", "annotated")
+        print(json.dumps({k: result[k] for k in keys}), flush=True)
+        failed += "error" in result
+    if failed:
+        print(f"{failed} of {len(args.images)} image(s) could not be read", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "detect",
@@ -248,17 +262,4 @@ def register(subparsers) -> None:
         choices=REASONING_MODES,
         help="the prompt's reasoning mode; default: the adapter's (from its training.json), else multi_stage",
     )
-
-    def main(args) -> None:
-        failed = 0
-        for result in detect(
-            args.model, args.adapter, args.reference, args.images, args.out_dir, args.config, args.reasoning
-        ):
-            keys = ("image", "error") if "error" in result else ("image", "answer", "boxes", "annotated")
-            print(json.dumps({k: result[k] for k in keys}), flush=True)
-            failed += "error" in result
-        if failed:
-            print(f"{failed} of {len(args.images)} image(s) could not be read", file=sys.stderr)
-            raise SystemExit(1)
-
-    parser.set_defaults(func=main)
+    parser.set_defaults(func=run_detect)
