@@ -14,18 +14,8 @@ from PIL import Image
 
 from adfm.evaluation.mmad_score import mmad_table
 from adfm.inference import generate as generate_module
-from adfm.inference.mmad import (
-    INSPECTOR,
-    INSTRUCTION,
-    generation_config,
-    parse_choice,
-    parse_reply,
-    predict_mmad,
-    prompt_parts,
-    question_rows,
-    question_text,
-    split_drop_reasons,
-)
+from adfm.inference.mmad import generation_config, predict_mmad, question_rows, split_drop_reasons
+from adfm.inference.mmad_prompt import INSPECTOR, INSTRUCTION, parse_choice, parse_reply, prompt_parts, question_text
 from adfm.io import InputError, read_jsonl
 from adfm.settings import SettingsError
 from adfm.settings.inference import MmadSettings
@@ -247,7 +237,7 @@ def test_templates_above_one_show_that_many(tmp_path, monkeypatch):
     table["templates"] = [json.dumps([t, *extra]) for t in table["reference_path"]]
     table.to_csv(questions, index=False)
     seen = []
-    monkeypatch.setattr(generate_module, "load_model_and_processor", lambda *a, **k: (None, None))
+    monkeypatch.setattr(generate_module, "load_model", lambda *a, **k: (None, None))
     monkeypatch.setattr(
         generate_module,
         "generate_conversations",

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from adfm.cli import main
-from adfm.evaluation import summary
+from adfm.evaluation import summary, summary_cells, summary_figure
 from adfm.io import InputError
 
 KEYS = ["group", "model", "scale"]
@@ -80,7 +80,7 @@ def test_rows_are_named_by_their_keys_and_by_the_group_only_where_it_tells_them_
 
 def test_the_differences_are_laid_out_as_the_paper_table_with_empty_cells(tables):
     frame = summary.cells([tables["table2"]], tolerance=2)
-    diffs = summary.grid(frame, "diff")
+    diffs = summary_figure.grid(frame, "diff")
     assert diffs.index.tolist() == ["WinCLIP (tau=0.5)", "AD-FM 7B", "GPT-4o", "my-ablation"]
     assert diffs.columns.tolist() == ["VisA", "MPDD", "Avg"]
     drawn = diffs.notna().to_numpy()
@@ -90,7 +90,7 @@ def test_the_differences_are_laid_out_as_the_paper_table_with_empty_cells(tables
 
 def test_figure_has_a_scatter_and_a_heatmap_per_table_with_a_run_cell(tables):
     frame = summary.cells([tables["table2"], tables["table3"]], tolerance=2)
-    fig = summary.figure(frame, tolerance=2)
+    fig = summary_figure.figure(frame, tolerance=2)
     scatter, heatmap = fig.axes[:2]
     assert len(fig.axes) == 3  # Table 3 ran nothing: no panels; the third axis is the colour bar
     points = {
@@ -108,8 +108,8 @@ def test_figure_has_a_scatter_and_a_heatmap_per_table_with_a_run_cell(tables):
 
 def test_only_the_tables_given_are_drawn(tables):
     frame = summary.cells([tables["table3"]], tolerance=2)
-    assert summary.shown_tables(frame) == []
-    fig = summary.figure(frame, tolerance=2, demo_note="Demo numbers: a tiny random model.")
+    assert summary_cells.shown_tables(frame) == []
+    fig = summary_figure.figure(frame, tolerance=2, demo_note="Demo numbers: a tiny random model.")
     assert len(fig.axes) == 1 and fig.get_suptitle() == "Demo numbers: a tiny random model."
 
 

@@ -8,8 +8,10 @@ rule predict_mmad:
         questions=MMAD_QUESTIONS,
         code=code(
             "inference/mmad.py",
+            "inference/mmad_prompt.py",
             "inference/records.py",
             "inference/generate.py",
+            "inference/backend.py",
             "model/load.py",
             "inference/api.py",
             "protocol.py",

@@ -109,6 +109,7 @@ BACKENDS = {
             "inference/hf.py",
             "inference/records.py",
             "inference/generate.py",
+            "inference/backend.py",
             "model/load.py",
             "protocol.py",
             "boxes.py",
@@ -133,7 +134,7 @@ BACKENDS = {
         "stage": "predict-api",
         "env": "data",
         "family": "default",
-        "code": code("inference/api.py", "inference/records.py", "protocol.py", "boxes.py"),
+        "code": code("inference/api.py", "inference/backend.py", "inference/records.py", "protocol.py", "boxes.py"),
     },
 }
 

@@ -67,6 +67,7 @@ rule train:
             "model/grpo.py",
             "model/checkpoints.py",
             "model/train_log.py",
+            "model/training_record.py",
             "rewards.py",
             "reward_terms.py",
             "protocol.py",

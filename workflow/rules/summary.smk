@@ -5,7 +5,7 @@
 rule summary:
     input:
         tables=expand(TABLE, table=config["tables"]),
-        code=code("evaluation/summary.py"),
+        code=code("evaluation/summary*.py", "evaluation/drawing.py"),
     output:
         png=report(SUMMARY, caption="../report/summary.rst", category="Summary"),
         pdf="results/summary.pdf",

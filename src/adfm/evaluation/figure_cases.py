@@ -83,42 +83,33 @@ def pick_cases(records: list[dict]) -> list[tuple[str, dict, bool]]:
     return cases[:4]
 
 
-def figure3(records: list[dict], outputs: Outputs, settings: FigureSettings) -> None:
-    plt = pyplot()
-    cases = pick_cases(records)
-    fig, axes = plt.subplots(
-        len(cases), 3, figsize=(13, 3.3 * len(cases)), gridspec_kw={"width_ratios": [1, 1, 2.2]}, squeeze=False
+def draw_case(row, kind: str, record: dict, found: bool) -> None:
+    """One row of Figure 3: the normal reference, the query with its boxes, the response."""
+    label = "anomalous" if int(record["label"]) else "normal"
+    verdict = {"yes": "anomalous", "no": "normal"}.get(record.get("answer"), "no answer")
+    mark = "correct" if verdict == label else "wrong"
+    show_image(row[0], record.get("reference_path") or record["image_path"], "normal reference")
+    size = show_image(row[1], record["image_path"], f"query ({record['category']}): {label}")
+    draw_record_boxes(row[1], record, size, labels=("truth", "predicted"))
+    row[2].axis("off")
+    title = kind if found else f"{kind}: no such case, nearest shown"
+    row[2].set_title(f"{title}\nanswer: {verdict} ({mark})", fontsize=10, loc="left")
+    row[2].text(
+        0.0,
+        1.0,
+        printable(record.get("response") or ""),
+        va="top",
+        ha="left",
+        fontsize=7.5,
+        family="monospace",
+        transform=row[2].transAxes,
+        parse_math=False,
     )
-    for (kind, record, found), row in zip(cases, axes, strict=False):
-        label = "anomalous" if int(record["label"]) else "normal"
-        verdict = {"yes": "anomalous", "no": "normal"}.get(record.get("answer"), "no answer")
-        mark = "correct" if verdict == label else "wrong"
-        show_image(row[0], record.get("reference_path") or record["image_path"], "normal reference")
-        size = show_image(row[1], record["image_path"], f"query ({record['category']}): {label}")
-        draw_record_boxes(row[1], record, size, labels=("truth", "predicted"))
-        row[2].axis("off")
-        title = kind if found else f"{kind}: no such case, nearest shown"
-        row[2].set_title(f"{title}\nanswer: {verdict} ({mark})", fontsize=10, loc="left")
-        row[2].text(
-            0.0,
-            1.0,
-            printable(record.get("response") or ""),
-            va="top",
-            ha="left",
-            fontsize=7.5,
-            family="monospace",
-            transform=row[2].transAxes,
-            parse_math=False,
-        )
-    handles = [
-        plt.Line2D([], [], color=GT_COLOR, lw=2, label="ground truth"),
-        plt.Line2D([], [], color=PRED_COLOR, lw=2, label="predicted (<think>)"),
-    ]
-    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
-    fig.suptitle(f"Figure 3: qualitative examples, {settings.title}", fontsize=12)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
-    save(fig, outputs)
-    chosen = pd.DataFrame(
+
+
+def cases_table(cases: list[tuple[str, dict, bool]]) -> pd.DataFrame:
+    """The CSV of Figure 3: the cases drawn, with what the model answered."""
+    return pd.DataFrame(
         [
             {
                 "case": kind,
@@ -134,4 +125,22 @@ def figure3(records: list[dict], outputs: Outputs, settings: FigureSettings) -> 
             for kind, r, found in cases
         ]
     )
-    write_csv_atomic(chosen, outputs.csv)
+
+
+def figure3(records: list[dict], outputs: Outputs, settings: FigureSettings) -> None:
+    plt = pyplot()
+    cases = pick_cases(records)
+    fig, axes = plt.subplots(
+        len(cases), 3, figsize=(13, 3.3 * len(cases)), gridspec_kw={"width_ratios": [1, 1, 2.2]}, squeeze=False
+    )
+    for (kind, record, found), row in zip(cases, axes, strict=False):
+        draw_case(row, kind, record, found)
+    handles = [
+        plt.Line2D([], [], color=GT_COLOR, lw=2, label="ground truth"),
+        plt.Line2D([], [], color=PRED_COLOR, lw=2, label="predicted (<think>)"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
+    fig.suptitle(f"Figure 3: qualitative examples, {settings.title}", fontsize=12)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    save(fig, outputs)
+    write_csv_atomic(cases_table(cases), outputs.csv)

@@ -35,6 +35,28 @@ DROP_REASONS = ("training", "not_in_split")  # why a question is not asked (adfm
 SCORE_COLUMNS = ["accuracy", "plain_accuracy", "balanced_accuracy"]
 
 
+def cell_scores(kind: str, asked: pd.DataFrame) -> dict:
+    """One (model, source, type) cell: the questions answered with a letter, those right, those
+    unparsed, and the scores (balanced accuracy on Anomaly Detection only)."""
+    scored = asked[asked["parsed"]]
+    n, correct = len(scored), int(scored["correct"].sum())
+    plain = 100.0 * correct / n if n else 0.0
+    balanced = float("nan")
+    if kind == "Anomaly Detection":
+        normal, anomalous = scored[scored["normal"]], scored[~scored["normal"]]
+        normal_acc = normal["correct"].mean() if len(normal) else 0.0
+        anomalous_acc = anomalous["correct"].mean() if len(anomalous) else 0.0
+        balanced = 100.0 * (normal_acc + anomalous_acc) / 2
+    return {
+        "n": n,
+        "correct": correct,
+        "unparsed": int((~asked["parsed"]).sum()),
+        "accuracy": balanced if kind == "Anomaly Detection" else plain,
+        "plain_accuracy": plain,
+        "balanced_accuracy": balanced,
+    }
+
+
 def mmad_table(records: list[dict], questions: pd.DataFrame | None = None) -> pd.DataFrame:
     """Accuracy (%) per model, source dataset (and "all") and question type (and "Average"), with
     the questions the leakage filter left out of each cell (`questions`: the question table)."""
@@ -45,31 +67,11 @@ def mmad_table(records: list[dict], questions: pd.DataFrame | None = None) -> pd
     frame["parsed"] = frame["answer"].isin(list("ABCDE"))
     frame["correct"] = frame["parsed"] & (frame["answer"] == frame["correct_answer"])
     frame["normal"] = frame["label"].astype(int) == 0  # MMAD: "good" in the image path (parse_questions' label)
-    rows = []
-    for (model, source), group in frame.groupby(["model", "source"], sort=True):
-        for kind, asked in group.groupby("type", sort=False):
-            scored = asked[asked["parsed"]]
-            n, correct = len(scored), int(scored["correct"].sum())
-            plain = 100.0 * correct / n if n else 0.0
-            balanced = float("nan")
-            if kind == "Anomaly Detection":
-                normal, anomalous = scored[scored["normal"]], scored[~scored["normal"]]
-                normal_acc = normal["correct"].mean() if len(normal) else 0.0
-                anomalous_acc = anomalous["correct"].mean() if len(anomalous) else 0.0
-                balanced = 100.0 * (normal_acc + anomalous_acc) / 2
-            rows.append(
-                {
-                    "model": model,
-                    "dataset": source,
-                    "category": kind,
-                    "n": n,
-                    "correct": correct,
-                    "unparsed": int((~asked["parsed"]).sum()),
-                    "accuracy": balanced if kind == "Anomaly Detection" else plain,
-                    "plain_accuracy": plain,
-                    "balanced_accuracy": balanced,
-                }
-            )
+    rows = [
+        {"model": model, "dataset": source, "category": kind, **cell_scores(kind, asked)}
+        for (model, source), group in frame.groupby(["model", "source"], sort=True)
+        for kind, asked in group.groupby("type", sort=False)
+    ]
     table = pd.DataFrame(rows)
     sums = {"n": ("n", "sum"), "correct": ("correct", "sum"), "unparsed": ("unparsed", "sum")}
     means = {name: (name, "mean") for name in SCORE_COLUMNS}

@@ -15,8 +15,8 @@ output, and removed from any error message. Requests run `concurrency` at a time
 (connection error, timeout, HTTP 429 or 5xx) is retried `max_retries` times with exponential
 backoff (`backoff_s` x 2^attempt, at most 60 s); other HTTP errors stop the job.
 
-`ApiBackend` is the chat API's side of the backend seam every prediction stage uses (the Hugging
-Face side: adfm.inference.generate.HFBackend); MMAD's questions go through it too.
+`ApiBackend` is the chat API's side of the backend seam every prediction stage uses
+(adfm.inference.backend); MMAD's questions go through it too.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from adfm.boxes import scale_boxes
-from adfm.inference.generate import Part
+from adfm.inference.backend import OnAnswers, Part, PromptOf
 from adfm.inference.records import PredictionWriter, key, pair_prompt, response_record, select_rows
 from adfm.io import InputError
 from adfm.settings.inference import ApiOptions, ApiSettings
@@ -186,12 +186,7 @@ class ApiBackend:
         self.concurrency, self.max_side = api.concurrency, api.max_image_side
         self.max_tokens, self.temperature = max_tokens, temperature
 
-    def answer(
-        self,
-        jobs: list,
-        prompt_of: Callable[[object], Sequence[Part]],
-        on_answers: Callable[[list[tuple[object, list[str]]]], None],
-    ) -> None:
+    def answer(self, jobs: list, prompt_of: PromptOf, on_answers: OnAnswers) -> None:
         """`on_answers([(job, texts)])` in the calling thread, as each request completes."""
 
         def call(job):

@@ -29,8 +29,8 @@ from adfm import boxes as box_ops
 from adfm.config import load_config
 from adfm.inference.generate import generate_batch, greedy_config
 from adfm.io import InputError, atomic_path
-from adfm.model.load import load_model_and_processor
-from adfm.model.train import weights_fingerprint
+from adfm.model.load import check_adapter, load_model_and_processor
+from adfm.model.training_record import read_training_record, resolve_base_model
 from adfm.protocol import REASONING_MODES, build_prompt, parse_response, prompt_answer_format, prompt_template
 
 log = logging.getLogger(__name__)
@@ -77,47 +77,6 @@ def image_problem(path: Path) -> str | None:
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         return f"cannot read image ({error})"
     return None
-
-
-def read_training_record(adapter: Path) -> dict | None:
-    """The adapter's training.json (written by `adfm train`), or None for an adapter from elsewhere."""
-    path = adapter / "training.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: cannot read ({error})") from None
-
-
-def resolve_base_model(adapter: Path, record: dict | None, model_dir: Path | None) -> Path:
-    """The model folder the adapter goes on: --model, checked against what training recorded, or the
-    recorded base model itself."""
-    if record is None:
-        base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        if model_dir is None:
-            if not base or not (Path(base) / "config.json").is_file():
-                raise InputError(
-                    f"{adapter}: no training.json and its base model {base!r} is not a folder here; pass --model"
-                )
-            return Path(base)
-        if base and Path(base).resolve() != model_dir.resolve():
-            log.warning("%s was trained on %s, not %s: unchecked (no training.json)", adapter, base, model_dir)
-        return model_dir
-    candidates = (
-        [model_dir] if model_dir is not None else [Path(record["base_model"]), Path(record["base_model_resolved"])]
-    )
-    found = next((c for c in candidates if (c / "config.json").is_file()), None)
-    if found is None:
-        if model_dir is not None:
-            raise InputError(f"{model_dir}: not a model folder (no config.json)")
-        raise InputError(f"{adapter}: its base model {record['base_model']} is not here; pass --model <folder>")
-    if weights_fingerprint(found) != record["base_model_weights"]:
-        raise InputError(
-            f"{adapter} was trained on {record['base_model']}, not on {found} (other weights): "
-            f"pass --model {record['base_model']}, or leave --model out"
-        )
-    return found
 
 
 def detection_settings(config_paths: list[Path] | None, record: dict | None, reasoning: str | None) -> dict:
@@ -167,33 +126,13 @@ def detection_settings(config_paths: list[Path] | None, record: dict | None, rea
     return {**settings, "max_new_tokens": from_config["max_new_tokens"], "batch_size": from_config["batch_size"]}
 
 
-def apply_adapter(model, adapter: Path, model_dir: Path):
-    """The model with the LoRA adapter on it; an adapter that does not fit is one line, not PEFT's
-    traceback (size mismatches, target modules that match nothing)."""
-    from peft import PeftModel
-
-    try:
-        model = PeftModel.from_pretrained(model, str(adapter))
-    except (RuntimeError, ValueError, KeyError) as error:
-        # PEFT lists every mismatched tensor after a generic first line: say how many, show one
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-        mismatches = [line for line in lines if line.startswith("size mismatch")]
-        detail = f"{len(mismatches)} tensor(s) of other shapes, e.g. {mismatches[0]}" if mismatches else lines[0]
-        raise InputError(
-            f"{adapter}: does not fit the model {model_dir} (trained on another base model?): {detail}"
-        ) from None
-    model.eval()
-    return model
-
-
 def resolve_model(model_dir: Path | None, adapter: Path | None) -> tuple[Path, dict | None]:
     """The model folder and the adapter's training record (None without one)."""
     if adapter is None:
         if model_dir is None:
             raise InputError("give --model (and --adapter for a trained model)")
         return model_dir, None
-    if not (adapter / "adapter_config.json").is_file():
-        raise InputError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    check_adapter(adapter)
     record = read_training_record(adapter)
     return resolve_base_model(adapter, record, model_dir), record
 
@@ -201,10 +140,12 @@ def resolve_model(model_dir: Path | None, adapter: Path | None) -> tuple[Path, d
 def respond(model_dir: Path, adapter: Path | None, settings: dict, reference: Path, queries: list[Path]) -> list[str]:
     """The model's greedy response to each query beside the reference."""
     model, processor = load_model_and_processor(
-        model_dir, dtype="auto", min_pixels=settings["min_pixels"], max_pixels=settings["max_pixels"]
+        model_dir,
+        dtype="auto",
+        min_pixels=settings["min_pixels"],
+        max_pixels=settings["max_pixels"],
+        adapter_dir=adapter,
     )
-    if adapter is not None:
-        model = apply_adapter(model, adapter, model_dir)
     generation = greedy_config(model, max_new_tokens=settings["max_new_tokens"], repetition_penalty=1.0)
     prompt = build_prompt(settings["prompt"])
     responses = []
@@ -271,6 +212,20 @@ def detect(
     ]
 
 
+def run_detect(args) -> None:
+    """One JSON line per query; exit status 1 when an image could not be read."""
+    failed = 0
+    for result in detect(
+        args.model, args.adapter, args.reference, args.images, args.out_dir, args.config, args.reasoning
+    ):
+        keys = ("image", "error") if "error" in result else ("image", "answer", "boxes", "annotated")
+        print(json.dumps({k: result[k] for k in keys}), flush=True)
+        failed += "error" in result
+    if failed:
+        print(f"{failed} of {len(args.images)} image(s) could not be read", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "detect",
@@ -307,17 +262,4 @@ def register(subparsers) -> None:
         choices=REASONING_MODES,
         help="the prompt's reasoning mode; default: the adapter's (from its training.json), else multi_stage",
     )
-
-    def main(args) -> None:
-        failed = 0
-        for result in detect(
-            args.model, args.adapter, args.reference, args.images, args.out_dir, args.config, args.reasoning
-        ):
-            keys = ("image", "error") if "error" in result else ("image", "answer", "boxes", "annotated")
-            print(json.dumps({k: result[k] for k in keys}), flush=True)
-            failed += "error" in result
-        if failed:
-            print(f"{failed} of {len(args.images)} image(s) could not be read", file=sys.stderr)
-            raise SystemExit(1)
-
-    parser.set_defaults(func=main)
+    parser.set_defaults(func=run_detect)

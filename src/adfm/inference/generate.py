@@ -2,7 +2,7 @@
 
 Prompts are batched with left padding (set by adfm.model.load.load_processor), so that the prompts'
 last tokens stay aligned. `HFBackend` is the Hugging Face side of the backend seam every
-prediction stage uses (the chat API's side: adfm.inference.api.ApiBackend).
+prediction stage uses (adfm.inference.backend).
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ import copy
 import os
 from collections.abc import Callable, Sequence
 
+from adfm.inference.backend import OnAnswers, Part, PromptOf
 from adfm.io import InputError, open_rgb
-from adfm.model.load import load_model_and_processor
-
-# A prompt as a sequence of parts, in order: ("image", path) or ("text", text).
-Part = tuple[str, str]
+from adfm.model.load import load_model
 
 
 def chat_content(parts: Sequence[Part]) -> tuple[list[dict], list[str]]:
@@ -172,12 +170,7 @@ class HFBackend:
         self.batch_size, self.num_return_sequences = batch_size, num_return_sequences
         self.add_vision_id, self.seed_of = add_vision_id, seed_of
 
-    def answer(
-        self,
-        jobs: list,
-        prompt_of: Callable[[object], Sequence[Part]],
-        on_answers: Callable[[list[tuple[object, list[str]]]], None],
-    ) -> None:
+    def answer(self, jobs: list, prompt_of: PromptOf, on_answers: OnAnswers) -> None:
         """`on_answers([(job, texts), ...])` once per batch, in job order."""
         import torch
 
@@ -199,11 +192,5 @@ class HFBackend:
 def load_backend(model_dir, model_settings, *, adapter_dir=None, generation: Callable, **options) -> HFBackend:
     """The model of `model_dir` (with its LoRA adapter) as a backend; `generation(model)`: its
     generation config; `options`: HFBackend's."""
-    model, processor = load_model_and_processor(
-        model_dir,
-        dtype=model_settings.dtype,
-        min_pixels=model_settings.min_pixels,
-        max_pixels=model_settings.max_pixels,
-        adapter_dir=adapter_dir,
-    )
+    model, processor = load_model(model_dir, model_settings, adapter_dir=adapter_dir)
     return HFBackend(model, processor, generation(model), **options)

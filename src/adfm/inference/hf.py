@@ -27,10 +27,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from adfm.boxes import to_model_frame
-from adfm.inference.generate import greedy_config, load_backend, sampling_config
+from adfm.inference.generate import HFBackend, greedy_config, load_backend, sampling_config
 from adfm.inference.records import PARTIAL_SUFFIX, PredictionWriter, key, pair_prompt, response_record, select_rows
 from adfm.io import stable_seed
 from adfm.settings.inference import PredictSettings
+from adfm.settings.model import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,29 @@ def generation_of(settings: PredictSettings):
     return generation
 
 
+def hf_backend(model_dir, settings: PredictSettings, run_name: str, adapter_dir=None) -> HFBackend:
+    """The model (with its adapter), decoding as the settings say."""
+    return load_backend(
+        model_dir,
+        settings.model,
+        adapter_dir=adapter_dir,
+        generation=generation_of(settings),
+        batch_size=settings.batch_size,
+        num_return_sequences=settings.num_samples,
+        # seeded by the batch's first image: a rerun of the same batch samples the same
+        seed_of=(lambda row: stable_seed(settings.seed, run_name, row.image_path) % 2**32)
+        if settings.sampling
+        else None,
+    )
+
+
+def model_frame_of(model: ModelSettings):
+    """row -> (its ground-truth boxes in the frame the model sees, that frame)."""
+    return lambda row: to_model_frame(
+        row.boxes, int(row.width), int(row.height), min_pixels=model.min_pixels, max_pixels=model.max_pixels
+    )
+
+
 def predict(
     split_csv: str | os.PathLike,
     dataset: str,
@@ -65,19 +89,12 @@ def predict(
     *,
     adapter_dir: str | os.PathLike | None = None,
 ) -> Path:
-    rows = select_rows(
-        split_csv,
-        dataset,
-        settings.role,
-        label=settings.label,
-        image=settings.image,
-        max_images=settings.max_images,
-        seed=settings.seed,
-    )
+    filters = {"label": settings.label, "image": settings.image, "max_images": settings.max_images}
+    rows = select_rows(split_csv, dataset, settings.role, **filters, seed=settings.seed)
     writer = PredictionWriter(out)
+    samples = range(settings.num_samples)
     todo = writer.pending(
-        rows.itertuples(index=False),
-        lambda row: [key(run_name, dataset, row.image_path, sample) for sample in range(settings.num_samples)],
+        rows.itertuples(index=False), lambda row: [key(run_name, dataset, row.image_path, s) for s in samples]
     )
     log.info(
         "%s on %s: %d images x %d sample(s), %d images already predicted, %d to go",
@@ -90,24 +107,8 @@ def predict(
     )
     if not todo:
         return writer.finish()
-    backend = load_backend(
-        model_dir,
-        settings.model,
-        adapter_dir=adapter_dir,
-        generation=generation_of(settings),
-        batch_size=settings.batch_size,
-        num_return_sequences=settings.num_samples,
-        # seeded by the batch's first image: a rerun of the same batch samples the same
-        seed_of=(lambda row: stable_seed(settings.seed, run_name, row.image_path) % 2**32)
-        if settings.sampling
-        else None,
-    )
-    model = settings.model
-
-    def frame_of_row(row):
-        return to_model_frame(
-            row.boxes, int(row.width), int(row.height), min_pixels=model.min_pixels, max_pixels=model.max_pixels
-        )
+    backend = hf_backend(model_dir, settings, run_name, adapter_dir)
+    frame_of_row = model_frame_of(settings.model)
 
     def record(answers):
         writer.write(

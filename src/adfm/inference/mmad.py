@@ -17,29 +17,14 @@ adfm.targets.mmad_filtered) is asked only the unmarked questions; the log and th
 (`dropped_training`, `dropped_not_in_split`) say how many were left out.
 
 Backends: the Hugging Face model (--model), or the chat API when the settings carry `api`; both
-behind the same seam (adfm.inference.generate.HFBackend, adfm.inference.api.ApiBackend).
+behind the same seam (adfm.inference.backend).
 
-Prompt (MMAD's one-template setting, as its Qwen2.5-VL script builds it): MMAD's instruction (the
-model is an industrial inspector who answers with the option's letter), "Answer with the option's
-letter from the given choices directly!", "Following is/are N image of normal sample, which can be
-used as a template to compare the image being queried.", the templates (random_templates[:N],
-N = `templates`), "Following is the query image: ", the query image, "Following is the question
-list: ", then the question and its options ("Question: ...", "A. ...", "B. ..."). Each question is
-asked on its own; images are given "Picture n:" ids (add_vision_id). Runs of the `reasoning` kind
-(trained runs: they were taught to think before answering) get the inspector sentence and the
-reasoning instruction instead of the two letter instructions, the rest unchanged.
+Prompt and answer parsing (`instruction`, `parse`): adfm.inference.mmad_prompt.
 
 Decoding: `generation` "model" is MMAD's (generate() with the model's own generation config: for
 Qwen2.5-VL top_k 1, repetition penalty 1.05), "greedy" plain greedy decoding; `max_new_tokens`
 (MMAD: 128). The image budget is `model.min_pixels` / `model.max_pixels` (MMAD: 64*28*28 and
 1280*28*28).
-
-Answer parsing: `parse` "letter" is MMAD's parse_answer: the last standalone capital A-E in the
-reply; if there is none, the option whose text is closest to the reply (difflib, cutoff 0, so any
-reply, the empty one included, maps to some option). "answer_tag" reads the letter inside the last
-<answer> block first and falls back to MMAD's rule (records say which: `answer_from`). A record that
-still has no letter (a question without options) is left out of the scores, as MMAD's summary does
-(`unparsed` counts it).
 
 Scores: adfm.evaluation.mmad_score (`adfm score-mmad`).
 
@@ -53,8 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
-from difflib import get_close_matches
 from pathlib import Path
 
 import pandas as pd
@@ -62,84 +45,16 @@ from tqdm.auto import tqdm
 
 from adfm.data.datasets.mmad import source_image
 from adfm.inference.api import ApiBackend
+from adfm.inference.backend import Backend
 from adfm.inference.generate import greedy_config, load_backend, model_config
+from adfm.inference.mmad_prompt import parse_reply, prompt_parts
 from adfm.inference.records import PredictionWriter, key
 from adfm.io import InputError
-from adfm.protocol import answer_text
 from adfm.settings.inference import MmadSettings
 
 log = logging.getLogger(__name__)
 
 DATASET = "mmad"
-INSPECTOR = (
-    "\nYou are an industrial inspector who checks products by images. You should judge whether there is a "
-    "defect in the query image and answer the questions about it.\n"
-)
-INSTRUCTION = INSPECTOR + "Answer with the option's letter from the given choices directly.\n"
-LETTER_PROMPT = "Answer with the option's letter from the given choices directly! "
-_LETTER = re.compile(r"\b([A-E])\b")
-_TAGGED_LETTER = re.compile(r"\b([A-Ea-e])\b")
-
-
-def question_text(question: str, options: dict) -> str:
-    return f"Question: {question} \n" + "".join(f"{key}. {value}\n" for key, value in options.items())
-
-
-def prompt_parts(
-    query: str, templates: list[str], question: str, options: dict, reasoning_instruction: str | None = None
-) -> list[tuple[str, str]]:
-    """MMAD's prompt as (kind, value) parts, templates before the query; with a reasoning
-    instruction in place of MMAD's two letter instructions when one is given."""
-    if reasoning_instruction:
-        parts = [("text", INSPECTOR), ("text", reasoning_instruction)]
-    else:
-        parts = [("text", INSTRUCTION), ("text", LETTER_PROMPT)]
-    if templates:
-        parts.append(
-            (
-                "text",
-                (
-                    f"Following is/are {len(templates)} image of normal sample, which can be used as a "
-                    "template to compare the image being queried."
-                ),
-            )
-        )
-        parts.extend(("image", t) for t in templates)
-    parts += [
-        ("text", "Following is the query image: "),
-        ("image", query),
-        ("text", "Following is the question list: "),
-        ("text", question_text(question, options)),
-    ]
-    return parts
-
-
-def parse_choice(response: str, options: dict) -> str | None:
-    """MMAD's answer parsing: last standalone A-E, else the closest option text (cutoff 0)."""
-    if not isinstance(response, str):
-        return None
-    letters = _LETTER.findall(response)
-    if letters:
-        return letters[-1]
-    if not options:
-        return None
-    closest = get_close_matches(response, list(options.values()), n=1, cutoff=0.0)
-    if closest:
-        return next(key for key, value in options.items() if value == closest[0])
-    return None
-
-
-def parse_reply(response: str, options: dict, mode: str = "letter") -> tuple[str | None, str]:
-    """(letter, where it was read): "answer" (inside the last <answer> block, mode "answer_tag")
-    or "mmad" (MMAD's parse_answer over the whole reply)."""
-    if mode == "answer_tag":
-        tagged = answer_text(response) if isinstance(response, str) else None
-        letters = _TAGGED_LETTER.findall(tagged or "")
-        if letters and letters[0].upper() in options:
-            return letters[0].upper(), "answer"
-    elif mode != "letter":
-        raise InputError(f"unknown MMAD answer parsing {mode!r} (letter or answer_tag)")
-    return parse_choice(response, options), "mmad"
 
 
 def split_drop_reasons(questions: pd.DataFrame, split: pd.DataFrame, layouts: dict[str, str]) -> pd.Series:
@@ -251,7 +166,7 @@ def mmad_record(row, run_name: str, response: str, parse: str) -> dict:
     }
 
 
-def mmad_backend(settings: MmadSettings, model_dir, adapter_dir):
+def mmad_backend(settings: MmadSettings, model_dir, adapter_dir) -> Backend:
     """The chat API when the settings name one, else the Hugging Face model of `model_dir`."""
     if settings.api is not None:
         # MMAD's API script: greedy (temperature 0), its own response budget

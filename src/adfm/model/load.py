@@ -20,9 +20,13 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adfm.io import InputError, atomic_path
 from adfm.model import demo as demo_model
+
+if TYPE_CHECKING:
+    from adfm.settings.model import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -155,15 +159,41 @@ def load_model_and_processor(
         kwargs["device_map"] = default_device()
     model = AutoModelForImageTextToText.from_pretrained(str(model_dir), **kwargs)
     if adapter_dir is not None:
-        from peft import PeftModel
-
-        if not (Path(adapter_dir) / "adapter_config.json").is_file():
-            raise InputError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
-        log.info("applying LoRA adapter %s", adapter_dir)
-        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=for_training)
+        model = apply_adapter(model, Path(adapter_dir), model_dir, trainable=for_training)
     if not for_training:
         model.eval()
     return model, processor
+
+
+def load_model(model_dir: str | os.PathLike, model: ModelSettings, **options):
+    """`load_model_and_processor` with a stage's model settings (dtype, image budget); `options`: its others."""
+    return load_model_and_processor(
+        model_dir, dtype=model.dtype, min_pixels=model.min_pixels, max_pixels=model.max_pixels, **options
+    )
+
+
+def check_adapter(adapter_dir: Path) -> None:
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise InputError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
+
+
+def apply_adapter(model, adapter: Path, model_dir: Path, *, trainable: bool = False):
+    """The model with the LoRA adapter on it; an adapter that does not fit is one line, not PEFT's
+    traceback (size mismatches, target modules that match nothing)."""
+    from peft import PeftModel
+
+    check_adapter(adapter)
+    log.info("applying LoRA adapter %s", adapter)
+    try:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    except (RuntimeError, ValueError, KeyError) as error:
+        # PEFT lists every mismatched tensor after a generic first line: say how many, show one
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        mismatches = [line for line in lines if line.startswith("size mismatch")]
+        detail = f"{len(mismatches)} tensor(s) of other shapes, e.g. {mismatches[0]}" if mismatches else lines[0]
+        raise InputError(
+            f"{adapter}: does not fit the model {model_dir} (trained on another base model?): {detail}"
+        ) from None
 
 
 def _fetch_main(args: argparse.Namespace) -> None:

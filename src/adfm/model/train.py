@@ -50,24 +50,16 @@ import shutil
 from pathlib import Path
 
 from adfm.data import split_table
-from adfm.io import InputError, atomic_path, sha256_file
-from adfm.model.checkpoints import (
-    CHECKPOINT_SUFFIX,
-    checkpoint_dir,
-    checkpoint_step,
-    find_resume,
-    run_fingerprint,
-    weights_fingerprint,
-)
+from adfm.io import InputError, atomic_path
+from adfm.model.checkpoints import CHECKPOINT_SUFFIX, checkpoint_dir, checkpoint_step, find_resume, run_fingerprint
 from adfm.model.grpo import build_dataset, check_trainable, grpo_config, log_grpo_config, lora_config, resumable_trainer
-from adfm.model.load import load_model_and_processor
+from adfm.model.load import load_model
 from adfm.model.train_log import log_rows, progress_callback
+from adfm.model.training_record import TRAINING_RECORD, training_record
 from adfm.rewards import make_reward_funcs
 from adfm.settings.model import TrainSettings
 
 log = logging.getLogger(__name__)
-
-TRAINING_RECORD = "training.json"
 
 
 def training_set(split_csv: Path, settings: TrainSettings):
@@ -100,29 +92,6 @@ def log_trainable(model) -> None:
         len(trainable),
         sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
-
-
-def training_record(model_dir: Path, settings: TrainSettings, args, resumes: list[dict], global_step: int) -> dict:
-    """training.json: what inference needs to see what training saw, and how the run went."""
-    config = model_dir / "config.json"
-    return {
-        # the folder as given (relative to the workflow's folder) and as resolved then; the weights'
-        # fingerprint tells `adfm detect` whether another folder holds the same model
-        "base_model": str(model_dir),
-        "base_model_resolved": str(model_dir.resolve()),
-        "base_model_weights": weights_fingerprint(model_dir),
-        "base_model_config_sha256": sha256_file(config) if config.is_file() else None,
-        "reasoning": settings.reasoning,
-        "answer_format": settings.answer_format,
-        "prompt": settings.prompt,
-        "model": settings.model.to_dict(),
-        "max_completion_length": args.max_completion_length,
-        "rewards": list(settings.rewards),
-        "seed": args.seed,
-        "world_size": args.world_size,
-        "global_step": global_step,
-        "resumes": resumes,
-    }
 
 
 # folders that TensorBoard and W&B write into under the checkpoints while training, kept in the adapter
@@ -180,13 +149,7 @@ def train(
     log_grpo_config(args)
     resume, resumes = find_resume(args, ckpt_dir, run_fingerprint(split_csv, model_dir, settings))
     resumed_steps = [r["from_step"] for r in resumes]
-    model, processor = load_model_and_processor(
-        model_dir,
-        dtype=settings.model.dtype,
-        min_pixels=settings.model.min_pixels,
-        max_pixels=settings.model.max_pixels,
-        for_training=True,
-    )
+    model, processor = load_model(model_dir, settings.model, for_training=True)
     trainer = resumable_trainer(
         model=model,
         reward_funcs=reward_funcs,

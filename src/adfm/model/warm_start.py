@@ -59,7 +59,7 @@ import pandas as pd
 from adfm.data import split_table
 from adfm.io import InputError, atomic_path
 from adfm.model.grpo import check_trainable, lora_config
-from adfm.model.load import load_model_and_processor
+from adfm.model.load import load_model
 from adfm.model.warm_start_data import batch_tensors, training_examples, weighted_loss
 from adfm.protocol import build_prompt
 from adfm.settings.model import WarmStartOptions, WarmStartSettings
@@ -189,13 +189,7 @@ def warm_start(
     spec, model_settings, out_dir = settings.warm_start, settings.model, Path(out_dir)
     rows = training_rows(split_csv, spec)
     accelerator = make_accelerator(spec, settings.seed)
-    model, processor = load_model_and_processor(
-        model_dir,
-        dtype=model_settings.dtype,
-        min_pixels=model_settings.min_pixels,
-        max_pixels=model_settings.max_pixels,
-        for_training=True,
-    )
+    model, processor = load_model(model_dir, model_settings, for_training=True)
     prompt_text = processor.apply_chat_template(
         build_prompt(settings.prompt), add_generation_prompt=True, tokenize=False
     )
