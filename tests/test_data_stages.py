@@ -11,7 +11,9 @@ import yaml
 from adfm.data.datasets import manifest, mvtec_ad
 from adfm.data.datasets.synthetic import DemoSpec
 from adfm.data.demo_archive import make_demo_archive
-from adfm.data.download import download, extract, local_path
+from adfm.data.download import download
+from adfm.data.extract import extract
+from adfm.data.fetch import local_path
 from adfm.data.index import index
 from adfm.io import InputError
 

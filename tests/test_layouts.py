@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from adfm.data import mmad_question_table
 from adfm.data.datasets import LAYOUTS, dagm, goodsad, manifest, mmad, mpdd, mvtec_loco, visa
 from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, jpeg_bytes, png_bytes, texture
 from adfm.data.demo_archive import make_demo_archive
-from adfm.data.download import extract
+from adfm.data.extract import extract
 from adfm.data.index import count_differences, index
 from adfm.io import InputError
 
@@ -369,7 +370,7 @@ def test_dagm_flag_without_mask_and_missing_mask_file(demos, tmp_path):
 def test_mmad_questions_of_all_types(demos):
     root = demos["mmad"][1]
     questions = mmad.parse_questions(root)
-    assert list(questions.columns) == mmad.QUESTION_COLUMNS
+    assert list(questions.columns) == mmad_question_table.QUESTION_COLUMNS
     assert set(questions["type"]) == set(mmad.QUESTION_TYPES)
     assert set(questions["dataset"]) == {"DS-MVTec", "MVTec-LOCO", "VisA", "GoodsAD"}
     for row in questions.itertuples():

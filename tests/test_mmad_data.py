@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from adfm.data import mmad_question_table as question_table
 from adfm.data.datasets import LAYOUTS, manifest, mmad
 from adfm.data.datasets.synthetic import DemoSpec
 from adfm.data.demo_archive import make_demo_archive
-from adfm.data.download import extract
+from adfm.data.extract import extract
 from adfm.data.mmad_questions import mmad_question_table
 from adfm.data.split import make_split
 from adfm.inference.mmad import split_drop_reasons
@@ -185,6 +186,29 @@ def test_filter_on_the_demo_drops_exactly_the_training_role_images(demo):
         for r in split[split["role"] == "test"].itertuples()
     }
     assert set(questions.loc[reasons == "", "source_image"]) == tested
+
+
+def test_the_question_table_reads_back_what_the_stage_writes(demo, tmp_path):
+    root, _ = demo
+    images = manifest.to_frame(mmad.parse(root, "mmad")).assign(boxes="[[1, 2, 3, 4]]")
+    table = mmad_question_table(mmad.parse_questions(root), images).assign(drop_reason="")
+    question_table.write(table, tmp_path / "q.csv")
+    back = question_table.read(tmp_path / "q.csv")
+    assert list(back.columns) == question_table.COLUMNS
+    assert back["label"].tolist() == table["label"].tolist() and set(back["label"]) == {0, 1}
+    assert back["options"].tolist() == table["options"].tolist()
+    assert back["reference_path"].tolist() == table["reference_path"].tolist()
+
+
+def test_a_question_table_without_its_columns_or_questions_is_refused(tmp_path):
+    (tmp_path / "q.csv").write_text("image_path,question\nx.png,why\n")
+    with pytest.raises(InputError, match="lacks columns"):
+        question_table.read(tmp_path / "q.csv")
+    (tmp_path / "empty.csv").write_text(",".join(question_table.COLUMNS) + "\n")
+    with pytest.raises(InputError, match="no MMAD questions"):
+        question_table.read(tmp_path / "empty.csv")
+    with pytest.raises(InputError, match="cannot read MMAD questions"):
+        question_table.read(tmp_path / "absent.csv")
 
 
 def test_ds_mvtec_coloured_masks_are_found_under_either_spelling(tmp_path):

@@ -13,7 +13,8 @@ from typing import ClassVar
 import pytest
 from conftest import count_cases
 
-from adfm.data import download as dl
+from adfm.data.extract import extract
+from adfm.data.fetch import CHUNK, fetch
 from adfm.io import InputError
 
 DOWNLOAD_CASES = "download failures: a clear error naming the file, no partial output"
@@ -49,8 +50,8 @@ class RangeServer(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    payload = os.urandom(3 * dl.CHUNK + 12345)
-    handler = type("Handler", (RangeServer,), {"payload": payload, "cut_after": dl.CHUNK + 7, "ranges_seen": []})
+    payload = os.urandom(3 * CHUNK + 12345)
+    handler = type("Handler", (RangeServer,), {"payload": payload, "cut_after": CHUNK + 7, "ranges_seen": []})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -62,12 +63,12 @@ def test_interrupted_transfer_resumes_where_it_stopped(server, tmp_path):
     url, payload, handler = server
     digest = hashlib.sha256(payload).hexdigest()
     with pytest.raises(InputError, match="transfer interrupted.*rerun to resume"):
-        dl.fetch(url, tmp_path, digest)
+        fetch(url, tmp_path, digest)
     partial = tmp_path / "data.bin.part"
     assert 0 < partial.stat().st_size < len(payload)
     assert not (tmp_path / "data.bin").exists()  # nothing where the output belongs
     received = partial.stat().st_size
-    path, fetched_digest = dl.fetch(url, tmp_path, digest)
+    path, fetched_digest = fetch(url, tmp_path, digest)
     assert path.read_bytes() == payload and fetched_digest == digest
     assert handler.ranges_seen == [received]  # the rerun asked only for the missing bytes
     assert not partial.exists()
@@ -78,7 +79,7 @@ def test_wrong_checksum_after_download_discards_it(server, tmp_path):
     url, _payload, handler = server
     handler.cut_after = None
     with pytest.raises(InputError, match="data.bin.part: sha256 mismatch"):
-        dl.fetch(url, tmp_path, "0" * 64)
+        fetch(url, tmp_path, "0" * 64)
     assert list(tmp_path.iterdir()) == []  # a corrupt download is not kept for resuming
     count_cases(DOWNLOAD_CASES)
 
@@ -90,7 +91,7 @@ def test_write_error_part_way_is_clear(server, tmp_path, monkeypatch):
 
     class FullDisk(io.FileIO):
         def write(self, data):
-            if self.tell() > dl.CHUNK:
+            if self.tell() > CHUNK:
                 raise OSError(28, "No space left on device")
             return super().write(data)
 
@@ -101,14 +102,14 @@ def test_write_error_part_way_is_clear(server, tmp_path, monkeypatch):
 
     monkeypatch.setattr("builtins.open", fake_open)
     with pytest.raises(InputError, match="data.bin.part: cannot write the download \\(No space left on device\\)"):
-        dl.fetch(url, tmp_path, None)
+        fetch(url, tmp_path, None)
     assert not (tmp_path / "data.bin").exists()
     count_cases(DOWNLOAD_CASES)
 
 
 def test_unreachable_server_is_clear(tmp_path):
     with pytest.raises(InputError, match="127.0.0.1:9/x.tar: download failed"):
-        dl.fetch("http://127.0.0.1:9/x.tar", tmp_path, None)
+        fetch("http://127.0.0.1:9/x.tar", tmp_path, None)
     count_cases(DOWNLOAD_CASES)
 
 
@@ -142,7 +143,7 @@ def _member(name, kind=tarfile.REGTYPE, link=""):
 def test_hostile_members_are_refused(tmp_path, member, message):
     archive = evil_tar(tmp_path / "evil.tar", member)
     with pytest.raises(InputError, match=f"evil.tar: member .* {message}"):
-        dl.extract(archive, tmp_path / "out")
+        extract(archive, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.tar"]
     count_cases(DOWNLOAD_CASES)
 
@@ -154,7 +155,7 @@ def test_zip_member_escaping_is_refused(tmp_path):
     with zipfile.ZipFile(archive, "w") as bundle:
         bundle.writestr("../escape.txt", "x")
     with pytest.raises(InputError, match="evil.zip: member '../escape.txt' would be written outside"):
-        dl.extract(archive, tmp_path / "out")
+        extract(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     count_cases(DOWNLOAD_CASES)
 
@@ -170,6 +171,6 @@ def test_truncated_archives_are_refused(tmp_path, cut):
     cut_archive = tmp_path / "cut.tar.xz"
     cut_archive.write_bytes(archive.read_bytes()[: int(archive.stat().st_size * cut)])
     with pytest.raises(InputError, match="cut.tar.xz: cannot extract"):
-        dl.extract(cut_archive, tmp_path / "out")
+        extract(cut_archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     count_cases(DOWNLOAD_CASES)

@@ -132,7 +132,13 @@ rule mmad_questions:
         root=DATASET_DIR.format(dataset="mmad"),
         manifest=MANIFEST.format(dataset="mmad"),
         boxes=BOXES.format(dataset="mmad"),
-        code=code("data/mmad_questions.py", "data/boxes_table.py", "data/datasets/mmad.py", "inference/mmad.py"),
+        code=code(
+            "data/mmad_questions.py",
+            "data/mmad_question_table.py",
+            "data/boxes_table.py",
+            "data/datasets/mmad.py",
+            "inference/mmad.py",
+        ),
     output:
         MMAD_QUESTIONS,
     log:

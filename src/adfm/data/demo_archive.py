@@ -134,21 +134,12 @@ def register(subparsers) -> None:
         help="MMAD only: SOURCE=ARCHIVE, the demo archive whose images MMAD's SOURCE (DS-MVTec, "
         "MVTec-LOCO, VisA, GoodsAD) holds; generated when absent",
     )
-    parser.set_defaults(
-        func=lambda a: make_demo_archive(
-            a.layout,
-            a.out,
-            DemoSpec(
-                tuple(a.categories),
-                a.image_size,
-                a.train_good,
-                a.test_good,
-                a.test_defective_per_type,
-                a.seed,
-                tuple(a.sources),
-            ),
-        )
-    )
+    parser.set_defaults(func=lambda a: make_demo_archive(a.layout, a.out, _spec(a)))
+
+
+def _spec(args: argparse.Namespace) -> DemoSpec:
+    sizes = {name: getattr(args, name) for name in ("image_size", "train_good", "test_good", "test_defective_per_type")}
+    return DemoSpec(tuple(args.categories), **sizes, seed=args.seed, sources=tuple(args.sources))
 
 
 def _source(value: str) -> tuple[str, str]:

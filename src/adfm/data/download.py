@@ -1,10 +1,5 @@
-"""Download stage: fetch an archive (https, or a local file for manual downloads), verify its
-sha256, and extract it safely into the dataset folder.
-
-Remote archives stream to `<cache>/<name>.part` (resumed with an HTTP Range request after an
-interruption) and are renamed into place only once the checksum matches. Extraction goes to a
-temporary folder beside the target and is renamed at the end, and refuses any member that would
-land outside it (`..`, absolute paths, links pointing out).
+"""Download stage: fetch an archive (https, or a local file for manual downloads; adfm.data.fetch),
+verify its sha256, and extract it safely into the dataset folder (adfm.data.extract).
 
 Where no checksum is published, the first download that extracts cleanly records the archive's
 sha256 in a lock file (JSON, keyed by URL) and later downloads are checked against it, so a silently
@@ -20,154 +15,30 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.client
 import json
 import logging
-import os
-import shutil
-import tarfile
-import urllib.error
-import urllib.parse
-import urllib.request
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import yaml
-from tqdm import tqdm
 
-from adfm.data.checksums import check_lock, read_checksum_file, record_lock, verify
+from adfm.data.checksums import check_lock, read_checksum_file, record_lock
+from adfm.data.extract import extract
+from adfm.data.fetch import fetch, local_path
 from adfm.io import InputError, atomic_path
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
-
-
-def local_path(url: str) -> Path | None:
-    """The local file a `file:` URL (or a bare path) names; None for remote URLs.
-
-    Accepts `file:///abs/path`, `file:relative/path` and plain paths, so that a config can point at
-    an archive downloaded by hand, relative to the working directory.
-    """
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme in ("http", "https", "ftp"):
-        return None
-    if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.netloc + parsed.path))
-    if parsed.scheme:
-        raise InputError(f"unsupported URL scheme {parsed.scheme!r} in {url!r}")
-    return Path(url)
-
-
-def fetch(url: str, cache_dir: Path, expected_sha256: str | None) -> tuple[Path, str]:
-    """The verified archive for `url` (the local file itself, or a cached download of it) and its sha256."""
-    source = local_path(url)
-    if source is not None:
-        if not source.is_file():
-            raise InputError(f"{source}: not found (from {url})")
-        return source, verify(source, expected_sha256)
-    name = PurePosixPath(urllib.parse.urlparse(url).path).name or "archive"
-    target = cache_dir / name
-    if target.is_file():
-        return target, verify(target, expected_sha256)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cache_dir / f"{name}.part"
-    _stream(url, partial)
-    try:
-        digest = verify(partial, expected_sha256)
-    except InputError:
-        partial.unlink()  # a corrupt download must not be resumed
-        raise
-    os.replace(partial, target)
-    return target, digest
-
-
-def _stream(url: str, partial: Path) -> None:
-    done = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=60)
-    except urllib.error.HTTPError as error:
-        if error.code == 416:  # already complete
-            return
-        raise InputError(f"{url}: download failed (HTTP {error.code} {error.reason})") from None
-    except urllib.error.URLError as error:
-        raise InputError(f"{url}: download failed ({error.reason})") from None
-    with response:
-        resumed = done and response.status == 206
-        if done and not resumed:
-            log.info("%s: server ignored the resume request, starting over", url)
-            done = 0
-        length = response.headers.get("Content-Length")
-        total = done + int(length) if length else None
-        with (
-            open(partial, "ab" if resumed else "wb") as handle,
-            tqdm(total=total, initial=done, unit="B", unit_scale=True, desc=partial.name) as bar,
-        ):
-            while True:
-                try:
-                    block = response.read(CHUNK)
-                except (OSError, http.client.HTTPException) as error:  # connection dropped or timed out
-                    raise InputError(
-                        f"{url}: transfer interrupted at {handle.tell()} bytes ({error!r}); "
-                        f"rerun to resume into {partial}"
-                    ) from None
-                if not block:
-                    break
-                try:
-                    handle.write(block)
-                except OSError as error:
-                    raise InputError(f"{partial}: cannot write the download ({error.strerror or error})") from None
-                bar.update(len(block))
-        if total is not None and partial.stat().st_size != total:
-            raise InputError(
-                f"{url}: transfer interrupted at {partial.stat().st_size} of {total} bytes; rerun to resume"
-            )
-
-
-def _check_member(archive: Path, name: str) -> None:
-    path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts or name.startswith("\\"):
-        raise InputError(f"{archive}: member {name!r} would be written outside the target folder")
-
-
-def extract(archive: Path, out_dir: Path, strip_components: int = 0, extra_files: list[Path] = ()) -> None:
-    """Extract a .tar(.gz/.xz/.bz2) or .zip into out_dir, atomically and without path escapes;
-    `extra_files` are copied in beside the archive's contents."""
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        try:
-            if zipfile.is_zipfile(archive):
-                with zipfile.ZipFile(archive) as bundle:
-                    for member in bundle.infolist():
-                        _check_member(archive, member.filename)
-                    bundle.extractall(tmp)
-            else:
-                with tarfile.open(archive) as bundle:
-                    members = bundle.getmembers()
-                    for member in members:
-                        _check_member(archive, member.name)
-                        if member.issym() or member.islnk():
-                            raise InputError(f"{archive}: member {member.name!r} is a link; links are refused")
-                    bundle.extractall(tmp, members=members, filter="data")
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
-            raise InputError(f"{archive}: cannot extract ({error}); the archive may be truncated or corrupt") from None
-        if strip_components:
-            _strip(tmp, strip_components, archive)
-        for path in extra_files:
-            shutil.copyfile(path, tmp / path.name)
-
-
-def _strip(folder: Path, levels: int, archive: Path) -> None:
-    """Drop `levels` single wrapping folders (archives that nest everything under one folder)."""
-    for _ in range(levels):
-        entries = list(folder.iterdir())
-        if len(entries) != 1 or not entries[0].is_dir():
-            raise InputError(f"{archive}: expected a single top-level folder to strip, found {len(entries)} entries")
-        inner = entries[0]
-        for child in inner.iterdir():
-            shutil.move(str(child), folder / child.name)
-        inner.rmdir()
+# download()'s keyword arguments, each the option of the same name
+_OPTIONS = (
+    "cache_dir",
+    "sha256",
+    "checksum_file",
+    "strip_components",
+    "lock_file",
+    "extra_files",
+    "manual",
+    "source_record",
+)
 
 
 def write_source_record(path: Path, record: dict) -> None:
@@ -305,17 +176,4 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--source-record", type=Path, help="YAML file to write the source record to (URL or folder, sha256, time)"
     )
-    parser.set_defaults(
-        func=lambda a: download(
-            a.url,
-            a.out,
-            cache_dir=a.cache_dir,
-            sha256=a.sha256,
-            checksum_file=a.checksum_file,
-            strip_components=a.strip_components,
-            lock_file=a.lock_file,
-            extra_files=a.extra_files,
-            manual=a.manual,
-            source_record=a.source_record,
-        )
-    )
+    parser.set_defaults(func=lambda a: download(a.url, a.out, **{name: getattr(a, name) for name in _OPTIONS}))

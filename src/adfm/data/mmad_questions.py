@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from adfm.data import boxes_table
+from adfm.data import mmad_question_table as question_table
 from adfm.data.datasets import manifest, mmad
 from adfm.inference.mmad import split_drop_reasons
-from adfm.io import InputError, settings_json, write_csv_atomic
+from adfm.io import InputError, settings_json
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def mmad_question_table(questions: pd.DataFrame, images: pd.DataFrame) -> pd.Dat
         raise InputError(
             f"{unknown[0]}: MMAD question about an image missing from the MMAD manifest ({len(unknown)} such images)"
         )
-    table = questions.join(sizes, on="image_path").rename(columns={"template_path": "reference_path"})
+    table = questions.join(sizes, on="image_path").rename(columns=question_table.RENAMED)
     return table.sort_values(["dataset", "category", "image_path", "type"], kind="stable").reset_index(drop=True)
 
 
@@ -54,7 +55,7 @@ def run_mmad_questions(
             split_path,
             table[table["drop_reason"] != ""].groupby(["dataset", "drop_reason"]).size().to_dict(),
         )
-    write_csv_atomic(table, out)
+    question_table.write(table, out)
 
 
 def register(subparsers) -> None:

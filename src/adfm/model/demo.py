@@ -3,8 +3,9 @@
 It has the architecture, the special tokens, the chat template and the stock processor of
 Qwen/Qwen2.5-VL-7B-Instruct, only very small: 2 text layers of width 64, 2 vision blocks of width
 32, and a byte-level BPE vocabulary of about a thousand tokens trained offline (no download) on the
-words our prompts and responses use. It is saved in the Hugging Face format, so it is loaded by the
-same code (`adfm.model.load.load_model_and_processor`) as the real 7B model.
+words our prompts and responses use (adfm.model.demo_corpus). It is saved in the Hugging Face
+format, so it is loaded by the same code (`adfm.model.load.load_model_and_processor`) as the real
+7B model.
 
 Everything is seeded: two builds give byte-identical weights and tokenizer.
 """
@@ -15,6 +16,8 @@ import json
 import logging
 import os
 from pathlib import Path
+
+from adfm.model import demo_corpus
 
 log = logging.getLogger(__name__)
 
@@ -109,152 +112,8 @@ GENERATION_DEFAULTS = {"do_sample": True, "repetition_penalty": 1.05, "temperatu
 DEFAULT_VOCAB_SIZE = 1024
 
 
-def _corpus() -> list[str]:
-    """What the demo model will read and write: prompts, the response format, JSON boxes, digits."""
-    words = [
-        "think",
-        "rethink",
-        "answer",
-        "yes",
-        "no",
-        "bbox_2d",
-        "label",
-        "defect",
-        "anomaly",
-        "anomalous",
-        "normal",
-        "image",
-        "images",
-        "reference",
-        "query",
-        "object",
-        "surface",
-        "region",
-        "regions",
-        "scratch",
-        "crack",
-        "hole",
-        "stain",
-        "dent",
-        "missing",
-        "contamination",
-        "color",
-        "cut",
-        "bent",
-        "broken",
-        "is",
-        "there",
-        "any",
-        "in",
-        "the",
-        "of",
-        "a",
-        "an",
-        "and",
-        "or",
-        "to",
-        "this",
-        "that",
-        "first",
-        "second",
-        "compare",
-        "with",
-        "following",
-        "look",
-        "focus",
-        "each",
-        "check",
-        "checked",
-        "inspect",
-        "inspection",
-        "industrial",
-        "inspector",
-        "product",
-        "part",
-        "texture",
-        "structure",
-        "left",
-        "right",
-        "top",
-        "bottom",
-        "global",
-        "scan",
-        "suspicious",
-        "focused",
-        "final",
-        "decision",
-        "you",
-        "are",
-        "output",
-        "format",
-        "box",
-        "boxes",
-        "coordinates",
-        "pixels",
-        "Yes",
-        "No",
-        "The",
-        "A",
-        "An",
-        "Is",
-        "Are",
-        "Please",
-        "Answer",
-        "Think",
-        "Rethink",
-        "Look",
-        "Compare",
-        "First",
-        "Then",
-        "Finally",
-        "Output",
-        "Following",
-        "system",
-        "user",
-        "assistant",
-        "helpful",
-    ]
-    templates = [
-        "You are a helpful assistant.",
-        "The first image is a normal reference image. The second image is the query image.",
-        "Compare the query image with the normal reference image. Is there any defect in the object?",
-        "First think: scan the whole query image and list suspicious regions as JSON boxes "
-        '[{"bbox_2d": [x1, y1, x2, y2], "label": "defect"}] inside <think> </think>. Then rethink: look at '
-        "each region again inside <rethink> </rethink>. Finally give the answer yes or no inside <answer> </answer>.",
-        "Output the thinking process in <think> </think>, the rethinking in <rethink> </rethink> and the final "
-        "answer (yes or no) in <answer> </answer> tags.",
-        "Is there any defect in the object? A. Yes. B. No.",
-        # the prompts of config.yaml
-        "You are an industrial quality inspector. The first image shows a normal, defect-free sample. "
-        "The second image is the query. Compare the query with the normal sample and decide whether the query "
-        "has any defect.",
-        "First, inside <think></think>, scan the whole query image and list the suspicious regions as JSON boxes "
-        'in pixel coordinates of the query image, for example [{"bbox_2d": [x1, y1, x2, y2], "label": "scratch"}].',
-        "Then, inside <rethink></rethink>, examine each region closely and decide whether it is a real defect or "
-        "a normal variation.",
-        "Finally, inside <answer></answer>, answer yes if the query is defective and no if it is normal.",
-        "Inside <think></think>, scan the whole query image and list the suspicious regions as JSON boxes, and "
-        "reason about them. Then, inside <answer></answer>, answer yes if the query is defective and no if it is "
-        "normal.",
-        "Following is the query image:",
-    ]
-    responses = []
-    for i in range(40):
-        x1, y1 = (7 * i) % 97, (13 * i) % 89
-        box = f'{{"bbox_2d": [{x1}, {y1}, {x1 + 10 + i}, {y1 + 12 + i}], "label": "defect"}}'
-        regions = f"[{box}]" if i % 2 else "[]"
-        answer = "yes" if i % 2 else "no"
-        responses.append(
-            f"<think>global scan of the query image: {regions}</think>"
-            f"<rethink>focused look at each region: checked</rethink><answer>{answer}</answer>"
-        )
-        responses.append(f"<think>{regions}</think><answer>{answer}</answer>")
-    digits = [" ".join(str(d) for d in range(10)), "0123456789", "[0, 0, 0, 0]", '{"label": "defect"}, ']
-    return templates + responses + digits + [" ".join(words)] * 4 + words
-
-
 def build_tokenizer(vocab_size: int = DEFAULT_VOCAB_SIZE):
-    """A Qwen2Tokenizer whose byte-level BPE was trained offline on `_corpus()`."""
+    """A Qwen2Tokenizer whose byte-level BPE was trained offline on `demo_corpus.corpus()`."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import AddedToken
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
@@ -276,7 +135,7 @@ def build_tokenizer(vocab_size: int = DEFAULT_VOCAB_SIZE):
         special_tokens=[],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer.train_from_iterator(demo_corpus.corpus(), trainer=trainer)
     state = json.loads(tokenizer.to_str())["model"]
     vocab = dict(sorted(state["vocab"].items(), key=lambda item: item[1]))
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]

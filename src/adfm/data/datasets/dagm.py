@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from adfm.data.datasets.manifest import ManifestRow, image_size
+from adfm.data.datasets.manifest import ManifestRow, measured
 from adfm.data.datasets.mvtec_ad import category_folders, select_categories
 from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, gray, png_bytes, texture, write_file
 from adfm.io import InputError
@@ -121,20 +121,8 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
                     if not mask.is_file():
                         raise InputError(f"{image}: anomalous image without a mask ({mask} not found)")
                     masks = [str(mask)]
-                width, height = image_size(image)
-                rows.append(
-                    ManifestRow(
-                        dataset,
-                        category,
-                        source_split,
-                        str(image),
-                        int(bool(masks)),
-                        DEFECT if masks else "good",
-                        masks,
-                        width,
-                        height,
-                    )
-                )
+                defect = DEFECT if masks else "good"
+                rows.append(measured(dataset, category, source_split, image, int(bool(masks)), defect, masks))
         if len(rows) == before:
             raise InputError(f"{folder}: class has no images")
     return rows

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adfm.data.datasets import mvtec_ad
-from adfm.data.datasets.manifest import ManifestRow
+from adfm.data.datasets.manifest import ManifestRow, documented_counts
 from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, jpeg_bytes
 from adfm.io import InputError
 
@@ -36,8 +36,8 @@ DEFECTS = {
 CATEGORIES = tuple(DEFECTS)
 # Train (good) / test / test defective per category, from the table in the owners' README
 # (jianzhang96/GoodsAD); the totals 3,136 / 1,328 good / 1,660 defective match shared/DATASETS.md.
-DOCUMENTED_COUNTS = {
-    name: {"train": train, "test": good + defective, "test_defective": defective}
+DOCUMENTED_COUNTS = documented_counts(
+    (name, train, good + defective, defective)
     for name, train, good, defective in [
         ("drink_bottle", 733, 356, 425),
         ("drink_can", 234, 147, 147),
@@ -46,7 +46,7 @@ DOCUMENTED_COUNTS = {
         ("food_package", 540, 253, 230),
         ("cigarette_box", 183, 183, 246),
     ]
-}
+)
 DOCUMENTED_TOTALS = {"train": 3136, "test": 2988, "test_defective": 1660}
 
 

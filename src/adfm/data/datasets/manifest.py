@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,19 @@ def image_size(path: Path) -> tuple[int, int]:
             return image.size
     except (OSError, UnidentifiedImageError) as error:
         raise InputError(f"{path}: unreadable image ({error})") from None
+
+
+def measured(
+    dataset: str, category: str, source_split: str, image: Path, label: int, defect_type: str, masks: list[str]
+) -> ManifestRow:
+    """The manifest row of an image, its width and height read from the file."""
+    width, height = image_size(image)
+    return ManifestRow(dataset, category, source_split, str(image), label, defect_type, masks, width, height)
+
+
+def documented_counts(table: Iterable[tuple[str, int, int, int]]) -> dict[str, dict[str, int]]:
+    """A layout's DOCUMENTED_COUNTS from its (category, train, test, test defective) rows."""
+    return {name: {"train": train, "test": test, "test_defective": defective} for name, train, test, defective in table}
 
 
 def to_frame(rows: list[ManifestRow]) -> pd.DataFrame:

@@ -47,15 +47,15 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-import cv2
 import numpy as np
 import pandas as pd
 
-from adfm.data.datasets import mmad_demo
-from adfm.data.datasets.manifest import ManifestRow, image_size
+from adfm.data import mmad_question_table
+from adfm.data.datasets import goodsad, mmad_demo, mvtec_ad, mvtec_loco, visa
+from adfm.data.datasets.manifest import ManifestRow, measured
 from adfm.data.datasets.mvtec_ad import GOOD, images_in
 from adfm.data.datasets.synthetic import DemoSpec, write_file
-from adfm.data.download import extract
+from adfm.data.extract import extract
 from adfm.io import InputError
 
 log = logging.getLogger(__name__)
@@ -81,63 +81,11 @@ QUESTION_TYPES = (
     "Object Structure",
     "Object Details",
 )
-QUESTION_COLUMNS = [
-    "image_path",
-    "dataset",
-    "category",
-    "question",
-    "options",
-    "answer",
-    "type",
-    "template_path",
-    "templates",
-    "source_image",
-    "label",
-]
 # 38 query classes: DS-MVTec's 15, LOCO's 5, VisA's 12, GoodsAD's 6 (MVTec-AD holds templates only).
 CATEGORIES = tuple(
-    [
-        f"DS-MVTec/{c}"
-        for c in (
-            "bottle",
-            "cable",
-            "capsule",
-            "carpet",
-            "grid",
-            "hazelnut",
-            "leather",
-            "metal_nut",
-            "pill",
-            "screw",
-            "tile",
-            "toothbrush",
-            "transistor",
-            "wood",
-            "zipper",
-        )
-    ]
-    + [f"MVTec-LOCO/{c}" for c in ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")]
-    + [
-        f"VisA/{c}"
-        for c in (
-            "candle",
-            "capsules",
-            "cashew",
-            "chewinggum",
-            "fryum",
-            "macaroni1",
-            "macaroni2",
-            "pcb1",
-            "pcb2",
-            "pcb3",
-            "pcb4",
-            "pipe_fryum",
-        )
-    ]
-    + [
-        f"GoodsAD/{c}"
-        for c in ("drink_bottle", "drink_can", "food_bottle", "food_box", "food_package", "cigarette_box")
-    ]
+    f"{source}/{category}"
+    for source, layout in (("DS-MVTec", mvtec_ad), ("MVTec-LOCO", mvtec_loco), ("VisA", visa), ("GoodsAD", goodsad))
+    for category in layout.CATEGORIES
 )
 DOCUMENTED_COUNTS: dict[str, dict[str, int]] = {}  # only totals are documented
 DOCUMENTED_TOTALS = {"test": 8366}  # query images (shared/DATASETS.md); 39,672 questions
@@ -190,9 +138,8 @@ def _templates(entry: dict) -> list[str]:
 
 
 def parse_questions(root: Path) -> pd.DataFrame:
-    """One row per question: image_path, dataset, category, question, options (JSON), answer,
-    type, template_path (random_templates[0]), templates (random_templates, JSON), source_image,
-    label (1 unless the path has a `good` folder)."""
+    """One row per question, in the columns of adfm.data.mmad_question_table.QUESTION_COLUMNS;
+    template_path is random_templates[0], label 1 unless the path has a `good` folder."""
     path = root / JSON_NAME
     records = []
     for key, entry in load(root).items():
@@ -223,7 +170,7 @@ def parse_questions(root: Path) -> pd.DataFrame:
                     "label": int(is_anomalous(key)),
                 }
             )
-    return pd.DataFrame.from_records(records, columns=QUESTION_COLUMNS)
+    return pd.DataFrame.from_records(records, columns=mmad_question_table.QUESTION_COLUMNS)
 
 
 # DS-MVTec's coloured masks: `rbg_mask/` in mmad.json and Defect Spectrum's release, `rgb_mask/` in some copies
@@ -260,8 +207,7 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
         if str(image) in seen:
             return
         seen.add(str(image))
-        width, height = image_size(image)
-        rows.append(ManifestRow(dataset, category, split, str(image), label, defect, masks, width, height))
+        rows.append(measured(dataset, category, split, image, label, defect, masks))
 
     for category in wanted:
         for key in by_category[category]:
@@ -346,31 +292,5 @@ def make_demo(out_dir: Path, spec: DemoSpec) -> None:
             rows = _source_rows(Path(work), source, categories, spec)
             for category in categories:
                 mine = [r for r in rows if r.category == category]
-                template_source = "MVTec-AD" if source == "DS-MVTec" else source
-                templates = {}
-                for row in mine:  # LOCO's validation images repeat the train names: the first one wins
-                    name = Path(row.image_path).name
-                    if row.source_split == "train" and row.label == 0 and name not in templates:
-                        templates[name] = f"{template_source}/{category}/train/{GOOD}/{name}"
-                        mmad_demo.copy(row.image_path, out_dir / templates[name])
-                listed = sorted(templates.values())
-                defects = sorted({Path(r.image_path).parent.name for r in mine if r.label == 1})
-                others = [c for c in names if c != category]
-                for row in sorted((r for r in mine if r.source_split == "test"), key=lambda r: r.image_path):
-                    key, mask_path = mmad_demo.place_query(out_dir, source, category, row)
-                    defect = union = None
-                    bright = False
-                    if row.label == 1:
-                        defect = "bad" if source == "VisA" else Path(row.image_path).parent.name
-                        union = mmad_demo.union_mask(row.mask_paths)
-                        bright = bool(cv2.imread(row.image_path, cv2.IMREAD_GRAYSCALE)[union > 0].mean() > 128)
-                    entries[key] = {
-                        "image_path": key.split("/", 2)[2],
-                        "mask_path": mask_path,
-                        "similar_templates": listed,
-                        "random_templates": [listed[i] for i in rng.permutation(len(listed))],
-                        "conversation": mmad_demo.conversation(
-                            rng, category, defect, union, bright, defects if source != "VisA" else ["bad"], others
-                        ),
-                    }
+                entries.update(mmad_demo.category_entries(rng, out_dir, source, category, mine, names))
     write_file(out_dir / JSON_NAME, json.dumps(entries, indent=4, ensure_ascii=False) + "\n")

@@ -1,5 +1,5 @@
-"""Pieces of the MMAD demo (adfm.data.datasets.mmad.make_demo): its questions, one of each of MMAD's
-types, and where its query images and masks go in MMAD's layout."""
+"""The MMAD demo's entries (adfm.data.datasets.mmad.make_demo): its questions, one of each of MMAD's
+types, and where its query images, masks and templates go in MMAD's layout."""
 
 from __future__ import annotations
 
@@ -25,6 +25,48 @@ def choice(rng: np.random.Generator, correct: str, wrong: list[str]) -> tuple[di
     return {letters[i]: v for i, v in enumerate(values)}, letters[position]
 
 
+# The fixed questions: (type, question, correct option, wrong options).
+_DEFECT_ANALYSIS = (
+    "Defect Analysis",
+    "There is a defect in the object. What is its effect on the object?",
+    "It damages the surface of the part.",
+    ["It has no effect.", "It changes the colour of the background.", "It makes the part larger."],
+)
+_OBJECT_QUESTIONS = [
+    (
+        "Object Structure",
+        "What is the shape of the object?",
+        "A square part on a dark background.",
+        ["A round part.", "A long thin part.", "A ring."],
+    ),
+    (
+        "Object Details",
+        "What does the surface of the object show?",
+        "Regular stripes.",
+        ["Text.", "Holes.", "Nothing at all."],
+    ),
+]
+
+
+def _defect_questions(defect: str, mask: np.ndarray, bright: bool, all_defects: list[str]) -> list[tuple]:
+    """The questions about an anomalous image's defect: its type, place (the mask's quadrant),
+    appearance (bright or dark) and effect."""
+    names = [d.replace("_", " ") for d in all_defects if d != defect] + ["crack", "stain", "missing part"]
+    ys, xs = np.nonzero(mask)
+    vertical = "Top" if ys.mean() < mask.shape[0] / 2 else "Bottom"
+    horizontal = "left" if xs.mean() < mask.shape[1] / 2 else "right"
+    corner = f"{vertical} {horizontal}."
+    corners = [f"{v} {h}." for v in ("Top", "Bottom") for h in ("left", "right")]
+    looks = [_DESCRIPTIONS[not bright], "A missing piece.", "A bent edge."]
+    asked = "There is a defect in the object."
+    return [
+        ("Defect Classification", f"{asked} What is the type of the defect?", defect.replace("_", " "), names),
+        ("Defect Localization", f"{asked} Where is the defect?", corner, [c for c in corners if c != corner]),
+        ("Defect Description", f"{asked} What is its appearance?", _DESCRIPTIONS[bright], looks),
+        _DEFECT_ANALYSIS,
+    ]
+
+
 def conversation(
     rng,
     category: str,
@@ -34,85 +76,26 @@ def conversation(
     all_defects: list[str],
     other_categories: list[str],
 ) -> list[dict]:
+    """One question of each of MMAD's types about a query image (the defect ones when `defect` is
+    given: the image is anomalous), the options in random order."""
+
     def qa(kind: str, question: str, correct: str, wrong: list[str]) -> dict:
         options, answer = choice(rng, correct, wrong)
         return {"Question": question, "Answer": answer, "Options": options, "type": kind, "annotation": True}
 
-    anomalous = defect is not None
-    yes_no = {"A": "Yes.", "B": "No."}
-    items = [
-        {
-            "Question": "Is there any defect in the object?",
-            "Answer": "A" if anomalous else "B",
-            "Options": yes_no,
-            "type": "Anomaly Detection",
-            "annotation": True,
-        }
-    ]
-    if anomalous:
-        names = [d.replace("_", " ") for d in all_defects if d != defect] + ["crack", "stain", "missing part"]
-        items.append(
-            qa(
-                "Defect Classification",
-                "There is a defect in the object. What is the type of the defect?",
-                defect.replace("_", " "),
-                names,
-            )
-        )
-        ys, xs = np.nonzero(mask)
-        vertical = "Top" if ys.mean() < mask.shape[0] / 2 else "Bottom"
-        horizontal = "left" if xs.mean() < mask.shape[1] / 2 else "right"
-        corners = [f"{v} {h}." for v in ("Top", "Bottom") for h in ("left", "right")]
-        correct = f"{vertical} {horizontal}."
-        items.append(
-            qa(
-                "Defect Localization",
-                "There is a defect in the object. Where is the defect?",
-                correct,
-                [c for c in corners if c != correct],
-            )
-        )
-        items.append(
-            qa(
-                "Defect Description",
-                "There is a defect in the object. What is its appearance?",
-                _DESCRIPTIONS[bright],
-                [_DESCRIPTIONS[not bright], "A missing piece.", "A bent edge."],
-            )
-        )
-        items.append(
-            qa(
-                "Defect Analysis",
-                "There is a defect in the object. What is its effect on the object?",
-                "It damages the surface of the part.",
-                ["It has no effect.", "It changes the colour of the background.", "It makes the part larger."],
-            )
-        )
-    items.append(
-        qa(
-            "Object Classification",
-            "What kind of product is in the image?",
-            category.replace("_", " "),
-            [c.replace("_", " ") for c in other_categories] + ["screw", "cable", "pill"],
-        )
+    detection = {
+        "Question": "Is there any defect in the object?",
+        "Answer": "B" if defect is None else "A",
+        "Options": {"A": "Yes.", "B": "No."},
+        "type": "Anomaly Detection",
+        "annotation": True,
+    }
+    asked = [] if defect is None else _defect_questions(defect, mask, bright, all_defects)
+    products = [c.replace("_", " ") for c in other_categories] + ["screw", "cable", "pill"]
+    asked.append(
+        ("Object Classification", "What kind of product is in the image?", category.replace("_", " "), products)
     )
-    items.append(
-        qa(
-            "Object Structure",
-            "What is the shape of the object?",
-            "A square part on a dark background.",
-            ["A round part.", "A long thin part.", "A ring."],
-        )
-    )
-    items.append(
-        qa(
-            "Object Details",
-            "What does the surface of the object show?",
-            "Regular stripes.",
-            ["Text.", "Holes.", "Nothing at all."],
-        )
-    )
-    return items
+    return [detection, *(qa(*question) for question in [*asked, *_OBJECT_QUESTIONS])]
 
 
 def copy(source: str | Path, target: Path) -> None:
@@ -157,3 +140,38 @@ def place_query(out_dir: Path, source: str, category: str, row: ManifestRow) -> 
         write_file(base / mask_path, cv2.imencode(".png", union_mask(row.mask_paths))[1].tobytes())
     copy(row.image_path, base / rel)
     return f"{source}/{category}/{rel}", mask_path
+
+
+def category_entries(
+    rng: np.random.Generator, out_dir: Path, source: str, category: str, rows: list[ManifestRow], names: list[str]
+) -> dict[str, dict]:
+    """mmad.json's entries of one demo category, from the rows of its source dataset: every test image
+    a query, every normal training image a template, each copied where MMAD keeps it. `names`: the
+    demo's categories, the wrong answers of Object Classification."""
+    template_source = "MVTec-AD" if source == "DS-MVTec" else source
+    templates = {}
+    for row in rows:  # LOCO's validation images repeat the train names: the first one wins
+        name = Path(row.image_path).name
+        if row.source_split == "train" and row.label == 0 and name not in templates:
+            templates[name] = f"{template_source}/{category}/train/{GOOD}/{name}"
+            copy(row.image_path, out_dir / templates[name])
+    listed = sorted(templates.values())
+    defects = ["bad"] if source == "VisA" else sorted({Path(r.image_path).parent.name for r in rows if r.label == 1})
+    others = [c for c in names if c != category]
+    entries = {}
+    for row in sorted((r for r in rows if r.source_split == "test"), key=lambda r: r.image_path):
+        key, mask_path = place_query(out_dir, source, category, row)
+        defect = union = None
+        bright = False
+        if row.label == 1:
+            defect = "bad" if source == "VisA" else Path(row.image_path).parent.name
+            union = union_mask(row.mask_paths)
+            bright = bool(cv2.imread(row.image_path, cv2.IMREAD_GRAYSCALE)[union > 0].mean() > 128)
+        entries[key] = {
+            "image_path": key.split("/", 2)[2],
+            "mask_path": mask_path,
+            "similar_templates": listed,
+            "random_templates": [listed[i] for i in rng.permutation(len(listed))],
+            "conversation": conversation(rng, category, defect, union, bright, defects, others),
+        }
+    return entries

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adfm.data.datasets import mvtec_ad
-from adfm.data.datasets.manifest import ManifestRow
+from adfm.data.datasets.manifest import ManifestRow, documented_counts
 from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec
 
 ARCHIVE_NAME = "MPDD.zip"
@@ -28,9 +28,8 @@ DEFECTS = {
 }
 CATEGORIES = tuple(DEFECTS)
 # shared/DATASETS.md (from a committed listing): train / test / test defective per category.
-DOCUMENTED_COUNTS = {
-    name: {"train": train, "test": test, "test_defective": defective}
-    for name, train, test, defective in [
+DOCUMENTED_COUNTS = documented_counts(
+    [
         ("bracket_black", 289, 79, 47),
         ("bracket_brown", 185, 77, 51),
         ("bracket_white", 110, 60, 30),
@@ -38,7 +37,7 @@ DOCUMENTED_COUNTS = {
         ("metal_plate", 54, 97, 71),
         ("tubes", 122, 101, 69),
     ]
-}
+)
 DOCUMENTED_TOTALS = {"train": 888, "test": 458, "test_defective": 282}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adfm.data.datasets.manifest import ManifestRow, image_size
+from adfm.data.datasets.manifest import ManifestRow, documented_counts, measured
 from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, png_bytes, texture, write_file
 from adfm.io import InputError
 
@@ -42,9 +42,8 @@ CATEGORIES = (
     "zipper",
 )
 # shared/DATASETS.md (from a committed per-image listing): train / test / test defective per category.
-DOCUMENTED_COUNTS = {
-    name: {"train": train, "test": test, "test_defective": defective}
-    for name, train, test, defective in [
+DOCUMENTED_COUNTS = documented_counts(
+    [
         ("bottle", 209, 83, 63),
         ("cable", 224, 150, 92),
         ("capsule", 219, 132, 109),
@@ -61,7 +60,7 @@ DOCUMENTED_COUNTS = {
         ("wood", 247, 79, 60),
         ("zipper", 240, 151, 119),
     ]
-}
+)
 DOCUMENTED_TOTALS = {"train": 3629, "test": 1725, "test_defective": 1258}
 
 
@@ -134,12 +133,7 @@ def parse_mvtec_like(
                         if mask is None:
                             raise InputError(f"{image}: anomalous image without a mask (expected {candidates[0]})")
                         masks = [str(mask)]
-                    width, height = image_size(image)
-                    rows.append(
-                        ManifestRow(
-                            dataset, category, split, str(image), int(defect != GOOD), defect, masks, width, height
-                        )
-                    )
+                    rows.append(measured(dataset, category, split, image, int(defect != GOOD), defect, masks))
         if len(rows) == before:
             raise InputError(f"{folder}: category has no images")
     return rows

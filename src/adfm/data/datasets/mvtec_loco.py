@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adfm.data.datasets.manifest import ManifestRow, image_size
+from adfm.data.datasets.manifest import ManifestRow, measured
 from adfm.data.datasets.mvtec_ad import GOOD, category_folders, images_in, select_categories
 from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, png_bytes, texture, write_file
 from adfm.io import InputError
@@ -57,20 +57,7 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
                             raise InputError(
                                 f"{image}: anomalous image without a mask (expected mask files in {mask_dir}/)"
                             )
-                    width, height = image_size(image)
-                    rows.append(
-                        ManifestRow(
-                            dataset,
-                            category,
-                            source_split,
-                            str(image),
-                            int(defect != GOOD),
-                            defect,
-                            masks,
-                            width,
-                            height,
-                        )
-                    )
+                    rows.append(measured(dataset, category, source_split, image, int(defect != GOOD), defect, masks))
         if len(rows) == before:
             raise InputError(f"{folder}: category has no images")
     return rows

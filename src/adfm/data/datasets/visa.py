@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adfm.data.datasets.manifest import ManifestRow, image_size
+from adfm.data.datasets.manifest import ManifestRow, measured
 from adfm.data.datasets.synthetic import DEFECT_KINDS, DemoSpec, draw_defect, jpeg_bytes, png_bytes, texture, write_file
 from adfm.io import InputError
 
@@ -150,10 +150,7 @@ def parse(root: Path, dataset: str, categories: list[str] | None = None) -> list
                     defect = UNKNOWN_DEFECT
                 elif defect == UNKNOWN_DEFECT and defects:
                     log.warning("%s: no row in %s/image_anno.csv", image, category)
-            width, height = image_size(image)
-            rows.append(
-                ManifestRow(dataset, category, split, str(image), int(label == "anomaly"), defect, masks, width, height)
-            )
+            rows.append(measured(dataset, category, split, image, int(label == "anomaly"), defect, masks))
     return rows
 
 
