@@ -9,6 +9,7 @@ rule predict_mmad:
         code=code(
             "inference/mmad.py",
             "inference/mmad_prompt.py",
+            "data/mmad_question_table.py",
             "inference/records.py",
             "inference/generate.py",
             "inference/backend.py",

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from adfm import config as adfm_config
 from adfm import console, launch, targets
-from adfm.data.download import local_path
+from adfm.data.fetch import local_path
 from adfm.evaluation.provenance import git_commit
 from adfm.gpu_pool import pool_devices
 from adfm.protocol import REASONING_MODES

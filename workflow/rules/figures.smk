@@ -57,7 +57,7 @@ rule figure:
 rule training_curves:
     input:
         adapters=lambda wc: [ADAPTER.format(run=run) for run in targets.trained_rows(config, wc.table)],
-        code=code("evaluation/training_curves.py", "evaluation/drawing.py"),
+        code=code("evaluation/training_curves.py", "evaluation/drawing.py", "evaluation/summary.py"),
     output:
         png=report(
             TRAINING_CURVES, caption="../report/training_curves.rst", category="Training", labels={"table": "{table}"}

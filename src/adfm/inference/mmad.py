@@ -43,6 +43,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from adfm.data import mmad_question_table
 from adfm.data.datasets.mmad import source_image
 from adfm.inference.api import ApiBackend
 from adfm.inference.backend import Backend
@@ -77,29 +78,7 @@ def question_rows(questions_csv: Path, settings: MmadSettings) -> pd.DataFrame:
     """MMAD's questions (the `adfm mmad-questions` table), numbered within each image in file order,
     less those the leakage filter marks (unless settings "filter" is false)."""
     path = Path(questions_csv)
-    try:
-        questions = pd.read_csv(path, keep_default_na=False, dtype=str)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise InputError(f"{path}: cannot read MMAD questions ({error})") from None
-    needed = {
-        "image_path",
-        "dataset",
-        "category",
-        "question",
-        "options",
-        "answer",
-        "type",
-        "reference_path",
-        "templates",
-        "drop_reason",
-        "label",
-    }
-    missing = sorted(needed - set(questions.columns))
-    if missing:
-        raise InputError(f"{path}: MMAD question table lacks columns {missing}")
-    if questions.empty:
-        raise InputError(f"{path}: no MMAD questions")
-    questions["label"] = questions["label"].astype(int)
+    questions = mmad_question_table.read(path)
     questions["question_index"] = questions.groupby("image_path", sort=False).cumcount()
     dropped = (questions["drop_reason"] != "") & settings.filter
     if dropped.any():
