@@ -9,6 +9,7 @@ import pytest
 from fake_chat import RESPONSE, FakeChat
 from model_fixtures import write_split
 
+from adfm.cli import main
 from adfm.inference import api as api_backend
 from adfm.inference.api import ChatClient, predict_api
 from adfm.io import InputError, read_jsonl
@@ -133,3 +134,17 @@ def test_mmad_questions_through_the_api(chat, tmp_path, monkeypatch):
     content = server.requests[0][1]["messages"][0]["content"]
     assert [c["type"] for c in content].count("image_url") == 2  # template, then query
     assert server.requests[0][1]["max_tokens"] == 16
+
+
+def test_several_datasets_in_one_command(chat, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", KEY)
+    server = chat()
+    split = write_split(tmp_path / "data", n_train=1, n_test=2, datasets=("alpha", "beta"))
+    outs = [str(tmp_path / "pred" / f"{d}.jsonl") for d in ("beta", "alpha")]
+    argv = ["predict-api", "--split", str(split), "--dataset", "beta", "alpha", "--run-name", "gpt-fake"]
+    assert main([*argv, "--settings", settings(server.url).to_json(), "--out", *outs]) == 0
+    assert [{r["dataset"] for r in read_jsonl(out)} for out in outs] == [{"beta"}, {"alpha"}]
+    assert len(server.requests) == 4 and sorted(p.name for p in (tmp_path / "pred").iterdir()) == [
+        "alpha.jsonl",
+        "beta.jsonl",
+    ]

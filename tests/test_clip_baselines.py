@@ -6,6 +6,7 @@ import pytest
 import torch
 from model_fixtures import write_split
 
+from adfm.cli import main
 from adfm.inference import clip as clip_baselines
 from adfm.inference.anomalyclip import AnomalyCLIP
 from adfm.inference.clip import predict_clip
@@ -124,6 +125,21 @@ def test_predict_clip_records_are_resumable(images, tmp_path, monkeypatch):
     out.rename(tmp_path / "w.jsonl.partial")
     monkeypatch.setattr(clip_baselines, "build_scorer", lambda *a: pytest.fail("rescored"))
     assert read_jsonl(predict_clip(split, "toyset", "winclip", settings, out)) == records
+
+
+def test_predict_clip_builds_the_scorer_once_for_several_datasets(tmp_path, monkeypatch):
+    split = write_split(tmp_path / "data", n_train=1, n_test=2, datasets=("alpha", "beta"))
+    settings = ClipSettings.from_dict({"method": "winclip", "clip": {"model": TINY_CLIP, "pretrained": None}})
+    alone = [
+        read_jsonl(predict_clip(split, d, "winclip", settings, tmp_path / f"{d}.jsonl")) for d in ("alpha", "beta")
+    ]
+    builds = []
+    build = clip_baselines.build_scorer
+    monkeypatch.setattr(clip_baselines, "build_scorer", lambda *a: builds.append(a) or build(*a))
+    outs = [str(tmp_path / "both" / f"{d}.jsonl") for d in ("alpha", "beta")]
+    argv = ["predict-clip", "--split", str(split), "--dataset", "alpha", "beta", "--run-name", "winclip"]
+    assert main([*argv, "--settings", settings.to_json(), "--out", *outs]) == 0
+    assert len(builds) == 1 and [read_jsonl(out) for out in outs] == alone
 
 
 def test_missing_weights_and_unknown_models_are_input_errors():

@@ -14,7 +14,7 @@ import pytest
 from conftest import RUN_SETUP, planned_jobs, run_config, run_setup, snakemake
 
 from adfm.evaluation.summary import table_title
-from adfm.targets import datasets_tested_by, demo_note
+from adfm.targets import demo_note
 
 DEMO_TEST_IMAGES = 33  # MVTec AD: 3 categories x 14 test-split images, minus 20% (3 per category) for training
 # the untrained run is scored on every row, MVTec AD's whole test split (runs.zero_shot.eval_rows: all)
@@ -211,10 +211,13 @@ def test_reward_edit_reruns_training_onwards_only(demo_run):
         jobs = planned_jobs(demo_run)
     finally:
         rewards.write_text(original)
-    config, trained = trained_runs(demo_run)
-    trained_predictions = sum(len(datasets_tested_by(config, run)) for run in trained)
+    _, trained = trained_runs(demo_run)
     assert jobs["train"] == len(trained)
-    assert jobs["predict"] == jobs["score"] == trained_predictions  # the untrained model's are kept
+    # one prediction and one scoring job per trained run, each writing all its datasets' files; the
+    # untrained model's are kept
+    per_model = {rule for rule in jobs if rule.startswith(("predict_", "score_")) and not rule.endswith("_mmad")}
+    assert per_model == {f"{stage}_{run}" for stage in ("predict", "score") for run in trained}, jobs
+    assert all(jobs[rule] == 1 for rule in per_model), jobs
     upstream = {
         "make_demo_archive",
         "download",

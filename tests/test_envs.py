@@ -118,24 +118,30 @@ class Rule:
 
 
 def parse_rules() -> list[Rule]:
-    """Each rule's directives, read off the .smk text (Snakemake's own parser needs a workflow)."""
+    """Each rule's directives, read off the .smk text (Snakemake's own parser needs a workflow). A
+    rule in a loop (evaluate.smk's one per model) is read once, named by its `name:` expression."""
     rules = []
     for path in RULE_FILES:
         rule = directive = None
+        indent = 0
         for line in path.read_text().splitlines():
-            if line and not line[0].isspace() and not line.startswith("#"):
-                match = re.match(r"(?:rule|checkpoint)\s+(\w+)\s*:", line)
-                rule = Rule(match.group(1), path) if match else None
-                directive = None
-                if rule:
-                    rules.append(rule)
+            header = re.match(r"( *)(?:rule|checkpoint)\s*(\w*)\s*:", line)
+            if header:
+                indent, rule, directive = len(header.group(1)), Rule(header.group(2), path), None
+                rules.append(rule)
+            elif line.startswith("#"):
+                continue
+            elif line.strip() and not line.startswith(" " * (indent + 1)):
+                rule = None  # a statement at the rule's own indentation or less ends it
             elif rule is not None:
-                match = re.match(r" {4}(\w+):(.*)$", line)
+                match = re.match(rf" {{{indent + 4}}}(\w+):(.*)$", line)
                 if match:
                     directive = match.group(1)
                     rule.directives[directive] = match.group(2)
                 elif directive is not None:
                     rule.directives[directive] += "\n" + line
+    for rule in rules:
+        rule.name = rule.name or rule.directives.get("name", "").strip()
     return rules
 
 

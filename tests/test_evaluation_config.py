@@ -54,6 +54,18 @@ def test_table_needs_and_spec_follow_availability(paper, monkeypatch):
     assert ("gpt-4.1", "visa") in table1["metrics"]
 
 
+def test_a_models_one_prediction_job_makes_only_what_tables_read(paper, demo):
+    """A model's prediction job (evaluate.smk) writes every dataset its protocol tests; in both
+    configs each of them is a table's column wherever a table reads the model at all, so no job
+    predicts a file nobody reads."""
+    for config in (paper, demo):
+        read = {}
+        for table in config["tables"]:
+            for model, dataset in targets.table_needs(config, table, {"OPENAI_API_KEY": "sk-x"})["metrics"]:
+                read.setdefault(model, set()).add(dataset)
+        assert read and all(datasets == set(targets.datasets_tested_by(config, m)) for m, datasets in read.items())
+
+
 def test_settings_never_hold_the_key(paper, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     for text in (

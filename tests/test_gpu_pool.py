@@ -228,7 +228,8 @@ def test_demo_gpu_jobs_never_share_a_pretend_gpu(demo_run):
     # every training, warm-start and prediction job of a Hugging Face model or CLIP went through the pool
     for folder in ("train", "warm_start"):
         assert any(log.startswith(f"logs/{folder}/") for log in pooled), sorted(records)
-    assert sum(log.startswith("logs/predict/") for log in pooled) >= len(config["datasets"])
+    # one prediction job per model, for all its datasets: a run, a trained run, a CLIP baseline
+    assert {"logs/predict/zero_shot.log", "logs/predict/adfm.log", "logs/predict/winclip.log"} <= set(pooled)
     assert all(r["exit"] == "0" and r["devices"] in PRETEND_GPUS for r in pooled.values()), pooled
     assert {r["devices"] for r in pooled.values()} == set(PRETEND_GPUS)
     # a chat model behind an API (its test-split and MMAD jobs alike) holds no GPU

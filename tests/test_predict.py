@@ -12,7 +12,9 @@ from model_fixtures import MAX_PIXELS, MIN_PIXELS, tiny_model_dir, write_split  
 from PIL import Image
 
 from adfm.boxes import to_model_frame
+from adfm.cli import main
 from adfm.inference import generate as generate_module
+from adfm.inference import hf as hf_module
 from adfm.inference.generate import greedy_config, sampling_config
 from adfm.inference.hf import predict, register
 from adfm.inference.records import PredictionWriter, key, record_key, select_rows
@@ -158,11 +160,39 @@ def test_predict_subcommand():
         "p.jsonl",
     ]
     args = parser.parse_args(argv)
-    assert (args.dataset, args.adapter, args.run_name, args.out) == ("visa", None, "base", "p.jsonl")
+    assert (args.dataset, args.adapter, args.run_name, args.out) == (["visa"], None, "base", ["p.jsonl"])
     assert parser.parse_args([*argv, "--adapter", "a"]).adapter == "a"
     assert args.settings == PredictSettings(prompt="Defect?")
     with pytest.raises(SystemExit):  # a misspelt key is a usage error
         parser.parse_args([*argv[:-4], "--settings", '{"prompt": "p", "batchsize": 2}', "--out", "p.jsonl"])
+
+
+@pytest.mark.parametrize("outs", [["a.jsonl"], ["a.jsonl", "b.jsonl", "c.jsonl"], ["a.jsonl", "a.jsonl"]])
+def test_one_output_per_dataset_or_a_usage_error(outs, capsys):
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    argv = ["predict", "--split", "s.csv", "--dataset", "alpha", "beta", "--model", "m", "--run-name", "r"]
+    args = parser.parse_args([*argv, "--settings", '{"prompt": "p"}', "--out", *outs])
+    with pytest.raises(SystemExit) as stop:  # before any model is loaded
+        args.func(args)
+    assert stop.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_several_datasets_load_the_model_once(tiny_model_dir, two_dataset_split, tmp_path, monkeypatch):
+    settings = predict_settings(batch_size=2)
+    alone = {
+        d: read_jsonl(predict(two_dataset_split, d, tiny_model_dir, "m", settings, tmp_path / d))
+        for d in ("alpha", "beta")
+    }
+    loads = []
+    load_backend = hf_module.load_backend
+    monkeypatch.setattr(hf_module, "load_backend", lambda *a, **k: loads.append(a) or load_backend(*a, **k))
+    outs = [tmp_path / "both" / "beta.jsonl", tmp_path / "both" / "alpha.jsonl"]
+    argv = ["predict", "--split", str(two_dataset_split), "--dataset", "beta", "alpha", "--model", str(tiny_model_dir)]
+    assert main([*argv, "--run-name", "m", "--settings", settings.to_json(), "--out", *map(str, outs)]) == 0
+    assert len(loads) == 1
+    assert [read_jsonl(out) for out in outs] == [alone["beta"], alone["alpha"]]
+    assert sorted(path.name for path in outs[0].parent.iterdir()) == ["alpha.jsonl", "beta.jsonl"]
 
 
 def test_decoding_is_plain_greedy_despite_checkpoint_sampling_defaults(tiny_model_dir):

@@ -6,11 +6,12 @@ import yaml
 from conftest import REPO
 from jsonschema import Draft202012Validator
 
+from adfm.cli import main
 from adfm.config import check_references, load_config
 from adfm.evaluation.score import accuracy_table, balanced_accuracy
 from adfm.evaluation.table_layout import row_protocol, to_markdown
 from adfm.evaluation.tables import build_table
-from adfm.io import InputError
+from adfm.io import InputError, read_jsonl, write_jsonl
 from adfm.settings.evaluation import TableRow, TableSettings
 
 
@@ -51,6 +52,22 @@ TABLE1 = {
     "columns": {"MVTec": "mvtec_ad", "VisA": "visa", "MVTec-LOCO": "mvtec_loco", "GoodsAD": "goodsad"},
     "rows": [{"match": {"model": "AD-FM", "scale": "7B"}, "run": "adfm"}],
 }
+
+
+def test_score_writes_one_metrics_file_per_predictions_file(tmp_path, capsys):
+    files = {}
+    for dataset, answer in (("mvtec_ad", "yes"), ("visa", "no")):
+        files[dataset] = tmp_path / f"{dataset}.jsonl"
+        write_jsonl(
+            files[dataset], [record("m", "bottle", 1, answer, dataset), record("m", "bottle", 0, "no", dataset)]
+        )
+    outs = [str(tmp_path / "metrics" / f"{d}.csv") for d in files]
+    assert main(["score", "--predictions", *map(str, files.values()), "--out", *outs]) == 0
+    for dataset, out in zip(files, outs, strict=True):
+        assert pd.read_csv(out).equals(accuracy_table(read_jsonl(files[dataset])).reset_index(drop=True))
+    with pytest.raises(SystemExit):
+        main(["score", "--predictions", *map(str, files.values()), "--out", outs[0]])
+    assert "one --out per predictions file" in capsys.readouterr().err
 
 
 def metrics(run="adfm", **accuracies):

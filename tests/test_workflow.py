@@ -30,7 +30,8 @@ def test_paper_config_plans_download_to_table_without_data(tmp_path):
         tmp_path, "-n", "--cores", "all", "--configfile", str(REPO / "config.yaml"), "--quiet", "rules"
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for rule in ["download", "index", "boxes", "split", "fetch_model", "train", "predict", "score", "table"]:
+    rules = ["download", "index", "boxes", "split", "fetch_model", "train", "predict_adfm", "score_adfm", "table"]
+    for rule in rules:
         assert f"\n{rule} " in result.stdout, rule
     assert not any(tmp_path.iterdir()) or {p.name for p in tmp_path.iterdir()} <= {".snakemake"}
 

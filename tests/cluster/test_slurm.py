@@ -37,7 +37,14 @@ OVERLAY = {
     }
 }
 # rule -> its resource family (`family_resources(...)` in workflow/rules/*.smk); other rules: default
-GPU_RULES = {"train": "train", "warm_start": "train", "predict": "predict"}
+GPU_RULES = {"train": "train", "warm_start": "train"}
+
+
+def gpu_family(rule: str) -> str | None:
+    """The resource family of a GPU rule: GPU_RULES, and each run's `predict_<run>` (evaluate.smk)."""
+    return GPU_RULES.get(rule) or ("predict" if rule.startswith("predict_") and rule != "predict_mmad" else None)
+
+
 SLURM_OPTIONS = [
     "--profile",
     "workflow/profiles/slurm",
@@ -267,14 +274,14 @@ def test_each_job_got_its_rule_familys_resources(slurm_run):
     resources = run_config(slurm_run.workdir)["resources"]
     for slurm_id, fields in slurm_run.jobs.items():
         rule = rule_of(fields)
-        spec = resources[GPU_RULES.get(rule, "default")]
+        spec = resources[gpu_family(rule) or "default"]
         where = (slurm_id, fields["Comment"])
-        assert fields["Partition"] == spec["slurm_partition"] == ("gpu" if rule in GPU_RULES else "cpu"), where
+        assert fields["Partition"] == spec["slurm_partition"] == ("gpu" if gpu_family(rule) else "cpu"), where
         assert megabytes(fields["MinMemoryNode"]) == spec["mem_mb"], where
         assert minutes(fields["TimeLimit"]) == spec["runtime"], where
         assert int(fields["CPUs/Task"]) == spec["threads"], where
         gpus = re.search(r"gres:gpu:(\d+)", fields.get("TresPerJob", ""))
-        assert (int(gpus.group(1)) if gpus else 0) == spec["gpu"] == (1 if rule in GPU_RULES else 0), where
+        assert (int(gpus.group(1)) if gpus else 0) == spec["gpu"] == (1 if gpu_family(rule) else 0), where
 
 
 def test_gpu_jobs_ran_on_the_gpu_slurm_gave_them(slurm_run):
@@ -282,7 +289,7 @@ def test_gpu_jobs_ran_on_the_gpu_slurm_gave_them(slurm_run):
     final = dict(submissions(slurm_run.output))  # Snakemake job id -> its last SLURM job id
     held = []
     for jobid, block in blocks.items():
-        if block["rule"] not in GPU_RULES:
+        if not gpu_family(block["rule"]):
             continue
         slurm_id = final[jobid]
         assert slurm_id in slurm_run.gpu_index, f"GPU job {slurm_id} ({block['rule']}) was never seen running"
@@ -295,7 +302,7 @@ def test_gpu_jobs_ran_on_the_gpu_slurm_gave_them(slurm_run):
         assert acquired == released == slurm_run.gpu_index[slurm_id], (block["log"], slurm_run.gpu_index[slurm_id])
         assert pid == pid_2 and code == "0", block["log"]
         held.append((start, end, block["log"]))
-    assert len(held) == sum(1 for block in blocks.values() if block["rule"] in GPU_RULES) > 0
+    assert len(held) == sum(1 for block in blocks.values() if gpu_family(block["rule"])) > 0
     # one GPU on the node: SLURM never gave it to two jobs at once
     held.sort()
     for (_, end, log), (start, _, next_log) in itertools.pairwise(held):

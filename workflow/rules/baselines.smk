@@ -1,5 +1,5 @@
 # MMAD's multiple-choice questions, answered by a run (Hugging Face) or a chat model behind an API;
-# the baselines' predictions on the test splits come from the `predict` rule (evaluate.smk).
+# the baselines' predictions on the test splits come from each model's `predict_<model>` job (evaluate.smk).
 
 
 rule predict_mmad:

@@ -1,4 +1,5 @@
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -99,7 +100,8 @@ def family_resources(family, **overrides):
 
 
 # How each kind of model predicts a test split: its `adfm` subcommand, conda environment and resource
-# family, and the modules whose edits rerun its predictions. One `predict` rule serves them all.
+# family, and the modules whose edits rerun its predictions. Each model's `predict_<model>` rule
+# (evaluate.smk) takes its own.
 BACKENDS = {
     "hf": {
         "stage": "predict",
@@ -139,19 +141,10 @@ BACKENDS = {
 }
 
 
-def backend_of(wildcards):
+def backend_of(name):
     """The BACKENDS entry of a model: WinCLIP and AnomalyCLIP share one subcommand."""
-    kind = targets.backend(config, wildcards.model)
+    kind = targets.backend(config, name)
     return BACKENDS["clip" if kind in adfm_config.CLIP_BACKENDS else kind]
-
-
-def backend_resources():
-    """The resources of the model's backend family, each a function of the job's wildcards (every
-    family has the same keys)."""
-    return {
-        key: (lambda wc, key=key: family_resources(backend_of(wc)["family"])[key])
-        for key in family_resources("default")
-    }
 
 
 def model_inputs(name):
@@ -244,19 +237,31 @@ def split_of(name):
     return SPLIT.format(protocol=adfm_config.evaluated_models(config)[name]["protocol"])
 
 
-def predict_inputs(wildcards):
+def predict_inputs(name):
     """The split a model is tested on, the model (and adapter) of a Hugging Face run, the code of its backend."""
-    return {"split": split_of(wildcards.model), **model_inputs(wildcards.model), "code": backend_of(wildcards)["code"]}
+    return {"split": split_of(name), **model_inputs(name), "code": backend_of(name)["code"]}
 
 
-def prediction_settings(wildcards):
+def prediction_settings(name):
     """The `--settings` of the model's backend."""
-    kind = targets.backend(config, wildcards.model)
+    kind = targets.backend(config, name)
     if kind == "hf":
-        return inference_settings.PredictSettings.from_config(config, wildcards.model).to_json()
+        return inference_settings.PredictSettings.from_config(config, name).to_json()
     if kind == "api":
-        return inference_settings.ApiSettings.from_config(config, wildcards.model).to_json()
-    return inference_settings.ClipSettings.from_config(config, wildcards.model).to_json()
+        return inference_settings.ApiSettings.from_config(config, name).to_json()
+    return inference_settings.ClipSettings.from_config(config, name).to_json()
+
+
+def model_files(pattern, name):
+    """A model's files of a per-dataset pattern (PREDICTIONS, METRICS), one per dataset its protocol
+    tests, in the order of `--dataset`: its prediction and scoring jobs write them all."""
+    return [pattern.format(model=name, dataset=dataset) for dataset in targets.datasets_tested_by(config, name)]
+
+
+def job_name(stage, name):
+    """A model's job name for a stage, `predict_gpt_4_1` for gpt-4.1 (names of rules are words)."""
+    word = re.sub(r"\W", "_", name)
+    return f"{stage}_{word}"
 
 
 def table_metrics(wildcards):

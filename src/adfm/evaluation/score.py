@@ -166,25 +166,38 @@ def score_table(records: list[dict]) -> pd.DataFrame:
     return table[COLUMNS + SCORE_COLUMNS]
 
 
-def run_score(predictions: list[Path], out: Path) -> None:
-    records = [record for path in predictions for record in read_jsonl(path)]
-    table = accuracy_table(records)
-    write_csv_atomic(table, out)
+def run_score(predictions: list[Path], outs: list[Path]) -> None:
+    """Each predictions file's metrics into the --out in the same place (one process for a model's
+    datasets: starting Python costs more than scoring a file)."""
+    for path, out in zip(predictions, outs, strict=True):
+        write_csv_atomic(accuracy_table(read_jsonl(path)), out)
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "score",
         help="accuracy per dataset and category from predictions (answers or continuous scores)",
-        description="Accuracy of one model's predictions per dataset and category (and overall): yes/no answers "
-        "as they are, continuous anomaly scores (the CLIP baselines) through a threshold.",
+        description="Accuracy of a model's predictions per dataset and category (and overall): yes/no answers "
+        "as they are, continuous anomaly scores (the CLIP baselines) through a threshold. Each --predictions "
+        "file gets its own --out, in the same order.",
     )
     parser.add_argument(
         "--predictions",
         required=True,
         nargs="+",
         type=Path,
-        help="prediction files (JSONL) of one model (`adfm predict`, `predict-api`, `predict-clip`)",
+        help="prediction files (JSONL; `adfm predict`, `predict-api`, `predict-clip`)",
     )
-    parser.add_argument("--out", required=True, type=Path, help="metrics per dataset and category (CSV)")
-    parser.set_defaults(func=lambda a: run_score(a.predictions, a.out))
+    parser.add_argument(
+        "--out", required=True, nargs="+", type=Path, help="metrics per dataset and category (CSV), one per file"
+    )
+
+    def score(args):
+        if len(args.predictions) != len(args.out):
+            parser.error(
+                f"--predictions names {len(args.predictions)} file(s) and --out {len(args.out)}: give one --out "
+                "per predictions file, in the same order"
+            )
+        run_score(args.predictions, args.out)
+
+    parser.set_defaults(func=score)

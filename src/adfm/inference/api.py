@@ -1,6 +1,7 @@
 """Predictions of a chat model behind an OpenAI-compatible API (GPT-4o, GPT-4.1, Gemini's endpoint...).
 
-    adfm predict-api --split SPLIT.csv --dataset NAME --run-name NAME --settings JSON --out PRED.jsonl
+    adfm predict-api --split SPLIT.csv --dataset NAME [NAME ...] --run-name NAME --settings JSON
+                     --out PRED.jsonl [PRED.jsonl ...]
 
 Each selected split row (role == "test" of dataset NAME) becomes one chat request: the normal
 reference image, the query image (both as base64 data URLs, downscaled so that the longer side is
@@ -35,7 +36,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from adfm.boxes import scale_boxes
 from adfm.inference.backend import OnAnswers, Part, PromptOf
-from adfm.inference.records import PredictionWriter, key, pair_prompt, response_record, select_rows
+from adfm.inference.records import (
+    PredictionWriter,
+    each_dataset,
+    key,
+    pair_prompt,
+    paired,
+    response_record,
+    select_rows,
+)
 from adfm.io import InputError
 from adfm.settings.inference import ApiOptions, ApiSettings
 
@@ -209,10 +218,12 @@ class ApiBackend:
             raise InputError(str(failure))
 
 
-def predict_api(split_csv, dataset: str, run_name: str, settings: ApiSettings, out, *, sleep=time.sleep):
+def predict_api(
+    split_csv, dataset: str, run_name: str, settings: ApiSettings, out, *, sleep=time.sleep, keep_partial=False
+):
     api = settings.api
     rows = select_rows(split_csv, dataset, settings.role)
-    writer = PredictionWriter(out)
+    writer = PredictionWriter(out, keep_partial)
     todo = writer.pending(rows.itertuples(index=False), lambda row: [key(run_name, dataset, row.image_path)])
     log.info(
         "%s (%s at %s) on %s: %d images, %d to go", run_name, api.model, api.base_url, dataset, len(rows), len(todo)
@@ -247,8 +258,18 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--split", required=True, help="split CSV")
-    parser.add_argument("--dataset", required=True, help="dataset name (test rows of this dataset are predicted)")
+    parser.add_argument(
+        "--dataset", required=True, nargs="+", help="dataset names (test rows of each are predicted, into its --out)"
+    )
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
     parser.add_argument("--settings", required=True, type=ApiSettings.argument, help=ApiSettings.describe())
-    parser.add_argument("--out", required=True, help="predictions JSONL")
-    parser.set_defaults(func=lambda a: predict_api(a.split, a.dataset, a.run_name, a.settings, a.out))
+    parser.add_argument(
+        "--out", required=True, nargs="+", help="predictions JSONL, one per --dataset in the same order"
+    )
+    # nothing to load: the one client per dataset costs a key lookup
+    parser.set_defaults(
+        func=lambda a: each_dataset(
+            paired(parser, a.dataset, a.out),
+            lambda dataset, out, keep: predict_api(a.split, dataset, a.run_name, a.settings, out, keep_partial=keep),
+        )
+    )

@@ -1,6 +1,7 @@
 """CLIP-based anomaly scorers of Table 2: WinCLIP and AnomalyCLIP, on OpenCLIP (open_clip).
 
-    adfm predict-clip --split SPLIT.csv --dataset NAME --run-name NAME --settings JSON --out PRED.jsonl
+    adfm predict-clip --split SPLIT.csv --dataset NAME [NAME ...] --run-name NAME --settings JSON
+                      --out PRED.jsonl [PRED.jsonl ...]
 
 Both give every test image of the split a continuous anomaly score in [0, 1] (one JSON line per
 image: model, dataset, category, image_path, reference_path, label, sample 0, score and its parts);
@@ -18,13 +19,14 @@ randomly initialised from the seed, which is what the demo does with the tiny ar
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 
 from tqdm.auto import tqdm
 
 from adfm.inference.anomalyclip import AnomalyCLIP
 from adfm.inference.clip_model import load_clip
-from adfm.inference.records import PredictionWriter, base_record, key, select_rows
+from adfm.inference.records import PredictionWriter, base_record, each_dataset, key, paired, select_rows
 from adfm.inference.winclip import WinCLIP, object_name
 from adfm.settings.inference import ClipSettings
 
@@ -38,16 +40,17 @@ def build_scorer(settings: ClipSettings):
     return AnomalyCLIP(model, tokenizer, settings.anomalyclip, seed=settings.seed)
 
 
-def predict_clip(split_csv, dataset: str, run_name: str, settings: ClipSettings, out):
-    """Scores of every selected split row (test rows of `dataset` by default), resumable."""
+def predict_clip(split_csv, dataset: str, run_name: str, settings: ClipSettings, out, *, load=None, keep_partial=False):
+    """Scores of every selected split row (test rows of `dataset` by default), resumable; `load()`
+    gives the scorer (shared among datasets by `predict_clip_datasets`)."""
     method = settings.method
     rows = select_rows(split_csv, dataset, settings.role)
-    writer = PredictionWriter(out)
+    writer = PredictionWriter(out, keep_partial)
     todo = writer.pending(rows.itertuples(index=False), lambda row: [key(run_name, dataset, row.image_path)])
     log.info("%s (%s) on %s: %d images, %d to go", run_name, method, dataset, len(rows), len(todo))
     if not todo:
         return writer.finish()
-    scorer = build_scorer(settings)
+    scorer = (load or (lambda: build_scorer(settings)))()
     with writer, tqdm(total=len(todo), desc=f"{method} on {dataset}", unit="img") as bar:
         for start in range(0, len(todo), settings.batch_size):
             batch = todo[start : start + settings.batch_size]
@@ -66,6 +69,17 @@ def predict_clip(split_csv, dataset: str, run_name: str, settings: ClipSettings,
     return writer.finish()
 
 
+def predict_clip_datasets(args, pairs: list[tuple[str, str]]):
+    """`adfm predict-clip`: every (dataset, out) pair with the scorer built once."""
+    load = functools.cache(lambda: build_scorer(args.settings))
+    return each_dataset(
+        pairs,
+        lambda dataset, out, keep: predict_clip(
+            args.split, dataset, args.run_name, args.settings, out, load=load, keep_partial=keep
+        ),
+    )
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict-clip",
@@ -74,8 +88,10 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--split", required=True, help="split CSV")
-    parser.add_argument("--dataset", required=True, help="dataset name (its test rows are scored)")
+    parser.add_argument("--dataset", required=True, nargs="+", help="dataset names (the test rows of each are scored)")
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
     parser.add_argument("--settings", required=True, type=ClipSettings.argument, help=ClipSettings.describe())
-    parser.add_argument("--out", required=True, help="predictions JSONL")
-    parser.set_defaults(func=lambda a: predict_clip(a.split, a.dataset, a.run_name, a.settings, a.out))
+    parser.add_argument(
+        "--out", required=True, nargs="+", help="predictions JSONL, one per --dataset in the same order"
+    )
+    parser.set_defaults(func=lambda a: predict_clip_datasets(a, paired(parser, a.dataset, a.out)))

@@ -1,9 +1,10 @@
 """Predictions of a Hugging Face vision-language model (base, or with a LoRA adapter) on a split.
 
-    adfm predict --split SPLIT.csv --dataset NAME --model MODEL_DIR [--adapter ADAPTER_DIR]
-                 --run-name NAME --settings JSON --out PRED.jsonl
+    adfm predict --split SPLIT.csv --dataset NAME [NAME ...] --model MODEL_DIR [--adapter ADAPTER_DIR]
+                 --run-name NAME --settings JSON --out PRED.jsonl [PRED.jsonl ...]
 
-For every selected row of the split (by default role == "test" and dataset == NAME), the model sees
+The model (and adapter) is loaded once for all the datasets, each written to its own --out (same
+order). For every selected row of the split (by default role == "test" and dataset == NAME), the model sees
 the normal reference image, the query image and the prompt template (the prompt of training).
 Prompts are batched with left padding. Evaluation decodes greedily (one response per image, sample
 0); with "num_samples" n > 1 or a "temperature" the model samples n responses per image (samples
@@ -20,6 +21,7 @@ skips the (model, dataset, image_path, sample) keys already written.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 from pathlib import Path
@@ -28,7 +30,16 @@ from tqdm.auto import tqdm
 
 from adfm.boxes import to_model_frame
 from adfm.inference.generate import HFBackend, greedy_config, load_backend, sampling_config
-from adfm.inference.records import PARTIAL_SUFFIX, PredictionWriter, key, pair_prompt, response_record, select_rows
+from adfm.inference.records import (
+    PARTIAL_SUFFIX,
+    PredictionWriter,
+    each_dataset,
+    key,
+    pair_prompt,
+    paired,
+    response_record,
+    select_rows,
+)
 from adfm.io import stable_seed
 from adfm.settings.inference import PredictSettings
 from adfm.settings.model import ModelSettings
@@ -88,10 +99,13 @@ def predict(
     out: str | os.PathLike,
     *,
     adapter_dir: str | os.PathLike | None = None,
+    load=None,
+    keep_partial: bool = False,
 ) -> Path:
+    """One dataset's predictions; `load()` (shared by `predict_datasets`) gives the backend when needed."""
     filters = {"label": settings.label, "image": settings.image, "max_images": settings.max_images}
     rows = select_rows(split_csv, dataset, settings.role, **filters, seed=settings.seed)
-    writer = PredictionWriter(out)
+    writer = PredictionWriter(out, keep_partial)
     samples = range(settings.num_samples)
     todo = writer.pending(
         rows.itertuples(index=False), lambda row: [key(run_name, dataset, row.image_path, s) for s in samples]
@@ -107,7 +121,7 @@ def predict(
     )
     if not todo:
         return writer.finish()
-    backend = hf_backend(model_dir, settings, run_name, adapter_dir)
+    backend = (load or (lambda: hf_backend(model_dir, settings, run_name, adapter_dir)))()
     frame_of_row = model_frame_of(settings.model)
 
     def record(answers):
@@ -127,6 +141,17 @@ def predict(
     return writer.finish()
 
 
+def predict_datasets(args, pairs: list[tuple[str, str]]) -> list[Path]:
+    """`adfm predict`: every (dataset, out) pair with the model loaded once."""
+    load = functools.cache(lambda: hf_backend(args.model, args.settings, args.run_name, args.adapter))
+    return each_dataset(
+        pairs,
+        lambda dataset, out, keep: predict(
+            args.split, dataset, args.model, args.run_name, args.settings, out, load=load, keep_partial=keep
+        ),
+    )
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
@@ -135,14 +160,19 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--split", required=True, help="split CSV")
-    parser.add_argument("--dataset", required=True, help="dataset name (test rows of this dataset are predicted)")
+    parser.add_argument(
+        "--dataset", required=True, nargs="+", help="dataset names (test rows of each are predicted, into its --out)"
+    )
     parser.add_argument("--model", required=True, help="base model folder")
     parser.add_argument(
         "--adapter", default=None, help="LoRA adapter folder (from `adfm train`); omit for the base model"
     )
     parser.add_argument("--run-name", required=True, help="name written in each record's `model` field")
     parser.add_argument("--settings", required=True, type=PredictSettings.argument, help=PredictSettings.describe())
-    parser.add_argument("--out", required=True, help=f"predictions JSONL (work in progress in OUT{PARTIAL_SUFFIX})")
-    parser.set_defaults(
-        func=lambda a: predict(a.split, a.dataset, a.model, a.run_name, a.settings, a.out, adapter_dir=a.adapter)
+    parser.add_argument(
+        "--out",
+        required=True,
+        nargs="+",
+        help=f"predictions JSONL, one per --dataset in the same order (work in progress in OUT{PARTIAL_SUFFIX})",
     )
+    parser.set_defaults(func=lambda a: predict_datasets(a, paired(parser, a.dataset, a.out)))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +54,13 @@ class PredictionWriter:
     Records go to OUT.partial, flushed and fsynced at every `write`; `done` holds the keys already
     there (after a restart); `finish` renames OUT.partial to OUT. Records are written in the order
     given, so a batch is never half-recorded except for a torn last line, which `load_done` drops.
+    With `keep_partial`, `finish` writes OUT as a copy and leaves OUT.partial (see `each_dataset`).
     """
 
-    def __init__(self, out: str | os.PathLike):
+    def __init__(self, out: str | os.PathLike, keep_partial: bool = False):
         self.out = Path(out)
-        self.partial = self.out.with_name(self.out.name + PARTIAL_SUFFIX)
+        self.partial = partial_of(self.out)
+        self.keep_partial = keep_partial
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.done = {record_key(r) for r in load_done(self.partial)}
         self._handle = None
@@ -90,9 +93,44 @@ class PredictionWriter:
             self.__exit__()
         if not self.partial.exists():  # nothing to do and nothing written: an empty, complete output
             self.partial.touch()
-        os.replace(self.partial, self.out)
+        if self.keep_partial:
+            copy = self.out.with_name(self.out.name + ".copy")
+            shutil.copyfile(self.partial, copy)
+            os.replace(copy, self.out)
+        else:
+            os.replace(self.partial, self.out)
         log.info("predictions written to %s", self.out)
         return self.out
+
+
+def partial_of(out: str | os.PathLike) -> Path:
+    """Where the records of OUT are appended until it is complete."""
+    out = Path(out)
+    return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+def paired(parser, datasets: Sequence[str], outs: Sequence[str]) -> list[tuple[str, str]]:
+    """(dataset, out) pairs of a prediction command's `--dataset D1 D2 ... --out F1 F2 ...`."""
+    if len(datasets) != len(outs):
+        parser.error(
+            f"--dataset names {len(datasets)} dataset(s) and --out {len(outs)} file(s): give one output per "
+            "dataset, in the same order"
+        )
+    if len(set(outs)) != len(outs):
+        parser.error(f"--out names a file twice: {' '.join(map(str, outs))}")
+    return list(zip(datasets, outs, strict=True))
+
+
+def each_dataset(pairs: Sequence[tuple[str, str]], predict_one: Callable[..., Path]) -> list[Path]:
+    """`predict_one(dataset, out, keep_partial)` for each (dataset, out) pair, in order, with the model
+    loaded once by the caller. With several files, each finished file's records stay in its
+    OUT.partial until the last is done: Snakemake deletes every output of a job that failed or was
+    killed, and the rerun then copies a finished file back at once instead of predicting it again."""
+    several = len(pairs) > 1
+    written = [predict_one(dataset, out, several) for dataset, out in pairs]
+    for out in written:
+        partial_of(out).unlink(missing_ok=True)
+    return written
 
 
 def select_rows(
