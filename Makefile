@@ -14,6 +14,8 @@ setup: $(SETUP)
 
 $(SETUP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	# byte-compiled at install (pip's default), not lazily: with PYTHONDONTWRITEBYTECODE set, as on our
+	# CI machines, every job would recompile its imports (measured: make demo 391 s -> 488 s without)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
