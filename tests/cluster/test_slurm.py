@@ -210,8 +210,10 @@ def declared_local_rules(workdir: Path) -> set[str]:
     """The rules the workflow keeps out of the cluster (`localrules:`, e.g. downloads, which need the
     login node's network)."""
     files = [workdir / "Snakefile", *sorted((workdir / "workflow/rules").glob("*.smk"))]
-    lines = re.findall(r"^localrules:(.*)$", "\n".join(path.read_text() for path in files), re.MULTILINE)
-    return {name.strip() for line in lines for name in line.split(",") if name.strip()}
+    # `localrules: a, b` on one line, or (as snakefmt writes it) one indented name per line below it
+    text = "\n".join(path.read_text() for path in files)
+    blocks = re.findall(r"^localrules:(.*(?:\n[ \t]+\S.*)*)", text, re.MULTILINE)
+    return {name.strip() for block in blocks for name in re.split(r"[,\s]+", block) if name.strip()}
 
 
 def rule_of(fields: dict) -> str:
