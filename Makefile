@@ -53,5 +53,5 @@ check-envs: $(SETUP)
 
 clean-demo:
 	rm -rf resources/demo resources/datasets resources/manifests resources/boxes resources/splits \
-		resources/models/tiny-qwen2.5-vl resources/adapters results/predictions results/metrics \
+		resources/models/tiny-* resources/adapters results/predictions results/metrics \
 		results/table*.csv results/table*.md logs benchmarks

@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from adfm.inference.generate import HFBackend, greedy_config
-from adfm.model.load import fetch_model, load_model_and_processor
+from adfm.model.load import fetch_model, load_model
+from adfm.settings.model import ModelSettings
 
 PROMPT = (
     "You are an industrial quality inspector. The first image shows a normal, defect-free sample. The second image "
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         model_dir = fetch_model("demo:tiny-qwen2.5-vl", None, tmp / "tiny-qwen2.5-vl")
         pairs = write_pairs(tmp, args.images)
-        model, processor = load_model_and_processor(model_dir, dtype="float32", min_pixels=3136, max_pixels=12544)
+        model, processor = load_model(model_dir, ModelSettings(dtype="float32", min_pixels=3136, max_pixels=12544))
         config = greedy_config(model, max_new_tokens=args.max_new_tokens, repetition_penalty=1.0)
         if args.fixed_length:
             config.min_new_tokens = args.max_new_tokens

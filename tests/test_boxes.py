@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from adfm.boxes import from_model_frame, giou, model_frame_size, sanitize, to_model_frame
+from adfm.boxes import giou, model_frame_size, sanitize
 from adfm.data.masks import box_summary, boxes_table, mask_to_boxes, scaled_sizes
 from adfm.io import InputError
 
@@ -57,13 +57,6 @@ def test_model_frame_follows_qwen_resize():
     # a 1024x1024 MVTec image is scaled down under the same budget, sides multiples of 28
     width, height = model_frame_size(1024, 1024, min_pixels=3136, max_pixels=262144)
     assert width % 28 == 0 and height % 28 == 0 and width * height <= 262144
-
-
-def test_to_model_frame_scales_boxes_and_back():
-    boxes, frame = to_model_frame([[0, 0, 512, 256]], 512, 512, min_pixels=3136, max_pixels=262144)
-    assert frame == (504, 504)
-    assert boxes == [[0.0, 0.0, 504.0, 252.0]]
-    assert from_model_frame(boxes, frame, 512, 512) == [[0.0, 0.0, 512.0, 256.0]]
 
 
 def test_giou_hand_values():

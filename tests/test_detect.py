@@ -97,14 +97,14 @@ def test_adapter_brings_its_base_model_prompt_and_dtype(trained, images, tmp_pat
 
     assert yaml.safe_load((REPO / "config.yaml").read_text())["model"]["dtype"] == "bfloat16"
     loaded = []
-    original = adfm.inference.detect.load_model_and_processor
+    original = adfm.inference.detect.load_model
 
     def spy(*args, **kwargs):
         model, processor = original(*args, **kwargs)
         loaded.append(model.dtype)
         return model, processor
 
-    monkeypatch.setattr(adfm.inference.detect, "load_model_and_processor", spy)
+    monkeypatch.setattr(adfm.inference.detect, "load_model", spy)
     monkeypatch.chdir(tmp_path)
     reference, queries = images
     assert main(["detect", "--adapter", str(trained), "--reference", str(reference), str(queries[0])]) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -237,7 +238,7 @@ def test_templates_above_one_show_that_many(tmp_path, monkeypatch):
     table["templates"] = [json.dumps([t, *extra]) for t in table["reference_path"]]
     table.to_csv(questions, index=False)
     seen = []
-    monkeypatch.setattr(generate_module, "load_model", lambda *a, **k: (None, None))
+    monkeypatch.setattr(generate_module, "load_model", lambda *a, **k: (None, SimpleNamespace(tokenizer=None)))
     monkeypatch.setattr(
         generate_module,
         "generate_conversations",

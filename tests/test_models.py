@@ -11,8 +11,9 @@ from PIL import Image
 
 from adfm.io import InputError
 from adfm.model import demo as demo_model
-from adfm.model.load import fetch_model, load_model_and_processor, register
+from adfm.model.load import fetch_model, load_model, register
 from adfm.protocol import build_prompt
+from adfm.settings.model import ModelSettings
 
 
 def test_demo_model_is_deterministic(tiny_model_dir, tmp_path):
@@ -37,8 +38,8 @@ def test_demo_model_has_qwen_architecture_and_tokens(tiny_model_dir):
 
 
 def test_tiny_model_reloads_through_the_shared_loader(tiny_model_dir):
-    model, processor = load_model_and_processor(
-        tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS
+    model, processor = load_model(
+        tiny_model_dir, ModelSettings(dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     )
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     assert type(processor).__name__ == "Qwen2_5_VLProcessor"
@@ -71,8 +72,8 @@ def test_tiny_model_reloads_through_the_shared_loader(tiny_model_dir):
 
 
 def test_tokenizer_round_trips_responses(tiny_model_dir):
-    _, processor = load_model_and_processor(
-        tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS
+    _, processor = load_model(
+        tiny_model_dir, ModelSettings(dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     )
     text = '<think>[{"bbox_2d": [12, 34, 156, 78], "label": "defect"}]</think><rethink>ok</rethink><answer>yes</answer>'
     ids = processor.tokenizer(text).input_ids

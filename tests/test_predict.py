@@ -11,7 +11,6 @@ import pytest
 from model_fixtures import MAX_PIXELS, MIN_PIXELS, tiny_model_dir, write_split  # noqa: F401 (fixture)
 from PIL import Image
 
-from adfm.boxes import to_model_frame
 from adfm.cli import main
 from adfm.inference import generate as generate_module
 from adfm.inference import hf as hf_module
@@ -19,8 +18,10 @@ from adfm.inference.generate import greedy_config, sampling_config
 from adfm.inference.hf import predict, register
 from adfm.inference.records import PredictionWriter, key, record_key, select_rows
 from adfm.io import InputError, read_jsonl
-from adfm.model.load import load_model_and_processor
+from adfm.model.families import boxes_in_response_frame
+from adfm.model.load import load_model
 from adfm.settings.inference import PredictSettings
+from adfm.settings.model import ModelSettings
 
 
 def predict_settings(**overrides) -> PredictSettings:
@@ -62,7 +63,8 @@ def test_one_record_per_test_image_of_the_dataset(tiny_model_dir, two_dataset_sp
         assert record["label"] == row.label and record["category"] == "widget"
         assert record["reference_path"] == row.reference_path
         assert isinstance(record["response"], str) and record["answer"] in ("yes", "no", None)
-        gt, frame = to_model_frame(json.loads(row.boxes), 128, 96, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+        budget = ModelSettings(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+        gt, frame = boxes_in_response_frame(budget, json.loads(row.boxes), 128, 96)
         assert record["gt_boxes"] == gt and record["frame"] == list(frame)
 
 
@@ -111,11 +113,11 @@ def test_adapter_is_applied(tiny_model_dir, two_dataset_split, tmp_path):
     from peft import get_peft_model
 
     from adfm.model.grpo import lora_config
-    from adfm.model.load import load_model_and_processor
-    from adfm.settings.model import LoraSettings
+    from adfm.model.load import load_model
+    from adfm.settings.model import LoraSettings, ModelSettings
 
-    model, _ = load_model_and_processor(
-        tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, for_training=True
+    model, _ = load_model(
+        tiny_model_dir, ModelSettings(dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS), for_training=True
     )
     peft_config = lora_config(LoraSettings(r=4, alpha=64, dropout=0.0))
     peft_config.init_lora_weights = False  # random B: the adapter changes the outputs
@@ -196,7 +198,7 @@ def test_several_datasets_load_the_model_once(tiny_model_dir, two_dataset_split,
 
 
 def test_decoding_is_plain_greedy_despite_checkpoint_sampling_defaults(tiny_model_dir):
-    model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    model, _ = load_model(tiny_model_dir, ModelSettings(dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS))
     assert model.generation_config.do_sample and model.generation_config.top_k == 1  # as Qwen2.5-VL-7B ships
     config = greedy_config(model, max_new_tokens=7, repetition_penalty=1.0)
     resolved, _ = model._prepare_generation_config(config)  # what generate() will use
@@ -242,7 +244,7 @@ def test_row_selection_label_image_and_seeded_subsample(two_dataset_split):
 
 
 def test_sampling_config_samples_without_truncation(tiny_model_dir):
-    model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    model, _ = load_model(tiny_model_dir, ModelSettings(dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS))
     resolved, _ = model._prepare_generation_config(sampling_config(model, max_new_tokens=5, temperature=0.9))
     assert resolved.do_sample and resolved.temperature == 0.9
     assert resolved.top_k in (0, None) and resolved.top_p == 1.0 and resolved.repetition_penalty == 1.0
@@ -269,7 +271,7 @@ def test_sampling_config_truncates_as_grpo_does(tiny_model_dir):
 
     settings = PredictSettings.for_figure(adfm_config.load_config([REPO / "config.yaml"]), "fig5")
     assert (settings.top_k, settings.top_p) == (50, 0.9)
-    model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    model, _ = load_model(tiny_model_dir, ModelSettings(dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS))
     config = sampling_config(model, max_new_tokens=5, temperature=0.9, top_k=settings.top_k, top_p=settings.top_p)
     resolved, _ = model._prepare_generation_config(config)
     assert (resolved.top_k, resolved.top_p, resolved.temperature) == (50, 0.9, 0.9)

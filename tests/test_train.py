@@ -10,23 +10,23 @@ import pytest
 from model_fixtures import MAX_PIXELS, MIN_PIXELS, PROMPT, split_csv, tiny_model_dir, train_settings  # noqa: F401 (fixtures)
 from transformers import TrainerCallback
 
-from adfm.boxes import to_model_frame
 from adfm.data import split_table
 from adfm.io import InputError
 from adfm.model.checkpoints import CHECKPOINT_SUFFIX, RESUME_STATE, prepare_checkpoint_dir
+from adfm.model.families import boxes_in_response_frame
 from adfm.model.grpo import build_dataset, check_trainable, grpo_config, lora_config
-from adfm.model.load import load_model_and_processor
+from adfm.model.load import load_model
 from adfm.model.train import register, train
 from adfm.model.train_log import log_rows
 from adfm.settings import SettingsError
-from adfm.settings.model import GrpoSettings, LoraSettings, TrainSettings
+from adfm.settings.model import GrpoSettings, LoraSettings, ModelSettings, TrainSettings
 
 
 def _peft(tiny_model_dir, lora: dict):
     from peft import get_peft_model
 
-    model, _ = load_model_and_processor(
-        tiny_model_dir, dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, for_training=True
+    model, _ = load_model(
+        tiny_model_dir, ModelSettings(dtype="float32", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS), for_training=True
     )
     return get_peft_model(model, lora_config(LoraSettings.from_dict(lora)))
 
@@ -50,7 +50,7 @@ def test_leaf_names_would_reach_the_vision_tower(tiny_model_dir):
 
 def test_dataset_rows(split_csv):
     rows = split_table.read(split_csv, "train")
-    data = build_dataset(rows, PROMPT, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    data = build_dataset(rows, PROMPT, model=ModelSettings(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS))
     assert len(data) == 4 and set(rows["role"]) == {"train"}
     example = data[1]
     assert [block["type"] for block in example["prompt"][0]["content"]] == ["image", "image", "text"]
@@ -58,8 +58,11 @@ def test_dataset_rows(split_csv):
     reference, query = example["images"]
     assert reference.mode == query.mode == "RGB" and query.size == (128, 96)
     assert example["label"] == 1
-    expected, frame = to_model_frame(
-        json.loads(pd.read_csv(split_csv)["boxes"][1]), 128, 96, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS
+    expected, frame = boxes_in_response_frame(
+        ModelSettings(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
+        json.loads(pd.read_csv(split_csv)["boxes"][1]),
+        128,
+        96,
     )
     assert example["boxes"] == expected and example["frame"] == list(frame)
     assert data[0]["boxes"] == [] and data[0]["label"] == 0

@@ -15,7 +15,9 @@ from adfm.model.warm_start import warm_start
 from adfm.model.warm_start_data import response_targets, token_weights
 from adfm.protocol import format_response, parse_response
 from adfm.settings import SettingsError
-from adfm.settings.model import TrainSettings, WarmStartSettings
+from adfm.settings.model import ModelSettings, TrainSettings, WarmStartSettings
+
+BUDGET = ModelSettings(min_pixels=3136, max_pixels=12544)  # the tiny model's two 112-px images
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +55,12 @@ def test_training_forward_matches_generation_positions(tiny_model_dir, split_csv
     import torch
     from PIL import Image
 
-    from adfm.model.load import load_model_and_processor
+    from adfm.model.load import load_model
     from adfm.model.warm_start_data import batch_tensors
     from adfm.protocol import build_prompt
+    from adfm.settings.model import ModelSettings
 
-    model, processor = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=3136, max_pixels=12544)
+    model, processor = load_model(tiny_model_dir, ModelSettings(dtype="float32", min_pixels=3136, max_pixels=12544))
     rows = split_table.read(split_csv, "train").iloc[:2]
     prompt = processor.apply_chat_template(build_prompt(PROMPT), add_generation_prompt=True, tokenize=False)
     target = format_response([[1, 2, 30, 40]], "yes")
@@ -81,13 +84,13 @@ def test_training_forward_matches_generation_positions(tiny_model_dir, split_csv
 
 def test_targets_from_labels_and_boxes(split_csv):
     rows = split_table.read(split_csv, "train")
-    pairs = response_targets(rows, reasoning="multi_stage", answer_format="yes_no", min_pixels=3136, max_pixels=12544)
+    pairs = response_targets(rows, reasoning="multi_stage", answer_format="yes_no", model=BUDGET)
     for row, (target, other) in zip(rows.itertuples(), pairs, strict=False):
         parsed = parse_response(target)
         assert parsed.well_formed and parsed.answer == ("yes" if row.label else "no")
         assert len(parsed.boxes) == len(row.boxes)
         assert parse_response(other).answer == ("no" if row.label else "yes")
-    one_stage = response_targets(rows, reasoning="one_stage", answer_format="letter", min_pixels=3136, max_pixels=12544)
+    one_stage = response_targets(rows, reasoning="one_stage", answer_format="letter", model=BUDGET)
     assert all(parse_response(t, "one_stage", "letter").well_formed for t, _ in one_stage)
 
 
@@ -115,15 +118,16 @@ def test_warm_start_then_grpo_on_top(tiny_model_dir, split_csv, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from adfm.model.load import load_model_and_processor
+    from adfm.model.load import load_model
+    from adfm.settings.model import ModelSettings
 
     warm = warm_start(split_csv, tiny_model_dir, warm_settings(), tmp_path / "warm")
     log = pd.read_csv(warm / "warm_start_log.csv")
     assert log["step"].tolist() == [1, 2, 3] and {"loss", "decision_loss", "learning_rate"} <= set(log.columns)
     assert json.loads((warm / "warm_start.json").read_text())["warm_start"]["decision_weight"] == 10.0
     # a complete model folder: loaded by the same code as the base model, weights changed
-    model, _ = load_model_and_processor(warm, dtype="float32", min_pixels=3136, max_pixels=12544)
-    base, _ = load_model_and_processor(tiny_model_dir, dtype="float32", min_pixels=3136, max_pixels=12544)
+    model, _ = load_model(warm, ModelSettings(dtype="float32", min_pixels=3136, max_pixels=12544))
+    base, _ = load_model(tiny_model_dir, ModelSettings(dtype="float32", min_pixels=3136, max_pixels=12544))
     changed = {
         n for (n, a), (_, b) in zip(model.named_parameters(), base.named_parameters(), strict=False) if not a.equal(b)
     }

@@ -1,7 +1,8 @@
 """Bounding boxes between frames, and their geometry (GIoU).
 
 Boxes are `[x1, y1, x2, y2]` lists. Ground truth is stored in original image pixels; the one
-conversion to the frame the model sees (Qwen2.5-VL's resize) is `to_model_frame`. Rewards and
+conversion to the frame a model's responses use is adfm.model.families (Qwen2.5-VL's resize is
+`model_frame_size` here; other families write relative coordinates). Rewards and
 scoring both use the geometry here so the two can never drift apart. Boxes from masks:
 adfm.data.masks.
 """
@@ -17,23 +18,16 @@ Box = list[float]
 QWEN_RESIZE_FACTOR = 28
 
 
-def model_frame_size(width: int, height: int, *, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """(W, H) of the image as Qwen2.5-VL's processor resizes it."""
+def model_frame_size(
+    width: int, height: int, *, min_pixels: int, max_pixels: int, factor: int = QWEN_RESIZE_FACTOR
+) -> tuple[int, int]:
+    """(W, H) of the image as a Qwen2-VL processor resizes it (sides multiples of `factor`, area
+    within [min_pixels, max_pixels])."""
     # Imported here: transformers costs seconds to import, and most users of this module never resize.
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-    new_height, new_width = smart_resize(
-        height, width, factor=QWEN_RESIZE_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels
-    )
+    new_height, new_width = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
     return int(new_width), int(new_height)
-
-
-def to_model_frame(
-    boxes: Sequence[Sequence[float]], width: int, height: int, *, min_pixels: int, max_pixels: int
-) -> tuple[list[Box], tuple[int, int]]:
-    """Boxes in original pixels -> boxes in the processor's resized frame, and that frame (W, H)."""
-    frame_w, frame_h = model_frame_size(width, height, min_pixels=min_pixels, max_pixels=max_pixels)
-    return scale_boxes(boxes, (width, height), (frame_w, frame_h), ndigits=2), (frame_w, frame_h)
 
 
 def scale_boxes(
@@ -47,7 +41,7 @@ def scale_boxes(
 
 
 def from_model_frame(boxes: Sequence[Sequence[float]], frame: tuple[int, int], width: int, height: int) -> list[Box]:
-    """Inverse of `to_model_frame`: predicted boxes back to original pixels (for drawing)."""
+    """Predicted boxes in a model's response frame back to original pixels (for drawing)."""
     return scale_boxes(boxes, frame, (width, height))
 
 

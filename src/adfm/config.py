@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from adfm import paper
+from adfm import paper, vlms
 from adfm.io import InputError
 from adfm.settings.inference import CLIP_METHOD_OPTIONS, CLIP_METHODS
 
@@ -85,6 +85,7 @@ def check_references(config: dict) -> list[str]:
     return [
         *_protocol_problems(config),
         *_run_problems(config),
+        *vlms.problems(config),
         *_table_problems(config),
         *evaluation_problems(config),
         *_training_problems(config),
@@ -141,7 +142,7 @@ def _table_problems(config: dict) -> list[str]:
         problems += [
             f"tables.{name}.rows: unknown run {row['run']!r}"
             for row in table["rows"]
-            if row["run"] not in evaluated_models(config)
+            if "run" in row and row["run"] not in evaluated_models(config)
         ]
         if all(key in header for key in table["keys"]):
             # the table job would fail on these only after every run it needs had trained
@@ -247,7 +248,7 @@ def _table_model_problems(config: dict, name: str) -> list[str]:
     table, problems = config["tables"][name], []
     select = table.get("select", "dataset")
     for row in table["rows"]:
-        model = evaluated_models(config).get(row["run"])
+        model = evaluated_models(config).get(row.get("run"))
         if model is None:
             continue
         clip = model.get("backend") in CLIP_BACKENDS

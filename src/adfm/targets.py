@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from adfm import vlms
 from adfm.config import CLIP_BACKENDS, eval_rows, evaluated_models, protocol_datasets
 from adfm.settings.inference import API_OPTIONS
 
@@ -44,7 +45,7 @@ def trained_rows(config: dict, table: str) -> dict[str, str]:
     the label is the run's name and the row's paper keys ("cls_random: r_cls + r_random, multi-stage")."""
     rows = {}
     for row in config["tables"][table]["rows"]:
-        if trained(config, row["run"]) and row["run"] not in rows:
+        if "run" in row and trained(config, row["run"]) and row["run"] not in rows:
             rows[row["run"]] = f"{row['run']}: {', '.join(map(str, row['match'].values()))}"
     return rows
 
@@ -74,7 +75,7 @@ def table_needs(config: dict, table: str, environ=None) -> dict[str, list]:
 
 def unused_models(config: dict) -> list[str]:
     """Runs and baselines that no table row or figure uses: the default target never runs them."""
-    used = {row["run"] for table in config["tables"].values() for row in table["rows"]}
+    used = {row["run"] for table in config["tables"].values() for row in table["rows"] if "run" in row}
     used |= {figure["run"] for figure in config.get("figures", {}).values()}
     return [name for name in evaluated_models(config) if name not in used]
 
@@ -138,11 +139,16 @@ def unavailable_reason(config: dict, name: str, environ=None) -> str | None:
 
 
 def table_rows(config: dict, table: str, environ=None) -> list[dict]:
-    """A table's rows, each with `skip` (the reason) when its model cannot run here, and, for its
-    notes, the split rows (`eval_rows`) and the prompt mode (`reasoning`; none for a CLIP scorer)
-    of its run."""
+    """A table's rows, each with `skip` (the reason) when its model cannot run here or the config
+    says why no run fills it (`not_run`), and, for its notes, the split rows (`eval_rows`) and the
+    prompt mode (`reasoning`; none for a CLIP scorer) of its run."""
     rows = []
     for row in config["tables"][table]["rows"]:
+        if "not_run" in row:
+            rows.append(
+                {key: value for key, value in row.items() if key != "not_run"} | {"skip": f"not run: {row['not_run']}"}
+            )
+            continue
         model = evaluated_models(config)[row["run"]]
         reasoning = None if model.get("backend") in CLIP_BACKENDS else model.get("reasoning", "multi_stage")
         described = {"eval_rows": eval_rows(config, row["run"]), "reasoning": reasoning}
@@ -152,14 +158,15 @@ def table_rows(config: dict, table: str, environ=None) -> list[dict]:
 
 
 def demo_note(config: dict) -> str | None:
-    """The warning every table carries when its numbers come from the demo (model.source `demo:`:
-    a tiny randomly initialised model, trained and scored on generated miniature datasets)."""
-    source = config["model"]["source"]
-    if not source.startswith("demo:"):
+    """The warning every table carries when its numbers come from the demo (a `demo:` model source:
+    tiny randomly initialised models, trained and scored on generated miniature datasets)."""
+    used = [row["run"] for spec in config["tables"].values() for row in spec["rows"] if "run" in row]
+    sources = vlms.demo_sources(config, used)
+    if not sources:
         return None
     return (
-        f"Demo numbers: a tiny randomly initialised model ({source}) on generated miniature datasets. "
-        "They show that every stage runs; they say nothing about Qwen2.5-VL or AD-FM."
+        f"Demo numbers: tiny randomly initialised models ({', '.join(sources)}) on generated miniature "
+        "datasets. They show that every stage runs; they say nothing about the real models or AD-FM."
     )
 
 

@@ -30,7 +30,7 @@ rule predict_mmad:
         "../../envs/train.yaml"
     threads: res("predict", "threads")
     resources:
-        **family_resources("predict", gpu=model_gpus),
+        **family_resources("predict", **{k: mmad_resource(k) for k in ("gpu", "mem_mb", "runtime")}),
     params:
         gpu_job=gpu_job,
         settings=lambda wc: inference_settings.MmadSettings.from_config(config, wc.model).to_json(),

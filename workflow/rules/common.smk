@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from adfm import config as adfm_config
-from adfm import console, launch, targets
+from adfm import console, launch, targets, vlms
 from adfm.data.fetch import local_path
 from adfm.evaluation.provenance import git_commit
 from adfm.gpu_pool import pool_devices
@@ -50,7 +50,7 @@ os.environ.update(PYTHONPATH=str(CODE.parent.resolve()))
 # with names (models, datasets, protocols) and the functions below put them into these patterns.
 DATASET_DIR = "resources/datasets/{dataset}"
 SOURCE_RECORD = "resources/sources/{dataset}.yaml"
-MODEL_DIR = f"resources/models/{config['model']['name']}"
+MODEL_DIR = "resources/models/{vlm}"
 WARM_START = "resources/warm_start/{protocol}/{reasoning}"
 MANIFEST = "resources/manifests/{dataset}.csv"
 BOXES = "resources/boxes/{dataset}.csv"
@@ -76,6 +76,8 @@ wildcard_constraints:
     model="|".join(adfm_config.evaluated_models(config)),
     protocol="|".join(config["protocols"]),
     reasoning="|".join(REASONING_MODES),
+    # a model folder: the base model or an entry of models
+    vlm="|".join(map(re.escape, vlms.entries(config))),
 
 
 def code(*modules):
@@ -157,7 +159,7 @@ def model_inputs(name):
     if targets.warm_started(config, name):
         model = WARM_START.format(protocol=run["protocol"], reasoning=run["reasoning"])
     else:
-        model = MODEL_DIR
+        model = MODEL_DIR.format(vlm=vlms.folder_of(config, name))
     return {"model": model, **({"adapter": ADAPTER.format(run=name)} if run["trained"] else {})}
 
 
@@ -288,9 +290,22 @@ def get_final_output():
 # ---- evaluation: MMAD (baselines.smk), figures (figures.smk)
 
 
-def model_gpus(wildcards):
-    """A chat model behind an API needs no GPU: its MMAD job neither waits for nor holds one."""
-    return 0 if targets.backend(config, wildcards.model) == "api" else res("predict", "gpu")
+def prediction_resources(name, family=None):
+    """A model's prediction resources: those of a resource family (by default its backend's), under
+    its model entry's (a 34B model needs several GPUs); a chat model behind an API neither waits for
+    nor holds a GPU."""
+    family = family or backend_of(name)["family"]
+    resources = {
+        "threads": res(family, "threads"),
+        **family_resources(family),
+        **vlms.prediction_resources(config, name),
+    }
+    return {**resources, "gpu": 0} if targets.backend(config, name) == "api" else resources
+
+
+def mmad_resource(key):
+    """One resource of a model's MMAD job, the predict family's (a rule's resources are per key)."""
+    return lambda wildcards: prediction_resources(wildcards.model, "predict")[key]
 
 
 def figure_targets():

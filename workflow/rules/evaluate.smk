@@ -20,9 +20,9 @@ for model_name in adfm_config.evaluated_models(config):
             f"benchmarks/predict/{model_name}.tsv"
         conda:
             f"../../envs/{backend_of(model_name)['env']}.yaml"
-        threads: res(backend_of(model_name)["family"], "threads")
+        threads: prediction_resources(model_name)["threads"]
         resources:
-            **family_resources(backend_of(model_name)["family"]),
+            **{k: v for k, v in prediction_resources(model_name).items() if k != "threads"},
         params:
             gpu_job=gpu_job,
             stage=backend_of(model_name)["stage"],

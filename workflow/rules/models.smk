@@ -8,15 +8,15 @@ rule fetch_model:
     output:
         directory(MODEL_DIR),
     log:
-        f"logs/fetch_model/{config['model']['name']}.log",
+        "logs/fetch_model/{vlm}.log",
     conda:
         "../../envs/train.yaml"
     threads: res("default", "threads")
     resources:
         **family_resources("default"),
     params:
-        source=config["model"]["source"],
-        revision=config["model"]["revision"],
+        source=lambda wc: vlms.entries(config)[wc.vlm]["source"],
+        revision=lambda wc: vlms.entries(config)[wc.vlm].get("revision") or "",  # "": the Hub default branch
     shell:
         "python -m adfm fetch-model --source {params.source:q} --revision {params.revision:q} --out {output} > {log} 2>&1"
 
@@ -26,7 +26,7 @@ rule warm_start:
     # merged into a model folder that the GRPO runs of this protocol and reasoning start from.
     input:
         split=SPLIT,
-        model=MODEL_DIR,
+        model=MODEL_DIR.format(vlm=config["model"]["name"]),
         code=code(
             "model/warm_start.py",
             "model/warm_start_data.py",

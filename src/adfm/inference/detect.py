@@ -17,6 +17,7 @@ The model loads in its own dtype (its config.json's), as it was saved.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -29,9 +30,12 @@ from adfm import boxes as box_ops
 from adfm.config import load_config
 from adfm.inference.generate import generate_batch, greedy_config
 from adfm.io import InputError, atomic_path
-from adfm.model.load import check_adapter, load_model_and_processor
+from adfm.model.families import response_frame
+from adfm.model.load import check_adapter, load_model
 from adfm.model.training_record import read_training_record, resolve_base_model
 from adfm.protocol import REASONING_MODES, build_prompt, parse_response, prompt_answer_format, prompt_template
+from adfm.settings import SettingsError
+from adfm.settings.model import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,14 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
+def recorded_model(record: dict) -> ModelSettings:
+    """The model settings training saw (records before model families: Qwen2.5-VL's traits)."""
+    try:
+        return ModelSettings.from_dict(record["model"], "training.json model")
+    except SettingsError as error:
+        raise InputError(f"adapter training record: {error}") from None
+
+
 def detection_settings(config_paths: list[Path] | None, record: dict | None, reasoning: str | None) -> dict:
     """Prompt, reasoning, answer format, image budget and decoding: the adapter's record first, then
     the config."""
@@ -92,8 +104,7 @@ def detection_settings(config_paths: list[Path] | None, record: dict | None, rea
             "prompt": record["prompt"],
             "reasoning": record["reasoning"],
             "answer_format": record["answer_format"],
-            "min_pixels": int(record["model"]["min_pixels"]),
-            "max_pixels": int(record["model"]["max_pixels"]),
+            "model": recorded_model(record),
             "max_new_tokens": int(record["max_completion_length"]),
             "batch_size": 8,
         }
@@ -113,12 +124,11 @@ def detection_settings(config_paths: list[Path] | None, record: dict | None, rea
             "prompt": prompt_template(config["prompts"], reasoning),
             "reasoning": reasoning,
             "answer_format": prompt_answer_format(config["prompts"]),
-            "min_pixels": int(config["model"]["min_pixels"]),
-            "max_pixels": int(config["model"]["max_pixels"]),
+            "model": ModelSettings.from_config(config),
             "max_new_tokens": int(config["predict"]["max_new_tokens"]),
             "batch_size": int(config["predict"]["batch_size"]),
         }
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, SettingsError) as error:
         raise InputError(f"{' + '.join(map(str, config_paths))}: no prompts/model/predict setting {error}") from None
     if record is None:
         return from_config
@@ -139,13 +149,8 @@ def resolve_model(model_dir: Path | None, adapter: Path | None) -> tuple[Path, d
 
 def respond(model_dir: Path, adapter: Path | None, settings: dict, reference: Path, queries: list[Path]) -> list[str]:
     """The model's greedy response to each query beside the reference."""
-    model, processor = load_model_and_processor(
-        model_dir,
-        dtype="auto",
-        min_pixels=settings["min_pixels"],
-        max_pixels=settings["max_pixels"],
-        adapter_dir=adapter,
-    )
+    # dtype auto: the model as it was saved
+    model, processor = load_model(model_dir, dataclasses.replace(settings["model"], dtype="auto"), adapter_dir=adapter)
     generation = greedy_config(model, max_new_tokens=settings["max_new_tokens"], repetition_penalty=1.0)
     prompt = build_prompt(settings["prompt"])
     responses = []
@@ -159,9 +164,7 @@ def detection(query: Path, response: str, settings: dict, annotated: Path) -> di
     """A query's answer and boxes (in its own pixels), drawn into `annotated`."""
     with Image.open(query) as image:
         width, height = image.size
-    frame = box_ops.model_frame_size(
-        width, height, min_pixels=settings["min_pixels"], max_pixels=settings["max_pixels"]
-    )
+    frame = response_frame(settings["model"], width, height)
     parsed = parse_response(response, settings["reasoning"], settings["answer_format"])
     kept = [b for b in (box_ops.sanitize(b, frame) for b in parsed.boxes) if b is not None]
     original = [[round(v, 1) for v in b] for b in box_ops.from_model_frame(kept, frame, width, height)]

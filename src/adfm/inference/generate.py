@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from adfm.inference.backend import OnAnswers, Part, PromptOf
 from adfm.io import InputError, open_rgb
+from adfm.model.families import apply_generation_defaults
 from adfm.model.load import load_model
 
 
@@ -63,14 +64,13 @@ def generate_conversations(
 ) -> list[list[str]]:
     """Responses for a batch of single-turn conversations of interleaved images and text."""
     texts, images = [], []
+    # a template variable of Qwen's template only: passed to another family's, transformers warns per call
+    template_options = {"add_vision_id": True} if add_vision_id else {}
     for parts in conversations:
         content, paths = chat_content(parts)
         texts.append(
             processor.apply_chat_template(
-                [{"role": "user", "content": content}],
-                add_generation_prompt=True,
-                tokenize=False,
-                add_vision_id=add_vision_id,
+                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False, **template_options
             )
         )
         images.extend(paths)
@@ -190,7 +190,8 @@ class HFBackend:
 
 
 def load_backend(model_dir, model_settings, *, adapter_dir=None, generation: Callable, **options) -> HFBackend:
-    """The model of `model_dir` (with its LoRA adapter) as a backend; `generation(model)`: its
-    generation config; `options`: HFBackend's."""
+    """The model of `model_dir` (with its LoRA adapter) as a backend; `generation(model)`: the
+    stage's generation config, under the model family's defaults; `options`: HFBackend's."""
     model, processor = load_model(model_dir, model_settings, adapter_dir=adapter_dir)
-    return HFBackend(model, processor, generation(model), **options)
+    config = apply_generation_defaults(generation(model), model_settings, processor.tokenizer)
+    return HFBackend(model, processor, config, **options)

@@ -12,7 +12,8 @@ Prompts are batched with left padding. Evaluation decodes greedily (one response
 
     model, dataset, category, image_path, reference_path, label, sample, response (raw text),
     answer ("yes" / "no" / null, from adfm.protocol.parse_response), boxes (parsed from <think>, in
-    the model's frame), frame [W, H] (that frame), gt_boxes (ground truth in the same frame)
+    the frame the model's family writes boxes in: adfm.model.families), frame [W, H] (that frame),
+    gt_boxes (ground truth in the same frame)
 
 Resumable (adfm.inference.records.PredictionWriter, the writer of every backend): a restarted job
 skips the (model, dataset, image_path, sample) keys already written.
@@ -28,7 +29,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from adfm.boxes import to_model_frame
 from adfm.inference.generate import HFBackend, greedy_config, load_backend, sampling_config
 from adfm.inference.records import (
     PARTIAL_SUFFIX,
@@ -41,6 +41,7 @@ from adfm.inference.records import (
     select_rows,
 )
 from adfm.io import stable_seed
+from adfm.model.families import boxes_in_response_frame
 from adfm.settings.inference import PredictSettings
 from adfm.settings.model import ModelSettings
 
@@ -84,10 +85,8 @@ def hf_backend(model_dir, settings: PredictSettings, run_name: str, adapter_dir=
 
 
 def model_frame_of(model: ModelSettings):
-    """row -> (its ground-truth boxes in the frame the model sees, that frame)."""
-    return lambda row: to_model_frame(
-        row.boxes, int(row.width), int(row.height), min_pixels=model.min_pixels, max_pixels=model.max_pixels
-    )
+    """row -> (its ground-truth boxes in the frame the model's responses use, that frame)."""
+    return lambda row: boxes_in_response_frame(model, row.boxes, int(row.width), int(row.height))
 
 
 def predict(

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adfm.boxes import to_model_frame
 from adfm.io import InputError
 from adfm.model.checkpoints import RESUME_STATE
+from adfm.model.families import boxes_in_response_frame
 from adfm.protocol import build_prompt
-from adfm.settings.model import GrpoSettings, LoraSettings
+from adfm.settings.model import GrpoSettings, LoraSettings, ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,9 @@ GRPO_DEFAULTS = {
 }
 
 
-def build_dataset(rows: pd.DataFrame, template: str, *, min_pixels: int, max_pixels: int):
-    """The GRPO training set: conversational prompt, [reference, query] images, label, model-frame boxes.
+def build_dataset(rows: pd.DataFrame, template: str, *, model: ModelSettings):
+    """The GRPO training set: conversational prompt, [reference, query] images, label, boxes in the
+    model's response frame (adfm.model.families) and that frame.
 
     Images are stored as paths and decoded (as RGB) only when a batch needs them.
     """
@@ -45,9 +46,7 @@ def build_dataset(rows: pd.DataFrame, template: str, *, min_pixels: int, max_pix
     prompt = build_prompt(template)
     boxes, frames = [], []
     for row in rows.itertuples(index=False):
-        scaled, frame = to_model_frame(
-            row.boxes, int(row.width), int(row.height), min_pixels=min_pixels, max_pixels=max_pixels
-        )
+        scaled, frame = boxes_in_response_frame(model, row.boxes, int(row.width), int(row.height))
         boxes.append([[float(v) for v in box] for box in scaled])
         frames.append([int(frame[0]), int(frame[1])])
     columns = {

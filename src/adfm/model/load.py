@@ -9,7 +9,7 @@ Sources:
   `file:/data/qwen`), e.g. from `hf download Qwen/Qwen2.5-VL-7B-Instruct --local-dir <folder>`: linked
   into place, not copied.
 
-Each ends up as a Hugging Face model folder, and `load_model_and_processor` loads either the same way
+Each ends up as a Hugging Face model folder, and `load_model` loads any the same way
 (AutoProcessor + AutoModelForImageTextToText), with an optional LoRA adapter on top.
 """
 
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from adfm.io import InputError, atomic_path
 from adfm.model import demo as demo_model
+from adfm.model.families import apply_image_budget
 
 if TYPE_CHECKING:
     from adfm.settings.model import ModelSettings
@@ -100,19 +101,22 @@ def torch_dtype(name: str):
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def default_device() -> str:
-    """cuda (this process's GPU under torchrun/accelerate) if available, else cpu."""
+def inference_device_map() -> str:
+    """Where an inference model goes: every GPU the job holds ("auto": a 34B model split over its
+    cards), this process's GPU under torchrun/accelerate, else the cpu."""
     import torch
 
+    if torch.cuda.device_count() > 1 and "LOCAL_RANK" not in os.environ:
+        return "auto"
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     return "cpu"
 
 
-def load_processor(model_dir: str | os.PathLike, *, min_pixels: int, max_pixels: int):
-    """The model's own processor, padding on the left, images resized into [min_pixels, max_pixels]."""
+def load_processor(model_dir: str | os.PathLike, model: ModelSettings):
+    """The model's own processor, padding on the left, with the entry's image budget
+    (adfm.model.families)."""
     from transformers import AutoProcessor, ProcessorMixin
-    from transformers.image_utils import SizeDict
 
     processor = AutoProcessor.from_pretrained(str(model_dir), padding_side="left")
     if not isinstance(processor, ProcessorMixin) or getattr(processor, "image_processor", None) is None:
@@ -123,53 +127,41 @@ def load_processor(model_dir: str | os.PathLike, *, min_pixels: int, max_pixels:
             "processor (is torchvision installed and importable?)"
         )
     processor.tokenizer.padding_side = "left"
-    # Set on the image processor itself: passing min_pixels/max_pixels to from_pretrained also stores
-    # them in the tokenizer's init kwargs, whence they reach every processor call (deprecated path).
-    if int(min_pixels) > int(max_pixels):
-        raise InputError(f"min_pixels {min_pixels} > max_pixels {max_pixels}")
-    processor.image_processor.size = SizeDict(shortest_edge=int(min_pixels), longest_edge=int(max_pixels))
+    apply_image_budget(processor, model)
     return processor
 
 
-def load_model_and_processor(
+def load_model(
     model_dir: str | os.PathLike,
+    model: ModelSettings,
     *,
-    dtype: str,
-    min_pixels: int,
-    max_pixels: int,
     adapter_dir: str | os.PathLike | None = None,
     for_training: bool = False,
 ):
-    """Load a vision-language model folder (7B or tiny alike) and its processor.
+    """Load a vision-language model folder (7B or tiny, of any family) and its processor.
 
-    dtype is "bfloat16", "float16", "float32" or "auto" (the checkpoint's). Attention is SDPA. For
-    inference the model goes to cuda if available (else cpu) in eval mode; for training it stays on
-    the cpu (the Trainer places it on the device of each process). A LoRA adapter folder, when
-    given, is applied with PeftModel.from_pretrained (trainable only when `for_training`).
+    `model` gives the dtype ("bfloat16", "float16", "float32" or "auto": the checkpoint's) and the
+    image budget. Attention is SDPA. For inference the model goes to the job's GPUs if any (else
+    the cpu) in eval mode; for training it stays on the cpu (the Trainer places it on the device of
+    each process). A LoRA adapter folder, when given, is applied with PeftModel.from_pretrained
+    (trainable only when `for_training`).
     """
     from transformers import AutoModelForImageTextToText
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise InputError(f"{model_dir}: not a model folder (no config.json); run `adfm fetch-model` first")
-    processor = load_processor(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)
-    log.info("loading model %s (dtype %s)", model_dir, dtype)
-    kwargs = {"dtype": torch_dtype(dtype), "attn_implementation": "sdpa"}
+    processor = load_processor(model_dir, model)
+    log.info("loading model %s (dtype %s)", model_dir, model.dtype)
+    kwargs = {"dtype": torch_dtype(model.dtype), "attn_implementation": "sdpa"}
     if not for_training:
-        kwargs["device_map"] = default_device()
-    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), **kwargs)
+        kwargs["device_map"] = inference_device_map()
+    loaded = AutoModelForImageTextToText.from_pretrained(str(model_dir), **kwargs)
     if adapter_dir is not None:
-        model = apply_adapter(model, Path(adapter_dir), model_dir, trainable=for_training)
+        loaded = apply_adapter(loaded, Path(adapter_dir), model_dir, trainable=for_training)
     if not for_training:
-        model.eval()
-    return model, processor
-
-
-def load_model(model_dir: str | os.PathLike, model: ModelSettings, **options):
-    """`load_model_and_processor` with a stage's model settings (dtype, image budget); `options`: its others."""
-    return load_model_and_processor(
-        model_dir, dtype=model.dtype, min_pixels=model.min_pixels, max_pixels=model.max_pixels, **options
-    )
+        loaded.eval()
+    return loaded, processor
 
 
 def check_adapter(adapter_dir: Path) -> None:

@@ -73,9 +73,7 @@ def training_set(split_csv: Path, settings: TrainSettings):
         int(rows["label"].astype(int).sum()),
         ", ".join(sorted(rows["dataset"].unique())),
     )
-    return build_dataset(
-        rows, settings.prompt, min_pixels=settings.model.min_pixels, max_pixels=settings.model.max_pixels
-    )
+    return build_dataset(rows, settings.prompt, model=settings.model)
 
 
 def reward_functions(settings: TrainSettings) -> list:

@@ -198,8 +198,7 @@ def warm_start(
         processor.tokenizer,
         reasoning=settings.reasoning,
         answer_format=settings.answer_format,
-        min_pixels=model_settings.min_pixels,
-        max_pixels=model_settings.max_pixels,
+        model=model_settings,
         decision_weight=spec.decision_weight,
     )
     log.info(

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-from adfm.boxes import to_model_frame
 from adfm.io import open_rgb
+from adfm.model.families import boxes_in_response_frame
 from adfm.protocol import answer_word, format_response
+from adfm.settings.model import ModelSettings
 
 
 def response_targets(
-    rows: pd.DataFrame, *, reasoning: str, answer_format: str, min_pixels: int, max_pixels: int
+    rows: pd.DataFrame, *, reasoning: str, answer_format: str, model: ModelSettings
 ) -> list[tuple[str, str]]:
     """(target response, the response the other label would get) per row: boxes in the model frame."""
     pairs = []
     for row in rows.itertuples(index=False):
-        boxes, _ = to_model_frame(
-            row.boxes, int(row.width), int(row.height), min_pixels=min_pixels, max_pixels=max_pixels
-        )
+        boxes, _ = boxes_in_response_frame(model, row.boxes, int(row.width), int(row.height))
         label = int(row.label)
         target = format_response(boxes if label else [], answer_word(label, answer_format), reasoning=reasoning)
         # the other label's response: no region and the other answer, or a region and the other answer
@@ -94,19 +93,10 @@ def weighted_loss(logits, prompt_length: int, ids, weights):
 
 
 def training_examples(
-    rows: pd.DataFrame,
-    tokenizer,
-    *,
-    reasoning: str,
-    answer_format: str,
-    min_pixels: int,
-    max_pixels: int,
-    decision_weight: float,
+    rows: pd.DataFrame, tokenizer, *, reasoning: str, answer_format: str, model: ModelSettings, decision_weight: float
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Per training row: its images, target token ids and loss weights; and the (target, other) texts."""
-    targets = response_targets(
-        rows, reasoning=reasoning, answer_format=answer_format, min_pixels=min_pixels, max_pixels=max_pixels
-    )
+    targets = response_targets(rows, reasoning=reasoning, answer_format=answer_format, model=model)
     examples = []
     for row, (target, other) in zip(rows.itertuples(index=False), targets, strict=False):
         ids, weights = token_weights(tokenizer, target, other, decision_weight)

@@ -19,7 +19,7 @@ class TableRow(Settings):
     STAGE = "adfm table --settings: rows"
 
     match: dict[str, Any] = option(help="key column values of the paper row (a match none has: a new row)")
-    run: str = option(help="run or baseline filling the row")
+    run: str | None = option(None, "run or baseline filling the row; null: none does (`skip` says why)")
     metric: METRICS = option("accuracy", "metrics column filling the row (the paper's number's metric)")
     prompt: Literal["reasoning", "mmad"] = option(
         "reasoning",

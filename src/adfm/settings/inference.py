@@ -37,7 +37,7 @@ class PredictSettings(Settings):
     prompt: str = option(help="prompt template (config prompts.<answer_format>.<reasoning>)")
     reasoning: Reasoning = option("multi_stage", "response structure the parser expects")
     answer_format: AnswerFormat = option("yes_no", "answer words the parser expects (adfm.protocol)")
-    model: ModelSettings = option(factory=ModelSettings, help="dtype and image budget of the model")
+    model: ModelSettings = option(factory=ModelSettings, help="dtype, family and image budget of the run's model")
     batch_size: int = option(8, "prompts per generate() call (config predict.batch_size)")
     max_new_tokens: int = option(512, "response length limit (config predict.max_new_tokens)")
     repetition_penalty: float = option(1.0, "generate()'s repetition penalty (1.0: plain greedy)")
@@ -64,7 +64,7 @@ class PredictSettings(Settings):
     def from_config(cls, config: dict, run: str) -> PredictSettings:
         """Greedy evaluation of a run on its test rows."""
         return cls(
-            **cls._prompted(config, config["runs"][run]["reasoning"]),
+            **cls._prompted(config, run),
             role=_eval_rows(config, run),
             batch_size=config["predict"]["batch_size"],
             max_new_tokens=config["predict"]["max_new_tokens"],
@@ -83,7 +83,7 @@ class PredictSettings(Settings):
             else {"max_images": spec["images"]}
         )
         return cls(
-            **cls._prompted(config, config["runs"][spec["run"]]["reasoning"]),
+            **cls._prompted(config, spec["run"]),
             batch_size=config["predict"]["batch_size"],
             max_new_tokens=grpo["max_completion_length"],
             num_samples=spec["num_generations"],
@@ -95,12 +95,13 @@ class PredictSettings(Settings):
         )
 
     @staticmethod
-    def _prompted(config: dict, reasoning: str) -> dict:
+    def _prompted(config: dict, run: str) -> dict:
+        reasoning = config["runs"][run]["reasoning"]
         return {
             "prompt": prompt_template(config["prompts"], reasoning),
             "reasoning": reasoning,
             "answer_format": prompt_answer_format(config["prompts"]),
-            "model": ModelSettings.from_config(config),
+            "model": ModelSettings.from_config(config, run),
         }
 
 
@@ -238,7 +239,9 @@ class MmadSettings(Settings):
 
     STAGE = "adfm predict-mmad --settings"
 
-    model: ModelSettings = option(factory=ModelSettings, help="dtype and image budget (MMAD's: mmad.min/max_pixels)")
+    model: ModelSettings = option(
+        factory=ModelSettings, help="dtype, family and image budget (a pixels budget: MMAD's, mmad.min/max_pixels)"
+    )
     templates: int = option(1, "normal templates shown before the query (MMAD's random_templates[:N])")
     generation: Literal["model", "greedy"] = option(
         "model", "model: generate() with the model's own config (MMAD's); greedy: plain greedy"
@@ -264,7 +267,7 @@ class MmadSettings(Settings):
         run = config["runs"].get(name)
         decoding = mmad["decoding"]["trained" if run is not None and run["trained"] else "untrained"]
         model = dataclasses.replace(
-            ModelSettings.from_config(config), min_pixels=mmad["min_pixels"], max_pixels=mmad["max_pixels"]
+            ModelSettings.from_config(config, name), min_pixels=mmad["min_pixels"], max_pixels=mmad["max_pixels"]
         )
         reasoning = {**config.get("baselines", {}), **config["runs"]}[name].get("reasoning", "multi_stage")
         spec = config.get("baselines", {}).get(name)

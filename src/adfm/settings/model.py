@@ -9,27 +9,64 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from adfm import vlms
 from adfm.protocol import REASONING_MODES, prompt_answer_format, prompt_template
 from adfm.rewards import REWARD_OPTIONS
-from adfm.settings import Settings, option
+from adfm.settings import Settings, SettingsError, option
 
 Reasoning = Literal[REASONING_MODES]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)
+class FamilySettings(Settings):
+    """What differs between families of Hugging Face VLMs (config `model_families`), so that no code
+    branches on a model's name: how its image budget reaches the processor, in which frame its
+    responses write boxes, and its generation defaults (adfm.model.families applies them)."""
+
+    STAGE = "model family"
+
+    image_budget: Literal["pixels", "tiles", "native"] = option(
+        "pixels",
+        "pixels: every image resized to between min_pixels and max_pixels (Qwen2-VL processors); tiles: cut "
+        "into at most max_tiles tiles (InternVL); native: the processor's own budget (LLaVA-NeXT's anyres grid)",
+    )
+    resize_factor: int = option(28, "pixels: resized sides are multiples of this (Qwen2.5-VL: patch 14 x merge 2)")
+    boxes: Literal["resized", "relative", "original"] = option(
+        "resized",
+        "frame of the boxes a response writes: resized (pixels of the image as the processor resized it, "
+        "image_budget pixels only), relative (0..box_scale across each side), original (the image's own pixels)",
+    )
+    box_scale: float = option(1000.0, "relative: the coordinate of the image's far edge (InternVL: 1000)")
+    repetition_penalty: float | None = option(None, "generate()'s repetition penalty; null: the stage's")
+    eos_tokens: list[str] = option(
+        help="tokens that also end a response (a chat template's end of turn the generation config lacks)", factory=list
+    )
+
+    def __post_init__(self):
+        if self.boxes == "resized" and self.image_budget != "pixels":
+            raise SettingsError(f"{self.STAGE}: boxes 'resized' needs image_budget 'pixels' (the resize is its)")
+
+
+@dataclass(frozen=True)
 class ModelSettings(Settings):
-    """How a model is loaded and how its processor sizes images (config `model`)."""
+    """How a model is loaded and how its processor sizes images (config `model`, or the run's entry
+    of `models`)."""
 
     STAGE = "model"
 
     dtype: str = option("bfloat16", "torch dtype of the weights (config model.dtype)")
-    min_pixels: int = option(3136, "smallest image area the processor keeps, in pixels (config model.min_pixels)")
-    max_pixels: int = option(262144, "largest image area the processor keeps, in pixels (config model.max_pixels)")
+    min_pixels: int = option(3136, "image_budget pixels: smallest image area the processor keeps, in pixels")
+    max_pixels: int = option(262144, "image_budget pixels: largest image area the processor keeps, in pixels")
+    max_tiles: int | None = option(None, "image_budget tiles: most tiles per image; null: the processor's own")
+    family: FamilySettings = option(help="the model family's traits (config model_families)", factory=FamilySettings)
 
     @classmethod
-    def from_config(cls, config: dict) -> ModelSettings:
-        model = config["model"]
-        return cls(dtype=model["dtype"], min_pixels=model["min_pixels"], max_pixels=model["max_pixels"])
+    def from_config(cls, config: dict, run: str | None = None) -> ModelSettings:
+        """The model `run` answers with (config `models.<runs.<run>.model>`), else the base model."""
+        entry = vlms.entry_of(config, run)
+        budget = {key: entry[key] for key in ("min_pixels", "max_pixels", "max_tiles") if key in entry}
+        family = FamilySettings.from_dict(vlms.family_of(config, entry), f"model_families.{entry['family']}")
+        return cls(dtype=entry["dtype"], family=family, **budget)
 
 
 @dataclass(frozen=True)
