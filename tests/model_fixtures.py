@@ -1,7 +1,8 @@
-"""Shared fixtures for the model tests: the tiny Qwen2.5-VL and a hand-written miniature split.
+"""Shared fixtures for the model tests: the tiny demo models and a hand-written miniature split.
 
 Import the fixtures into a test module (`from model_fixtures import tiny_model_dir, split_csv`).
-The tiny model is built once per test session, whichever modules use it.
+Each tiny model (Qwen2.5-VL, InternVL, LLaVA-NeXT) is built once per test session, whichever
+modules use it.
 """
 
 from __future__ import annotations
@@ -28,17 +29,32 @@ MODEL_SETTINGS = {"dtype": "float32", "min_pixels": MIN_PIXELS, "max_pixels": MA
 _built: dict[str, Path] = {}
 
 
-def build_tiny_model(base: Path) -> Path:
+def build_demo_model(base: Path, source: str) -> Path:
+    """The demo model `source` (demo:<name>) built into base/<name>, once per session."""
     from adfm.model.load import fetch_model
 
-    if "model" not in _built:
-        _built["model"] = fetch_model("demo:tiny-qwen2.5-vl", None, base / "tiny-qwen2.5-vl")
-    return _built["model"]
+    if source not in _built:
+        _built[source] = fetch_model(source, None, base / source.removeprefix("demo:"))
+    return _built[source]
+
+
+def build_tiny_model(base: Path) -> Path:
+    return build_demo_model(base, "demo:tiny-qwen2.5-vl")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def tiny_internvl_dir(tmp_path_factory) -> Path:
+    return build_demo_model(tmp_path_factory.getbasetemp(), "demo:tiny-internvl")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_next_dir(tmp_path_factory) -> Path:
+    return build_demo_model(tmp_path_factory.getbasetemp(), "demo:tiny-llava-next")
 
 
 def _image(path: Path, rng: np.random.Generator, box: list[int] | None, size=(128, 96)) -> None:

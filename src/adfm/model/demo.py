@@ -3,21 +3,21 @@
 It has the architecture, the special tokens, the chat template and the stock processor of
 Qwen/Qwen2.5-VL-7B-Instruct, only very small: 2 text layers of width 64, 2 vision blocks of width
 32, and a byte-level BPE vocabulary of about a thousand tokens trained offline (no download) on the
-words our prompts and responses use (adfm.model.demo_corpus). It is saved in the Hugging Face
-format, so it is loaded by the same code (`adfm.model.load.load_model_and_processor`) as the real
-7B model.
+words our prompts and responses use (adfm.model.demo_tokenizer, shared with the other demo models).
+It is saved in the Hugging Face format, so it is loaded by the same code
+(`adfm.model.load.load_model_and_processor`) as the real 7B model.
 
 Everything is seeded: two builds give byte-identical weights and tokenizer.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
-from adfm.model import demo_corpus
+from adfm.model import demo_tokenizer
+from adfm.model.demo_tokenizer import DEFAULT_VOCAB_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -109,59 +109,20 @@ VISION_CONFIG = {
 # Sampling defaults of Qwen/Qwen2.5-VL-7B-Instruct (generation_config.json).
 GENERATION_DEFAULTS = {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.1, "top_p": 0.001, "top_k": 1}
 
-DEFAULT_VOCAB_SIZE = 1024
-
 
 def build_tokenizer(vocab_size: int = DEFAULT_VOCAB_SIZE):
-    """A Qwen2Tokenizer whose byte-level BPE was trained offline on `demo_corpus.corpus()`."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import AddedToken
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
-
-    # Qwen2's normaliser and pre-tokeniser, so that training sees the splits the tokenizer will use.
-    tokenizer = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
-    tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    """A Qwen2Tokenizer over the shared offline BPE (adfm.model.demo_tokenizer), with Qwen2.5's tokens."""
+    return demo_tokenizer.build_tokenizer(
+        SPECIAL_TOKENS,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
         vocab_size=vocab_size,
-        min_frequency=1,
-        show_progress=False,
-        special_tokens=[],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tokenizer.train_from_iterator(demo_corpus.corpus(), trainer=trainer)
-    state = json.loads(tokenizer.to_str())["model"]
-    vocab = dict(sorted(state["vocab"].items(), key=lambda item: item[1]))
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
-
-    qwen = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=merges,
-        unk_token=None,
-        bos_token=None,
-        eos_token=None,
-        pad_token=None,
-        model_max_length=32768,
-        errors="replace",
-        clean_up_tokenization_spaces=False,
-        split_special_tokens=False,
-    )
-    # Special tokens in Qwen's order, right after the BPE vocabulary (as 151643.. follow Qwen's BPE).
-    qwen.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    qwen.eos_token = "<|im_end|>"
-    qwen.pad_token = "<|endoftext|>"
-    qwen.chat_template = CHAT_TEMPLATE
-    return qwen
 
 
 def _ordered_specials(tokenizer) -> dict[str, int]:
-    return {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    return demo_tokenizer.special_token_ids(tokenizer, SPECIAL_TOKENS)
 
 
 def build_processor(vocab_size: int = DEFAULT_VOCAB_SIZE):
@@ -187,11 +148,9 @@ def build_config(tokenizer):
     from transformers import Qwen2_5_VLConfig
 
     ids = _ordered_specials(tokenizer)
-    vocab_size = len(tokenizer)
-    vocab_size += (-vocab_size) % 64  # padded like Qwen's 152064
     text = dict(
         TEXT_CONFIG,
-        vocab_size=vocab_size,
+        vocab_size=demo_tokenizer.padded_vocab_size(tokenizer),
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],

@@ -3,8 +3,9 @@
 Sources:
 - `hf://<owner>/<name>` (e.g. `hf://Qwen/Qwen2.5-VL-7B-Instruct`): a snapshot of a Hugging Face Hub
   repository at `--revision`, downloaded with huggingface_hub.
-- `demo:tiny-qwen2.5-vl`: the tiny, randomly initialised Qwen2.5-VL of `adfm.model.demo`, built
-  offline in seconds.
+- `demo:<name>`: a tiny, randomly initialised model built offline in seconds, one of
+  `demo:tiny-qwen2.5-vl` (Qwen2.5-VL, `adfm.model.demo`), `demo:tiny-internvl` (InternVL3,
+  `adfm.model.demo_internvl`) and `demo:tiny-llava-next` (LLaVA-NeXT, `adfm.model.demo_llava_next`).
 - a model folder already on disk (`/data/Qwen2.5-VL-7B-Instruct`, `./models/qwen`, `~/qwen` or
   `file:/data/qwen`), e.g. from `hf download Qwen/Qwen2.5-VL-7B-Instruct --local-dir <folder>`: linked
   into place, not copied.
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from adfm.io import InputError, atomic_path
 from adfm.model import demo as demo_model
+from adfm.model import demo_internvl, demo_llava_next
 from adfm.model.families import apply_image_budget
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ DEMO_SCHEME = "demo:"
 FILE_SCHEME = "file:"
 LOCAL_PREFIXES = ("/", "~", "./", "../", FILE_SCHEME)  # config.schema.yaml's model.source pattern allows these
 DTYPES = ("bfloat16", "float16", "float32", "auto")
+
+# demo source -> the function that builds that tiny model into a folder
+DEMO_MODELS = {module.DEMO_SOURCE: module.build_demo_model for module in (demo_model, demo_internvl, demo_llava_next)}
 
 
 def fetch_model(source: str, revision: str | None, out_dir: str | os.PathLike) -> Path:
@@ -68,17 +73,18 @@ def fetch_model(source: str, revision: str | None, out_dir: str | os.PathLike) -
         log.info("model %s ready in %s", repo_id, out)
         return out
     if source.startswith(DEMO_SCHEME):
-        name = source[len(DEMO_SCHEME) :]
-        if source != demo_model.DEMO_SOURCE:
-            raise InputError(f"unknown demo model {name!r} in source {source!r}; known: {demo_model.DEMO_SOURCE}")
+        build = DEMO_MODELS.get(source)
+        if build is None:
+            name = source[len(DEMO_SCHEME) :]
+            raise InputError(f"unknown demo model {name!r} in source {source!r}; known: {', '.join(DEMO_MODELS)}")
         with atomic_path(out) as tmp:
-            demo_model.build_demo_model(tmp)
+            build(tmp)
         return out
     if source.startswith(LOCAL_PREFIXES):
         return link_local_model(source, out)
     raise InputError(
         f"unknown model source {source!r}: expected hf://<owner>/<name> (Hugging Face Hub), "
-        f"{DEMO_SCHEME}tiny-qwen2.5-vl (the tiny demo model) or a model folder (/path, ./path, file:path)"
+        f"{', '.join(DEMO_MODELS)} (the tiny demo models) or a model folder (/path, ./path, file:path)"
     )
 
 
@@ -195,14 +201,15 @@ def _fetch_main(args: argparse.Namespace) -> None:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "fetch-model",
-        help="download model weights (hf://owner/name), link a model folder on disk, or build the tiny demo model",
+        help="download model weights (hf://owner/name), link a model folder on disk, or build a tiny demo model",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--source",
         required=True,
-        help="hf://<owner>/<name>, demo:tiny-qwen2.5-vl, or a model folder (/path, ./path, ~/path, file:path)",
+        help=f"hf://<owner>/<name>, a tiny demo model ({', '.join(DEMO_MODELS)}), "
+        "or a model folder (/path, ./path, ~/path, file:path)",
     )
     parser.add_argument(
         "--revision", default=None, help="Hub revision (commit hash, tag or branch); ignored for demo: and folders"
