@@ -10,8 +10,26 @@ import pandas as pd
 import pytest
 from conftest import run_config, snakemake
 
+from adfm import vlms
+
 CROSS = ["visa", "mpdd", "dtd_synthetic", "dagm"]
-TABLE2_MODELS = ["adfm_cross", "zero_shot_cross", "winclip", "anomalyclip", "gpt-4o_cross"]  # GPT-4o: fake API
+# GPT-4o: fake API; the open-source VLMs: the tiny models of their families
+TABLE2_MODELS = [
+    "adfm_cross",
+    "zero_shot_cross",
+    "winclip",
+    "anomalyclip",
+    "gpt-4o_cross",
+    "llava_next_34b_cross",
+    "internvl3_8b_cross",
+    "internvl3_38b_cross",
+]
+# Tables 1-3's open-source rows: (model, scale) -> the multi-domain run, its family's response frame
+OPEN_SOURCE = {
+    ("LLaVA-NeXT", "34B"): ("llava_next_34b", [1, 1]),
+    ("InternVL3", "8B"): ("internvl3_8b", [1000, 1000]),
+    ("InternVL3", "38B"): ("internvl3_38b", [1000, 1000]),
+}
 
 
 def cell(table, model, column):
@@ -65,7 +83,26 @@ def test_table2_rows_from_each_backend(demo_run):
     for model in ("GPT-4o-mini", "GPT-4.1"):  # the session's demo gives only GPT-4o's rows a (fake) API key
         row = cell(table, model, "Avg")
         assert pd.isna(row.ours) and row.status.startswith("not run: no API key (environment variable ADFM_DEMO_")
-    assert pd.isna(cell(table, "InternVL2", "Avg").ours) and cell(table, "InternVL2", "Avg").status == "not run"
+    internvl2 = cell(table, "InternVL2", "Avg")
+    assert pd.isna(internvl2.ours) and internvl2.status.startswith("not run: InternVL2-76B has no transformers-native")
+
+
+def test_open_source_rows_run_on_their_tiny_models(demo_run):
+    """LLaVA-NeXT and InternVL3 fill Tables 1-3 through the generic backend, each scored as the Qwen row."""
+    tables = {name: pd.read_csv(demo_run / f"results/{name}.csv") for name in ("table1", "table2", "table3")}
+    for (model, scale), (run, frame) in OPEN_SOURCE.items():
+        for name, table in tables.items():
+            rows = table[(table["model"] == model) & (table["scale"] == scale)]
+            assert (rows["status"] == "ok").all() and len(rows) == (7 if name == "table3" else 5), (name, model, scale)
+        metrics = pd.read_csv(demo_run / f"results/metrics/{run}/visa.csv").set_index("category")
+        visa = tables["table1"][(tables["table1"]["model"] == model) & (tables["table1"]["scale"] == scale)]
+        assert visa.set_index("column").loc["VisA", "ours"] == pytest.approx(metrics.loc["all", "accuracy"])
+        records = [json.loads(line) for line in (demo_run / f"results/predictions/{run}/visa.jsonl").open()]
+        assert records and all(r["frame"] == frame for r in records), run  # the family's box frame
+    for name in ("table1", "table3"):
+        for model in ("AnomalyR1", "OmniAD"):
+            row = cell(tables[name], model, "Avg")
+            assert pd.isna(row.ours) and row.status == "not run: the number is from the model's own paper (‡)"
 
 
 def test_clip_scores_and_test_sets(demo_run):
@@ -185,7 +222,7 @@ def test_table2_plans_only_what_table2_needs(demo_run):
     datasets = [*protocol["train"], *protocol["test"]]
     needed = {
         "resources/splits/crossdataset.csv",
-        f"resources/models/{config['model']['name']}",
+        *{f"resources/models/{vlms.folder_of(config, model)}" for model in TABLE2_MODELS if model in config["runs"]},
         "results/table2.csv",
         "results/table2.md",
         "results/table2.html",

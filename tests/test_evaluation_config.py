@@ -50,7 +50,9 @@ def test_table_needs_and_spec_follow_availability(paper, monkeypatch):
     # the open-source VLMs answer MMAD's questions as the base model does; InternVL2-76B has no row to run
     asked = ["zero_shot", "adfm", "llava_next_34b", "internvl3_8b", "internvl3_38b"]
     assert targets.table_needs(paper, "table3", {}) == {"metrics": [], "mmad_metrics": asked}
-    internvl2 = [row for row in TableSettings.from_config(paper, "table3", {}).rows if row.match["model"] == "InternVL2"]
+    internvl2 = [
+        row for row in TableSettings.from_config(paper, "table3", {}).rows if row.match["model"] == "InternVL2"
+    ]
     assert internvl2[0].run is None and "no transformers-native checkpoint" in internvl2[0].skip
     # Table 1's GPT-4o(-mini) rows: MMAD's Anomaly Detection question, not a rerun on the split
     table1 = targets.table_needs(paper, "table1", {"OPENAI_API_KEY": "sk-x"})

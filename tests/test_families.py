@@ -89,10 +89,9 @@ def test_budget_goes_on_the_image_processor_and_a_misfit_is_named():
 
 class Tokenizer:
     unk_token_id = None
-    vocabulary = {"<|im_end|>": 7, "<|endoftext|>": 5}
 
     def convert_tokens_to_ids(self, token):
-        return self.vocabulary.get(token)
+        return {"<|im_end|>": 7, "<|endoftext|>": 5}.get(token)
 
 
 def test_generation_defaults_add_end_of_turn_tokens_on_a_copy():

@@ -8,10 +8,20 @@ import json
 import model_fixtures
 import pandas as pd
 import pytest
-from model_fixtures import MAX_PIXELS, MIN_PIXELS, tiny_model_dir, write_split  # noqa: F401 (fixture)
+from conftest import REPO
+from model_fixtures import (  # noqa: F401 (fixtures)
+    MAX_PIXELS,
+    MIN_PIXELS,
+    MODEL_SETTINGS,
+    tiny_internvl_dir,
+    tiny_llava_next_dir,
+    tiny_model_dir,
+    write_split,
+)
 from PIL import Image
 
 from adfm.cli import main
+from adfm.config import load_config
 from adfm.inference import generate as generate_module
 from adfm.inference import hf as hf_module
 from adfm.inference.generate import greedy_config, sampling_config
@@ -66,6 +76,22 @@ def test_one_record_per_test_image_of_the_dataset(tiny_model_dir, two_dataset_sp
         budget = ModelSettings(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
         gt, frame = boxes_in_response_frame(budget, json.loads(row.boxes), 128, 96)
         assert record["gt_boxes"] == gt and record["frame"] == list(frame)
+
+
+@pytest.mark.parametrize("family, fixture", [("internvl", "tiny_internvl_dir"), ("llava_next", "tiny_llava_next_dir")])
+def test_other_families_predict_through_the_same_stage(family, fixture, two_dataset_split, tmp_path, request):
+    """The tiny InternVL and LLaVA-NeXT, with config.yaml's traits of their family: the image budget
+    reaches their processors and the records' boxes are in the family's frame."""
+    traits = load_config([REPO / "config.yaml"])["model_families"][family]
+    model = {**MODEL_SETTINGS, "family": traits, "max_tiles": 2}
+    out = tmp_path / f"{family}.jsonl"
+    predict(two_dataset_split, "beta", request.getfixturevalue(fixture), family, predict_settings(model=model), out)
+    records = read_jsonl(out)
+    assert len(records) == 5 and all(isinstance(r["response"], str) for r in records)
+    scale = traits["box_scale"]
+    assert all(r["frame"] == [scale, scale] for r in records)
+    anomalous = next(r for r in records if r["gt_boxes"])
+    assert all(0 <= v <= scale for box in anomalous["gt_boxes"] for v in box)
 
 
 def test_restart_skips_records_already_written(tiny_model_dir, two_dataset_split, tmp_path, monkeypatch):

@@ -53,6 +53,28 @@ def test_paper_dry_run_shows_what_each_training_job_requests(tmp_path):
         assert f"slurm_partition={wanted['slurm_partition']}" in resources
 
 
+def test_paper_dry_run_gives_each_open_source_model_its_entrys_resources(tmp_path):
+    """Tables 1-3's InternVL3 and LLaVA-NeXT rows: fetch, predict and MMAD jobs for each, with the GPUs
+    and memory of their models: entries (four pretend cards, so no job is capped to fewer)."""
+    config = load_config([REPO / "config.yaml"])
+    result = run_snakemake(
+        tmp_path, "-n", "-p", "--cores", "all", "--configfile", str(REPO / "config.yaml"), ADFM_GPU_DEVICES="0,1,2,3"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout)
+    for run in ("llava_next_34b", "llava_next_34b_cross", "internvl3_8b", "internvl3_38b_cross"):
+        entry = config["models"][config["runs"][run]["model"]]
+        block = next(b for b in blocks if b.startswith(f"rule predict_{run}:"))
+        assert f"--model resources/models/{config['runs'][run]['model']} " in block, block
+        for key, value in entry["resources"].items():
+            assert f"{key}={value}" in re.search(r"resources: (.*)", block).group(1), (run, key)
+        assert f"adfm.gpu_pool --gpus {entry['resources']['gpu']} -- python -m adfm predict " in block
+    mmad = next(b for b in blocks if b.startswith("rule predict_mmad:") and "model=internvl3_38b\n" in b)
+    assert "gpu=2" in mmad and "mem_mb=128000" in mmad
+    fetched = {re.search(r"wildcards: vlm=(\S+)", b).group(1) for b in blocks if b.startswith("localrule fetch_model:")}
+    assert fetched == {config["model"]["name"], *config["models"]}
+
+
 @pytest.mark.parametrize(
     "devices, profile, cap", [("0", [], 1), ("0,1", ["--profile", "workflow/profiles/local-gpu"], 2)]
 )

@@ -1,7 +1,6 @@
 """The config: loading (merged as `snakemake --configfile` merges), the schema, and the checks the
-schema cannot express, each message naming its key (a run naming a protocol that does not exist, a
-table row naming an unknown run). What the workflow makes for a config (which model on which
-dataset) is adfm.targets; how its jobs are launched, adfm.launch.
+schema cannot express, each naming its key (a run naming an unknown protocol; the models' own:
+adfm.vlms). What the workflow makes for a config is adfm.targets; how its jobs launch, adfm.launch.
 """
 
 from __future__ import annotations

@@ -163,6 +163,11 @@ def model_inputs(name):
     return {"model": model, **({"adapter": ADAPTER.format(run=name)} if run["trained"] else {})}
 
 
+def revision_arg(entry):
+    """`--revision` of a model entry that pins one; none: the Hub's default branch."""
+    return f"--revision {shlex.quote(entry['revision'])}" if entry.get("revision") else ""
+
+
 def adapter_arg(wildcards, input):
     """`--adapter` of a job whose inputs hold one (model_inputs)."""
     return f"--adapter {input.adapter}" if "adapter" in input.keys() else ""

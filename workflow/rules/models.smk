@@ -16,9 +16,9 @@ rule fetch_model:
         **family_resources("default"),
     params:
         source=lambda wc: vlms.entries(config)[wc.vlm]["source"],
-        revision=lambda wc: vlms.entries(config)[wc.vlm].get("revision") or "",  # "": the Hub default branch
+        revision=lambda wc: revision_arg(vlms.entries(config)[wc.vlm]),
     shell:
-        "python -m adfm fetch-model --source {params.source:q} --revision {params.revision:q} --out {output} > {log} 2>&1"
+        "python -m adfm fetch-model --source {params.source:q} {params.revision} --out {output} > {log} 2>&1"
 
 
 rule warm_start:

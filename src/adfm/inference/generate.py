@@ -31,6 +31,12 @@ def chat_content(parts: Sequence[Part]) -> tuple[list[dict], list[str]]:
     return content, images
 
 
+def template_of(processor) -> str:
+    """The processor's chat template (a name -> template mapping joined; "" without one)."""
+    template = getattr(processor, "chat_template", None) or ""
+    return template if isinstance(template, str) else "\n".join(template.values())
+
+
 def generate_texts(
     model, processor, texts: list[str], images: list, generation_config, *, num_return_sequences: int = 1
 ) -> list[list[str]]:
@@ -64,8 +70,9 @@ def generate_conversations(
 ) -> list[list[str]]:
     """Responses for a batch of single-turn conversations of interleaved images and text."""
     texts, images = [], []
-    # a template variable of Qwen's template only: passed to another family's, transformers warns per call
-    template_options = {"add_vision_id": True} if add_vision_id else {}
+    # "Picture n:" ids are a variable of Qwen's template only; given to a template without it,
+    # transformers warns on every call
+    template_options = {"add_vision_id": True} if add_vision_id and "add_vision_id" in template_of(processor) else {}
     for parts in conversations:
         content, paths = chat_content(parts)
         texts.append(
