@@ -18,9 +18,8 @@ from adfm.data.datasets import LAYOUTS, manifest, mmad
 from adfm.data.datasets.synthetic import DemoSpec
 from adfm.data.demo_archive import make_demo_archive
 from adfm.data.extract import extract
-from adfm.data.mmad_questions import mmad_question_table
+from adfm.data.mmad_questions import mmad_question_table, split_drop_reasons
 from adfm.data.split import make_split
-from adfm.inference.mmad import split_drop_reasons
 from adfm.io import InputError
 from adfm.settings.data import SplitSettings
 

@@ -13,9 +13,10 @@ import pytest
 from model_fixtures import MAX_PIXELS, MIN_PIXELS, tiny_model_dir  # noqa: F401 (fixture)
 from PIL import Image
 
+from adfm.data.mmad_questions import split_drop_reasons
 from adfm.evaluation.mmad_score import mmad_table
 from adfm.inference import generate as generate_module
-from adfm.inference.mmad import generation_config, predict_mmad, question_rows, split_drop_reasons
+from adfm.inference.mmad import generation_config, predict_mmad, question_rows
 from adfm.inference.mmad_prompt import INSPECTOR, INSTRUCTION, parse_choice, parse_reply, prompt_parts, question_text
 from adfm.io import InputError, read_jsonl
 from adfm.settings import SettingsError

@@ -11,10 +11,25 @@ import pandas as pd
 from adfm.data import boxes_table
 from adfm.data import mmad_question_table as question_table
 from adfm.data.datasets import manifest, mmad
-from adfm.inference.mmad import split_drop_reasons
 from adfm.io import InputError, settings_json
 
 log = logging.getLogger(__name__)
+
+
+def split_drop_reasons(questions: pd.DataFrame, split: pd.DataFrame, layouts: dict[str, str]) -> pd.Series:
+    """Why each question is not asked under `split` ("" when its source image is a test image).
+
+    layouts: the split's dataset names -> their layouts (adfm.data.datasets), which name source images."""
+    roles: dict[str, str] = {}
+    for row in split.itertuples(index=False):
+        if row.dataset in layouts:
+            roles[mmad.source_image(layouts[row.dataset], row.category, row.label, row.image_path)] = row.role
+    role = questions["source_image"].map(roles)
+    return pd.Series(
+        ["not_in_split" if pd.isna(r) else "training" if r == "train" else "" for r in role],
+        index=questions.index,
+        dtype=str,
+    )
 
 
 def mmad_question_table(questions: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,7 @@ drop_reason, label).
 
 Leakage filter: a model trained on a split's training images must not be asked about them. The
 question table names each question's source image (adfm.data.datasets.mmad.source_image) and, when
-`mmad.split_filter` names a protocol, marks the questions about images that are not in that split's
+`mmad.split_filter` names a protocol, `adfm mmad-questions` (adfm.data.mmad_questions) marks the questions about images that are not in that split's
 test role: `training` (a training image of the split) or `not_in_split` (a source image the split
 does not hold). A model held to the filter (settings "filter", true for the runs: see
 adfm.targets.mmad_filtered) is asked only the unmarked questions; the log and the metrics
@@ -23,8 +23,8 @@ Prompt and answer parsing (`instruction`, `parse`): adfm.inference.mmad_prompt.
 
 Decoding: `generation` "model" is MMAD's (generate() with the model's own generation config: for
 Qwen2.5-VL top_k 1, repetition penalty 1.05), "greedy" plain greedy decoding; `max_new_tokens`
-(MMAD: 128). The image budget is `model.min_pixels` / `model.max_pixels` (MMAD: 64*28*28 and
-1280*28*28).
+(MMAD: 128). The image budget of a pixels family (Qwen2.5-VL) is `model.min_pixels` /
+`model.max_pixels` (MMAD: 64*28*28 and 1280*28*28); other families keep their own (adfm.model.families).
 
 Scores: adfm.evaluation.mmad_score (`adfm score-mmad`).
 
@@ -44,7 +44,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from adfm.data import mmad_question_table
-from adfm.data.datasets.mmad import source_image
 from adfm.inference.api import ApiBackend
 from adfm.inference.backend import Backend
 from adfm.inference.generate import greedy_config, load_backend, model_config
@@ -56,22 +55,6 @@ from adfm.settings.inference import MmadSettings
 log = logging.getLogger(__name__)
 
 DATASET = "mmad"
-
-
-def split_drop_reasons(questions: pd.DataFrame, split: pd.DataFrame, layouts: dict[str, str]) -> pd.Series:
-    """Why each question is not asked under `split` ("" when its source image is a test image).
-
-    layouts: the split's dataset names -> their layouts (adfm.data.datasets), which name source images."""
-    roles: dict[str, str] = {}
-    for row in split.itertuples(index=False):
-        if row.dataset in layouts:
-            roles[source_image(layouts[row.dataset], row.category, row.label, row.image_path)] = row.role
-    role = questions["source_image"].map(roles)
-    return pd.Series(
-        ["not_in_split" if pd.isna(r) else "training" if r == "train" else "" for r in role],
-        index=questions.index,
-        dtype=str,
-    )
 
 
 def question_rows(questions_csv: Path, settings: MmadSettings) -> pd.DataFrame:
