@@ -71,7 +71,9 @@ def test_paper_dry_run_gives_each_open_source_model_its_entrys_resources(tmp_pat
         assert f"adfm.gpu_pool --gpus {entry['resources']['gpu']} -- python -m adfm predict " in block
     mmad = next(b for b in blocks if b.startswith("rule predict_mmad:") and "model=internvl3_38b\n" in b)
     assert "gpu=2" in mmad and "mem_mb=128000" in mmad
-    fetched = {re.search(r"wildcards: vlm=(\S+)", b).group(1) for b in blocks if b.startswith("localrule fetch_model:")}
+    fetched = {
+        re.search(r"wildcards: vlm=(\S+)", b).group(1) for b in blocks if re.match(r"(local)?rule fetch_model:", b)
+    }
     assert fetched == {config["model"]["name"], *config["models"]}
 
 
