@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import RUN_SETUP, planned_jobs, run_config, run_setup, snakemake
 
-from adfm.evaluation.summary import table_title
+from adfm.evaluation.table_layout import table_title
 from adfm.targets import demo_note
 
 DEMO_TEST_IMAGES = 33  # MVTec AD: 3 categories x 14 test-split images, minus 20% (3 per category) for training

@@ -26,7 +26,6 @@ differences as an HTML table whose empty cells give their reason on hover.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +35,10 @@ from adfm.evaluation.drawing import Outputs, save
 from adfm.evaluation.summary_cells import COMPARED, NO_PAPER, NOT_RUN, classify
 from adfm.evaluation.summary_figure import figure
 from adfm.evaluation.summary_html import html_summary
+from adfm.evaluation.table_layout import table_title
 from adfm.io import InputError, write_csv_atomic, write_text_atomic
 
 NEEDED = ("column", "ours", "paper", "diff", "status")
-
-
-def table_title(path: Path) -> str:
-    """results/table2.csv -> "Table 2" (any other name as it is)."""
-    return re.sub(r"^table(\d+)$", r"Table \1", path.stem)
 
 
 def _numbers(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:

@@ -6,6 +6,8 @@ something only between like protocols."""
 from __future__ import annotations
 
 import html
+import re
+from pathlib import Path
 
 import pandas as pd
 
@@ -27,6 +29,11 @@ ROWS_WORDS = {
     "test": "the split's held-out test rows",
     "all": "every split row of each dataset (the full test split under the multi-domain protocol)",
 }
+
+
+def table_title(path: Path) -> str:
+    """results/table2.csv -> "Table 2" (any other name as it is)."""
+    return re.sub(r"^table(\d+)$", r"Table \1", path.stem)
 
 
 def row_protocol(entry: TableRow, select: str) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from adfm.evaluation.drawing import Outputs, pyplot, save
-from adfm.evaluation.summary import table_title
+from adfm.evaluation.table_layout import table_title
 from adfm.io import InputError, write_csv_atomic
 
 log = logging.getLogger(__name__)
