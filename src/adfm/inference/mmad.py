@@ -12,9 +12,10 @@ Leakage filter: a model trained on a split's training images must not be asked a
 question table names each question's source image (adfm.data.datasets.mmad.source_image) and, when
 `mmad.split_filter` names a protocol, `adfm mmad-questions` (adfm.data.mmad_questions) marks the
 questions about images that are not in that split's test role: `training` (a training image of the
-split) or `not_in_split` (a source image the split does not hold). A model held to the filter (settings "filter", true for the runs: see
-adfm.targets.mmad_filtered) is asked only the unmarked questions; the log and the metrics
-(`dropped_training`, `dropped_not_in_split`) say how many were left out.
+split) or `not_in_split` (a source image the split does not hold). A model held to the filter
+(settings "filter", true for the runs: see adfm.targets.mmad_filtered) is asked only the unmarked
+questions; the log and the metrics (`dropped_training`, `dropped_not_in_split`) say how many were
+left out.
 
 Backends: the Hugging Face model (--model), or the chat API when the settings carry `api`; both
 behind the same seam (adfm.inference.backend).
