@@ -375,6 +375,19 @@ def test_api_rows_of_table1_take_mmads_balanced_anomaly_detection_accuracy():
     assert "- Qwen2.5-VL 7B (zero_shot): ours: our multi_stage prompt; plain accuracy; every split row" in markdown
 
 
+def test_a_row_no_run_fills_keeps_the_papers_value_and_says_why():
+    spec = {
+        **TABLE1_MMAD,
+        "rows": [*TABLE1_MMAD["rows"], {"match": {"model": "InternVL2"}, "skip": "not run: no checkpoint"}],
+    }
+    table = build_table(TableSettings.from_dict(spec), metrics(mvtec_ad=80.0), mmad_metrics())
+    internvl2 = table[table.model == "InternVL2"].set_index("column")
+    assert internvl2["ours"].isna().all() and (internvl2["status"] == "not run: no checkpoint").all()
+    assert internvl2.loc["MVTec", "paper"] == 79.42 and (internvl2["protocol"] == "").all()
+    markdown = to_markdown(table, TABLE1["keys"], TableSettings.from_dict(spec))
+    assert "- InternVL2: not run: no checkpoint." in markdown
+
+
 def test_mmad_rows_name_what_is_missing():
     spec = {**TABLE1_MMAD, "mmad_sources": {"MVTec": "DS-MVTec"}}
     with pytest.raises(InputError, match="mmad_sources"):

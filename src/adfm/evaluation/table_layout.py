@@ -55,6 +55,9 @@ def row_notes(spec: TableSettings, keys: list[str], table: pd.DataFrame | None =
     lines = []
     for entry in spec.rows:
         name = " ".join(str(entry.match[k]) for k in keys if k in entry.match)
+        if entry.run is None:  # no run fills it (config not_run): its reason is all there is to say
+            lines.append(f"{name}: {entry.skip}.")
+            continue
         paper = f" Paper: {entry.paper_protocol}" if entry.paper_protocol else ""
         caveat = _youden_caveat(table, entry, keys) if entry.metric in YOUDEN_METRICS else ""
         lines.append(f"{name} ({entry.run}): ours: {row_protocol(entry, spec.select)}.{paper}{caveat}")

@@ -153,7 +153,7 @@ def build_table(spec: TableSettings, metrics: pd.DataFrame, mmad_metrics: pd.Dat
     records = []
     for position, row in paper.iterrows():
         entry = entries.get(position)
-        protocol = row_protocol(entry, spec.select) if entry is not None else ""
+        protocol = row_protocol(entry, spec.select) if entry is not None and entry.run is not None else ""
         view = _row_view(entry, spec.select, views)
         cells = [_cell_value(entry, _column_key(entry, spec, column), view) for column in columns]
         cells.append(_row_average(entry, [c[0] for c in cells], [c[2] for c in cells], spec.select))
