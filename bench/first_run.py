@@ -6,9 +6,10 @@
 `--source` defaults to this checkout (its committed HEAD: uncommitted edits are not cloned). Prints
 `make demo`'s wall time with its set-up (the first `make demo` of a fresh clone builds .venv, so
 set-up + demo DAG is what a new user waits), `make test`'s, each against the issue's limits (6 and
-10 minutes), and the demo's job-seconds per rule (bench/dag_timings.py's `rule_job_seconds`). pip's
-cache is left as it is; `PIP_NO_CACHE_DIR=1` in the environment times a machine that never
-installed the packages.
+10 minutes), and the demo's job-seconds per rule (bench/dag_timings.py's `rule_job_seconds`). uv's
+cache (and pip's, which only fetches uv) is left as it is; `UV_CACHE_DIR` set to an empty folder
+(on the clone's file system, where uv hard-links from it) and `PIP_NO_CACHE_DIR=1` time a machine
+that never installed the packages.
 """
 
 from __future__ import annotations
