@@ -12,14 +12,12 @@ Everything is seeded: two builds give byte-identical weights and tokenizer.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 from adfm.model import demo_tokenizer
+from adfm.model.demo_save import save_tiny_model
 from adfm.model.demo_tokenizer import DEFAULT_VOCAB_SIZE
-
-log = logging.getLogger(__name__)
 
 DEMO_SOURCE = "demo:tiny-qwen2.5-vl"
 
@@ -168,33 +166,23 @@ def build_config(tokenizer):
 
 def build_demo_model(out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = DEFAULT_VOCAB_SIZE) -> Path:
     """Build the tiny model, its tokenizer and its processor, and save them to `out_dir`."""
-    import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    log.info("building tiny Qwen2.5-VL (seed %d) into %s", seed, out)
-
     processor = build_processor(vocab_size)
-    config = build_config(processor.tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)
     ids = _ordered_specials(processor.tokenizer)
-    # The 7B's generation_config.json (near-greedy sampling), so that training and prediction are
-    # exercised against the same defaults they must override.
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-        **GENERATION_DEFAULTS,
+    return save_tiny_model(
+        out_dir,
+        name="Qwen2.5-VL",
+        model_class=Qwen2_5_VLForConditionalGeneration,
+        config=build_config(processor.tokenizer),
+        processor=processor,
+        # The 7B's generation_config.json (near-greedy sampling), so that training and prediction are
+        # exercised against the same defaults they must override.
+        generation=GenerationConfig(
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+            pad_token_id=ids["<|endoftext|>"],
+            **GENERATION_DEFAULTS,
+        ),
+        seed=seed,
     )
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    log.info(
-        "tiny model: %d parameters, vocabulary %d (+%d special tokens)",
-        sum(p.numel() for p in model.parameters()),
-        len(processor.tokenizer) - len(SPECIAL_TOKENS),
-        len(SPECIAL_TOKENS),
-    )
-    return out

@@ -18,15 +18,13 @@ Everything is seeded: two builds give byte-identical weights and tokenizer.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 from adfm.model import demo_tokenizer
 from adfm.model.demo import SPECIAL_TOKENS as QWEN_SPECIAL_TOKENS
+from adfm.model.demo_save import save_tiny_model
 from adfm.model.demo_tokenizer import DEFAULT_VOCAB_SIZE
-
-log = logging.getLogger(__name__)
 
 DEMO_SOURCE = "demo:tiny-internvl"
 
@@ -165,23 +163,19 @@ def build_config(tokenizer):
 
 def build_demo_model(out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = DEFAULT_VOCAB_SIZE) -> Path:
     """Build the tiny InternVL, its tokenizer and its processor, and save them to `out_dir`."""
-    import torch
     from transformers import GenerationConfig, InternVLForConditionalGeneration
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    log.info("building tiny InternVL (seed %d) into %s", seed, out)
     processor = build_processor(vocab_size)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = InternVLForConditionalGeneration(build_config(processor.tokenizer)).to(torch.float32)
     ids = demo_tokenizer.special_token_ids(processor.tokenizer, SPECIAL_TOKENS)
-    # Greedy by default (no sampling knobs): the prediction code sets its own decoding anyway.
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]
+    return save_tiny_model(
+        out_dir,
+        name="InternVL",
+        model_class=InternVLForConditionalGeneration,
+        config=build_config(processor.tokenizer),
+        processor=processor,
+        # greedy by default (no sampling knobs): the prediction code sets its own decoding anyway
+        generation=GenerationConfig(
+            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]
+        ),
+        seed=seed,
     )
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    parameters = sum(p.numel() for p in model.parameters())
-    log.info("tiny InternVL: %d parameters, %d tokens", parameters, len(processor.tokenizer))
-    return out
