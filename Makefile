@@ -27,7 +27,8 @@ UV_SOURCES := $(if $(wildcard /opt/wheels),--find-links /opt/wheels) \
 UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode \
 	--index-strategy unsafe-best-match $(UV_SOURCES)
 
-$(SETUP): pyproject.toml
+# the Makefile too: a changed set-up recipe (pip -> uv) reinstalls an existing .venv
+$(SETUP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==0.13.9
 	$(UV_INSTALL) -e '.[test]'
