@@ -9,9 +9,6 @@ pattern is workflow/rules/common.smk's MODEL_DIR.
 
 from __future__ import annotations
 
-# the resources a catalogue entry may set for its prediction jobs, over resources.predict's
-RESOURCE_KEYS = ("gpu", "mem_mb", "runtime", "threads")
-
 
 def entries(config: dict) -> dict[str, dict]:
     """Every model folder name -> its config entry (the base model's `name` is its folder)."""

@@ -28,7 +28,7 @@ rule predict_mmad:
         model="|".join([*config["runs"], *targets.baselines(config, "api")]),
     conda:
         "../../envs/train.yaml"
-    threads: res("predict", "threads")
+    threads: mmad_resource("threads")
     resources:
         **family_resources("predict", **{k: mmad_resource(k) for k in ("gpu", "mem_mb", "runtime")}),
     params:

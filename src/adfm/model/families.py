@@ -9,6 +9,7 @@ a loaded processor and generation config.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,8 +72,6 @@ def boxes_in_response_frame(
 def apply_generation_defaults(generation_config, model: ModelSettings, tokenizer):
     """The family's generation defaults on a stage's generation config (a copy): its repetition
     penalty when it has one, its end-of-turn tokens as further eos ids."""
-    import copy
-
     config = copy.deepcopy(generation_config)
     family = model.family
     if family.repetition_penalty is not None:
